@@ -1,0 +1,522 @@
+//! The built-in demos, seeded from data files compiled into the binary (nothing is downloaded):
+//! `suedwestfalen`, the real members of the South Westphalia provider in a mid-recovery state,
+//! and `germany`, every German municipality with the same catalogue, for measuring scale.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use anyhow::{Context, Result, bail};
+use chrono::Duration;
+use serde::Deserialize;
+use sqlx::AnyConnection;
+
+use crate::domain::*;
+use crate::store::{self, Store};
+use crate::time;
+
+const GEMEINDEN: &str = include_str!("../data/gemeinden-de.csv");
+const POSTLEITZAHLEN: &str = include_str!("../data/postleitzahlen-de.csv");
+const AREA: &str = include_str!("../data/demo-area-suedwestfalen.csv");
+const SERVICES: &str = include_str!("../data/demo/services.csv");
+const SCENARIO: &str = include_str!("../data/demo/suedwestfalen.toml");
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Demo {
+    /// The South Westphalia provider's 72 towns and districts, mid-recovery.
+    Suedwestfalen,
+    /// All 10,796 German municipalities with the same catalogue (scale tests).
+    Germany,
+}
+
+#[derive(Deserialize)]
+struct GemeindeRow {
+    ags: String,
+    name: String,
+    district_ags: String,
+    district: String,
+    population: Option<i64>,
+    postal_code: String,
+    lat: f64,
+    lon: f64,
+}
+
+#[derive(Deserialize)]
+struct AreaRow {
+    ags: String,
+    name: String,
+    kind: String,
+    district_ags: String,
+    membership: String,
+}
+
+#[derive(Deserialize)]
+struct PostalRow {
+    postal_code: String,
+    ags: String,
+    place: String,
+}
+
+#[derive(Deserialize)]
+pub struct ServiceRow {
+    pub slug: String,
+    pub name: String,
+    pub area: String,
+    pub responsibility: String,
+    pub leika_key: String,
+    pub synonyms: String,
+    pub description: String,
+}
+
+#[derive(Deserialize)]
+struct Scenario {
+    area_name: String,
+    provider_name: String,
+    rule: Vec<Rule>,
+    office: Vec<OfficeDef>,
+    referral: Vec<ReferralDef>,
+    contact: Vec<ContactDef>,
+    announcement: Vec<AnnouncementDef>,
+    faq: Vec<FaqDef>,
+}
+
+#[derive(Deserialize)]
+struct Rule {
+    #[serde(default)]
+    districts: Vec<String>,
+    #[serde(default)]
+    towns: Vec<String>,
+    #[serde(default)]
+    areas: Vec<String>,
+    #[serde(default)]
+    services: Vec<String>,
+    level: String,
+    #[serde(default)]
+    restrictions: String,
+    #[serde(default)]
+    workaround: String,
+    #[serde(default)]
+    backlog: String,
+    return_in_days: Option<i64>,
+    days_ago: i64,
+}
+
+#[derive(Deserialize)]
+struct OfficeDef {
+    slug: String,
+    name: String,
+    owner_ags: String,
+    city: String,
+    postal_code: String,
+    lat: f64,
+    lon: f64,
+    opening_hours: String,
+}
+
+#[derive(Deserialize)]
+struct ReferralDef {
+    office: String,
+    #[serde(rename = "for")]
+    for_ags: Vec<String>,
+    services: Vec<String>,
+    conditions: String,
+    valid_for_days: i64,
+}
+
+#[derive(Deserialize)]
+struct ContactDef {
+    ags: String,
+    #[serde(default)]
+    emergency_website: String,
+    #[serde(default)]
+    social_media: String,
+}
+
+#[derive(Deserialize)]
+struct AnnouncementDef {
+    id: String,
+    scope: String,
+    #[serde(default, rename = "ref")]
+    scope_ref: String,
+    days_ago: i64,
+    corrected_days_ago: Option<i64>,
+    #[serde(default)]
+    draft: bool,
+    title: String,
+    body: String,
+}
+
+#[derive(Deserialize)]
+struct FaqDef {
+    id: String,
+    question: String,
+    answer: String,
+}
+
+fn csv_rows<T: for<'de> Deserialize<'de>>(name: &str, text: &str) -> Result<Vec<T>> {
+    csv::Reader::from_reader(text.as_bytes())
+        .deserialize()
+        .enumerate()
+        .map(|(i, r)| r.with_context(|| format!("{name}: line {}", i + 2)))
+        .collect()
+}
+
+/// "Menden (Sauerland), Stadt" → "Menden (Sauerland)"; the official suffix is not how people say it.
+fn clean_name(official: &str) -> String {
+    official.split(", ").next().unwrap_or(official).trim().to_string()
+}
+
+pub fn services() -> Result<Vec<Service>> {
+    let rows: Vec<ServiceRow> = csv_rows("services.csv", SERVICES)?;
+    rows.into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            Ok(Service {
+                responsibility: Responsibility::parse(&r.responsibility)
+                    .with_context(|| format!("services.csv line {}: responsibility", i + 2))?,
+                synonyms: r.synonyms.split('|').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+                slug: r.slug,
+                name: r.name,
+                area: r.area,
+                leika_key: r.leika_key,
+                description: r.description,
+                sort_order: i as i64,
+            })
+        })
+        .collect()
+}
+
+/// Seeds `demo` into an empty database in one transaction.
+pub async fn seed(store: &Store, demo: Demo) -> Result<()> {
+    let ds = build(demo)?;
+    let mut tx = store.begin().await?;
+    write_dataset(&mut tx, &ds).await?;
+    store::set_meta(&mut tx, "demo", match demo {
+        Demo::Suedwestfalen => "suedwestfalen",
+        Demo::Germany => "germany",
+    })
+    .await?;
+    store::bump_data_version(&mut tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn write_dataset(c: &mut AnyConnection, ds: &Dataset) -> Result<()> {
+    store::set_meta(c, "area_name", &ds.area_name).await?;
+    store::set_meta(c, "provider_name", &ds.provider_name).await?;
+    for d in &ds.districts {
+        store::upsert_district(c, d).await?;
+    }
+    for m in &ds.municipalities {
+        store::upsert_municipality(c, m).await?;
+    }
+    for p in &ds.postal_codes {
+        store::upsert_postal_code(c, p).await?;
+    }
+    for s in &ds.services {
+        store::upsert_service(c, s).await?;
+    }
+    for o in &ds.offices {
+        store::upsert_office(c, o).await?;
+    }
+    for s in &ds.statements {
+        store::upsert_statement(c, s).await?;
+    }
+    for r in &ds.referrals {
+        store::upsert_referral(c, r).await?;
+    }
+    for a in &ds.announcements {
+        store::insert_announcement(c, a).await?;
+    }
+    for f in &ds.faq {
+        store::insert_faq(c, f).await?;
+    }
+    Ok(())
+}
+
+/// Builds the demo dataset in memory.
+pub fn build(demo: Demo) -> Result<Dataset> {
+    let gemeinden: Vec<GemeindeRow> = csv_rows("gemeinden-de.csv", GEMEINDEN)?;
+    let area: Vec<AreaRow> = csv_rows("demo-area-suedwestfalen.csv", AREA)?;
+    let scenario: Scenario = toml::from_str(SCENARIO).context("suedwestfalen.toml")?;
+    let by_ags: HashMap<&str, &GemeindeRow> = gemeinden.iter().map(|g| (g.ags.as_str(), g)).collect();
+    let area_names: HashMap<&str, &AreaRow> = area.iter().map(|a| (a.ags.as_str(), a)).collect();
+
+    // Which towns, and under which names.
+    let towns: Vec<(&GemeindeRow, String, bool)> = match demo {
+        Demo::Suedwestfalen => area
+            .iter()
+            .filter(|a| a.kind == "municipality")
+            .map(|a| {
+                let g = by_ags.get(a.ags.as_str()).with_context(|| format!("{} missing in gemeinden-de.csv", a.ags))?;
+                Ok((*g, a.name.clone(), a.membership == "member"))
+            })
+            .collect::<Result<_>>()?,
+        Demo::Germany => gemeinden.iter().map(|g| (g, clean_name(&g.name), true)).collect(),
+    };
+
+    let mut ds = Dataset {
+        area_name: match demo {
+            Demo::Suedwestfalen => scenario.area_name.clone(),
+            Demo::Germany => "Notbetrieb Deutschland (Skalierungsdemo)".into(),
+        },
+        provider_name: scenario.provider_name.clone(),
+        demo: true,
+        ..Dataset::default()
+    };
+
+    // Districts: named as in the area file where known, with coordinates at the mean of their towns.
+    let mut district_towns: BTreeMap<&str, Vec<&GemeindeRow>> = BTreeMap::new();
+    for (g, _, _) in &towns {
+        district_towns.entry(g.district_ags.as_str()).or_default().push(g);
+    }
+    let mut district_slugs = HashSet::new();
+    for (ags, members) in &district_towns {
+        let name = match area_names.get(ags) {
+            Some(a) => a.name.clone(),
+            None if demo == Demo::Suedwestfalen => format!("Kreis {}", clean_name(&members[0].district)),
+            None => clean_name(&members[0].district),
+        };
+        let mut slug = slugify(&name);
+        if !district_slugs.insert(slug.clone()) {
+            slug = format!("{slug}-{ags}");
+            district_slugs.insert(slug.clone());
+        }
+        let n = members.len() as f64;
+        ds.districts.push(District {
+            ags: ags.to_string(),
+            slug,
+            name,
+            member: area_names.get(ags).is_some_and(|a| a.membership == "member") || demo == Demo::Germany,
+            lat: Some(members.iter().map(|g| g.lat).sum::<f64>() / n),
+            lon: Some(members.iter().map(|g| g.lon).sum::<f64>() / n),
+            contact: Contact::default(),
+        });
+    }
+    let district_slug: HashMap<String, String> = ds.districts.iter().map(|d| (d.ags.clone(), d.slug.clone())).collect();
+
+    // Town slugs: plain where unique, else with the district, else with the key.
+    let mut slug_count: HashMap<String, usize> = HashMap::new();
+    for (_, name, _) in &towns {
+        *slug_count.entry(slugify(name)).or_default() += 1;
+    }
+    let mut used = HashSet::new();
+    for (g, name, member) in &towns {
+        let mut slug = slugify(name);
+        if slug_count[&slug] > 1 {
+            slug = format!("{slug}-{}", district_slug[&g.district_ags]);
+        }
+        if !used.insert(slug.clone()) {
+            slug = format!("{}-{}", slugify(name), g.ags);
+            used.insert(slug.clone());
+        }
+        let contact = Contact {
+            email: if demo == Demo::Suedwestfalen { format!("buergerbuero@{}.example", slugify(name)) } else { String::new() },
+            ..Contact::default()
+        };
+        ds.municipalities.push(Municipality {
+            ags: g.ags.clone(),
+            slug,
+            name: name.clone(),
+            district_ags: g.district_ags.clone(),
+            member: *member,
+            population: g.population,
+            lat: g.lat,
+            lon: g.lon,
+            contact,
+        });
+    }
+    for c in &scenario.contact {
+        if let Some(m) = ds.municipalities.iter_mut().find(|m| m.ags == c.ags) {
+            m.contact.emergency_website = c.emergency_website.clone();
+            m.contact.social_media = c.social_media.clone();
+        }
+    }
+
+    let town_set: HashSet<&str> = ds.municipalities.iter().map(|m| m.ags.as_str()).collect();
+    let postal: Vec<PostalRow> = csv_rows("postleitzahlen-de.csv", POSTLEITZAHLEN)?;
+    ds.postal_codes = postal
+        .into_iter()
+        .filter(|p| town_set.contains(p.ags.as_str()))
+        .map(|p| PostalCode { postal_code: p.postal_code, municipality_ags: p.ags, place: p.place })
+        .collect();
+    // Every town gets at least the postal code of its seat.
+    let with_code: HashSet<String> = ds.postal_codes.iter().map(|p| p.municipality_ags.clone()).collect();
+    for (g, name, _) in &towns {
+        if !with_code.contains(&g.ags) && g.postal_code.len() == 5 {
+            ds.postal_codes.push(PostalCode { postal_code: g.postal_code.clone(), municipality_ags: g.ags.clone(), place: name.clone() });
+        }
+    }
+
+    ds.services = services()?;
+    let service_by_slug: HashMap<&str, &Service> = ds.services.iter().map(|s| (s.slug.as_str(), s)).collect();
+
+    let now = chrono::Utc::now();
+    let today = now.date_naive();
+    let ago = |days: i64| time::format_rfc3339(now - Duration::days(days) - Duration::minutes(37 * days));
+
+    // Offices: each town's citizens' office (South Westphalia only) and the scenario's offices.
+    if demo == Demo::Suedwestfalen {
+        for m in &ds.municipalities {
+            ds.offices.push(Office {
+                slug: format!("buergerbuero-{}", m.slug),
+                name: format!("Bürgerbüro {}", m.name),
+                owner_ags: m.ags.clone(),
+                street: String::new(),
+                postal_code: ds.postal_codes.iter().find(|p| p.municipality_ags == m.ags).map(|p| p.postal_code.clone()).unwrap_or_default(),
+                city: m.name.clone(),
+                lat: m.lat,
+                lon: m.lon,
+                phone: String::new(),
+                email: m.contact.email.clone(),
+                website: String::new(),
+                opening_hours: "Mo–Fr 8:00–12:30, Do 14:00–17:30".into(),
+            });
+        }
+    }
+    for o in &scenario.office {
+        ds.offices.push(Office {
+            slug: o.slug.clone(),
+            name: o.name.clone(),
+            owner_ags: o.owner_ags.clone(),
+            street: String::new(),
+            postal_code: o.postal_code.clone(),
+            city: o.city.clone(),
+            lat: o.lat,
+            lon: o.lon,
+            phone: String::new(),
+            email: String::new(),
+            website: String::new(),
+            opening_hours: o.opening_hours.clone(),
+        });
+    }
+
+    // Statements: later rules override earlier ones.
+    let mut statements: BTreeMap<(String, String), Statement> = BTreeMap::new();
+    for (i, rule) in scenario.rule.iter().enumerate() {
+        let level = Level::parse(&rule.level).with_context(|| format!("rule {}: level {}", i + 1, rule.level))?;
+        let chosen: Vec<&Service> = ds
+            .services
+            .iter()
+            .filter(|s| rule.areas.contains(&s.area) || rule.services.contains(&s.slug))
+            .collect();
+        for s in &rule.services {
+            if !service_by_slug.contains_key(s.as_str()) {
+                bail!("rule {}: unknown service {s}", i + 1);
+            }
+        }
+        let statement = |scope: &str, s: &Service| Statement {
+            scope_ags: scope.to_string(),
+            service_slug: s.slug.clone(),
+            level,
+            restrictions: rule.restrictions.clone(),
+            workaround: rule.workaround.clone(),
+            backlog: rule.backlog.clone(),
+            expected_return: rule
+                .return_in_days
+                .map(|d| (today + Duration::days(d)).format("%Y-%m-%d").to_string())
+                .unwrap_or_default(),
+            author: "Demo".into(),
+            stated_at: ago(rule.days_ago),
+            version: 1,
+        };
+        for s in &chosen {
+            for d in &rule.districts {
+                if !district_towns.contains_key(d.as_str()) {
+                    continue;
+                }
+                match s.responsibility {
+                    Responsibility::District => {
+                        statements.insert((d.clone(), s.slug.clone()), statement(d, s));
+                    }
+                    Responsibility::Municipality => {
+                        for g in &district_towns[d.as_str()] {
+                            statements.insert((g.ags.clone(), s.slug.clone()), statement(&g.ags, s));
+                        }
+                    }
+                }
+            }
+            for t in &rule.towns {
+                if town_set.contains(t.as_str()) {
+                    statements.insert((t.clone(), s.slug.clone()), statement(t, s));
+                }
+            }
+        }
+    }
+    ds.statements = statements.into_values().collect();
+
+    for r in &scenario.referral {
+        for target in &r.for_ags {
+            for s in &r.services {
+                ds.referrals.push(Referral {
+                    id: format!("{}-{}-{}", r.office, s, target),
+                    office_slug: r.office.clone(),
+                    service_slug: s.clone(),
+                    for_ags: target.clone(),
+                    conditions: r.conditions.clone(),
+                    valid_from: (today - Duration::days(10)).format("%Y-%m-%d").to_string(),
+                    valid_until: (today + Duration::days(r.valid_for_days)).format("%Y-%m-%d").to_string(),
+                });
+            }
+        }
+    }
+
+    for a in &scenario.announcement {
+        let published = ago(a.days_ago);
+        ds.announcements.push(Announcement {
+            id: a.id.clone(),
+            scope_kind: ScopeKind::parse(&a.scope).with_context(|| format!("announcement {}: scope", a.id))?,
+            scope_ref: a.scope_ref.clone(),
+            lang: "de".into(),
+            title: a.title.clone(),
+            body: a.body.trim().to_string(),
+            author: "Demo".into(),
+            published_at: if a.draft { None } else { Some(published.clone()) },
+            updated_at: a.corrected_days_ago.map(ago).unwrap_or(published),
+        });
+    }
+    for (i, f) in scenario.faq.iter().enumerate() {
+        ds.faq.push(FaqEntry {
+            id: f.id.clone(),
+            scope_kind: ScopeKind::Area,
+            scope_ref: String::new(),
+            lang: "de".into(),
+            question: f.question.clone(),
+            answer: f.answer.trim().to_string(),
+            sort_order: i as i64,
+            published_at: Some(ago(14)),
+            updated_at: ago(14),
+        });
+    }
+    Ok(ds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suedwestfalen_demo_is_complete() {
+        let ds = build(Demo::Suedwestfalen).unwrap();
+        assert_eq!(ds.municipalities.len(), 68);
+        assert!(ds.municipalities.iter().any(|m| m.slug == "menden-sauerland" && m.ags == "05962040"));
+        assert!(ds.services.len() >= 40);
+        assert!(ds.services.iter().filter(|s| !s.leika_key.is_empty()).count() >= 8);
+        for area in SERVICE_AREAS {
+            assert!(ds.services.iter().any(|s| s.area == area), "{area}");
+        }
+        // Mid-recovery: every level occurs.
+        for level in Level::ALL {
+            assert!(ds.statements.iter().any(|s| s.level == level), "{level:?}");
+        }
+        assert!(ds.referrals.iter().any(|r| r.for_ags == "05962" && r.service_slug == "fahrzeug-zulassen"));
+        assert!(ds.postal_codes.iter().any(|p| p.postal_code == "58706"));
+    }
+
+    #[test]
+    fn germany_demo_has_every_municipality_with_unique_slugs() {
+        let ds = build(Demo::Germany).unwrap();
+        assert_eq!(ds.municipalities.len(), 10796);
+        let slugs: HashSet<_> = ds.municipalities.iter().map(|m| &m.slug).collect();
+        assert_eq!(slugs.len(), 10796);
+        assert!(ds.municipalities.iter().all(|m| is_valid_slug(&m.slug)));
+    }
+}

@@ -1,0 +1,308 @@
+//! The domain vocabulary: plain data types shared by storage, snapshot, pages and API.
+//! German terms are in `PRODUCT.md`; code uses the English words.
+
+use serde::{Deserialize, Serialize};
+
+/// How well a service works right now. Exactly these four, from best to worst.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    Normal,
+    Limited,
+    Emergency,
+    Unavailable,
+}
+
+impl Level {
+    pub const ALL: [Level; 4] = [Level::Normal, Level::Limited, Level::Emergency, Level::Unavailable];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Normal => "normal",
+            Level::Limited => "limited",
+            Level::Emergency => "emergency",
+            Level::Unavailable => "unavailable",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Level> {
+        Level::ALL.into_iter().find(|l| l.as_str() == s)
+    }
+}
+
+/// The service areas ("Leistungsbereiche") the catalogue is grouped by, in display order.
+pub const SERVICE_AREAS: [&str; 6] = ["registration", "civil_registry", "social", "vehicle", "finance", "trade"];
+
+pub fn is_service_area(s: &str) -> bool {
+    SERVICE_AREAS.contains(&s)
+}
+
+/// Which level of administration provides a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Responsibility {
+    Municipality,
+    District,
+}
+
+impl Responsibility {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Responsibility::Municipality => "municipality",
+            Responsibility::District => "district",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "municipality" => Some(Self::Municipality),
+            "district" => Some(Self::District),
+            _ => None,
+        }
+    }
+}
+
+/// Ways to reach an administration.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Contact {
+    pub phone: String,
+    pub email: String,
+    pub website: String,
+    pub emergency_website: String,
+    /// Social media addresses, one per line.
+    pub social_media: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct District {
+    pub ags: String,
+    pub slug: String,
+    pub name: String,
+    pub member: bool,
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+    pub contact: Contact,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Municipality {
+    pub ags: String,
+    pub slug: String,
+    pub name: String,
+    pub district_ags: String,
+    pub member: bool,
+    pub population: Option<i64>,
+    pub lat: f64,
+    pub lon: f64,
+    pub contact: Contact,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PostalCode {
+    pub postal_code: String,
+    pub municipality_ags: String,
+    pub place: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Service {
+    pub slug: String,
+    pub name: String,
+    pub area: String,
+    pub responsibility: Responsibility,
+    pub leika_key: String,
+    /// Other words citizens use for it ("Auto anmelden").
+    pub synonyms: Vec<String>,
+    pub description: String,
+    pub sort_order: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Office {
+    pub slug: String,
+    pub name: String,
+    /// AGS of the town or district running the office; empty for offices we know nothing else about.
+    pub owner_ags: String,
+    pub street: String,
+    pub postal_code: String,
+    pub city: String,
+    pub lat: f64,
+    pub lon: f64,
+    pub phone: String,
+    pub email: String,
+    pub website: String,
+    pub opening_hours: String,
+}
+
+/// What a town or district stated about one of its services.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Statement {
+    /// 8-digit AGS for a town, 5-digit for a district.
+    pub scope_ags: String,
+    pub service_slug: String,
+    pub level: Level,
+    pub restrictions: String,
+    pub workaround: String,
+    pub backlog: String,
+    /// Expected return to normal operation, `YYYY-MM-DD`, or empty.
+    pub expected_return: String,
+    pub author: String,
+    pub stated_at: String,
+    pub version: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Referral {
+    pub id: String,
+    pub office_slug: String,
+    pub service_slug: String,
+    /// Residents of this town (8 digits) or district (5 digits) may go there.
+    pub for_ags: String,
+    pub conditions: String,
+    /// `YYYY-MM-DD` or empty for open-ended.
+    pub valid_from: String,
+    pub valid_until: String,
+}
+
+/// Who an announcement or FAQ entry is about.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ScopeKind {
+    Area,
+    District,
+    Municipality,
+    Service,
+}
+
+impl ScopeKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ScopeKind::Area => "area",
+            ScopeKind::District => "district",
+            ScopeKind::Municipality => "municipality",
+            ScopeKind::Service => "service",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "area" => Some(Self::Area),
+            "district" => Some(Self::District),
+            "municipality" => Some(Self::Municipality),
+            "service" => Some(Self::Service),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Announcement {
+    pub id: String,
+    pub scope_kind: ScopeKind,
+    pub scope_ref: String,
+    pub lang: String,
+    pub title: String,
+    /// Markdown as written by the editor; rendered through the sanitiser.
+    pub body: String,
+    pub author: String,
+    /// `None` while a draft.
+    pub published_at: Option<String>,
+    pub updated_at: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FaqEntry {
+    pub id: String,
+    pub scope_kind: ScopeKind,
+    pub scope_ref: String,
+    pub lang: String,
+    pub question: String,
+    pub answer: String,
+    pub sort_order: i64,
+    pub published_at: Option<String>,
+    pub updated_at: String,
+}
+
+/// Everything the public side needs, as loaded from storage in one go.
+#[derive(Clone, Debug, Default)]
+pub struct Dataset {
+    pub area_name: String,
+    pub provider_name: String,
+    pub demo: bool,
+    pub districts: Vec<District>,
+    pub municipalities: Vec<Municipality>,
+    pub postal_codes: Vec<PostalCode>,
+    pub services: Vec<Service>,
+    pub offices: Vec<Office>,
+    pub statements: Vec<Statement>,
+    pub referrals: Vec<Referral>,
+    pub announcements: Vec<Announcement>,
+    pub faq: Vec<FaqEntry>,
+}
+
+/// Lower-case ASCII slug: "Menden (Sauerland)" → "menden-sauerland", "Lüdenscheid" → "luedenscheid".
+pub fn slugify(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars().flat_map(char::to_lowercase) {
+        match c {
+            'ä' => out.push_str("ae"),
+            'ö' => out.push_str("oe"),
+            'ü' => out.push_str("ue"),
+            'ß' => out.push_str("ss"),
+            'é' | 'è' | 'ê' => out.push('e'),
+            'á' | 'à' | 'â' => out.push('a'),
+            c if c.is_ascii_alphanumeric() => out.push(c),
+            _ => {
+                if !out.is_empty() && !out.ends_with('-') {
+                    out.push('-')
+                }
+            }
+        }
+    }
+    while out.ends_with('-') {
+        out.pop();
+    }
+    out
+}
+
+/// A slug as accepted in URLs and imports: 1–100 characters of `a-z`, `0-9` and `-`.
+pub fn is_valid_slug(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 100 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Great-circle distance in kilometres.
+pub fn distance_km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
+    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
+    let dp = (lat2 - lat1).to_radians();
+    let dl = (lon2 - lon1).to_radians();
+    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
+    6371.0 * 2.0 * a.sqrt().asin()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_fold_umlauts_and_punctuation() {
+        assert_eq!(slugify("Menden (Sauerland)"), "menden-sauerland");
+        assert_eq!(slugify("Lüdenscheid"), "luedenscheid");
+        assert_eq!(slugify("Schalksmühle"), "schalksmuehle");
+        assert_eq!(slugify("Eheschließung anmelden"), "eheschliessung-anmelden");
+        assert!(is_valid_slug("menden-sauerland"));
+        assert!(!is_valid_slug("Menden"));
+        assert!(!is_valid_slug("<script>"));
+    }
+
+    #[test]
+    fn distance_menden_iserlohn_is_about_eight_km() {
+        let d = distance_km(51.439281, 7.795344, 51.374541, 7.699212);
+        assert!((9.0..10.5).contains(&d), "{d}");
+    }
+
+    #[test]
+    fn levels_round_trip() {
+        for l in Level::ALL {
+            assert_eq!(Level::parse(l.as_str()), Some(l));
+        }
+        assert_eq!(Level::parse("broken"), None);
+    }
+}

@@ -1,0 +1,85 @@
+//! Atom feeds (RFC 4287) of announcements: the whole area and one per town.
+
+use anyhow::Result;
+use atom_syndication::{Content, Entry, Feed, Link, Person, Text};
+
+use crate::domain::{Announcement, Municipality};
+use crate::i18n;
+use crate::render;
+use crate::snapshot::Snapshot;
+use crate::time;
+
+fn fixed(s: &str) -> chrono::DateTime<chrono::FixedOffset> {
+    time::parse_rfc3339(s).unwrap_or_default().fixed_offset()
+}
+
+fn link(href: String, rel: &str, mime: Option<&str>) -> Link {
+    let mut l = Link::default();
+    l.set_href(href);
+    l.set_rel(rel);
+    l.set_mime_type(mime.map(str::to_string));
+    l
+}
+
+fn entry(snap: &Snapshot, lang: &str, public_url: &str, a: &Announcement) -> Entry {
+    let url = format!("{public_url}{}/meldungen/{}", render::base(lang), a.id);
+    let mut e = Entry::default();
+    e.set_id(format!("{public_url}/meldungen/{}", a.id));
+    e.set_title(Text::plain(a.title.clone()));
+    e.set_updated(fixed(&a.updated_at));
+    e.set_published(a.published_at.as_deref().map(fixed));
+    e.set_links(vec![link(url, "alternate", Some("text/html"))]);
+    e.set_summary(Some(Text::plain(render::scope_name(snap, lang, &a.scope_kind, &a.scope_ref))));
+    let mut content = Content::default();
+    content.set_content_type(Some("html".to_string()));
+    content.set_value(Some(render::markdown(&a.body)));
+    e.set_content(Some(content));
+    let mut author = Person::default();
+    author.set_name(if a.author.is_empty() { snap.data.provider_name.clone() } else { a.author.clone() });
+    e.set_authors(vec![author]);
+    e
+}
+
+fn feed(snap: &Snapshot, lang: &str, public_url: &str, title: String, self_path: String, page_path: String, items: Vec<&Announcement>) -> String {
+    let mut f = Feed::default();
+    f.set_id(format!("{public_url}{self_path}"));
+    f.set_title(Text::plain(title));
+    f.set_lang(Some(lang.to_string()));
+    let updated = items.iter().map(|a| a.updated_at.as_str()).max().unwrap_or(snap.changed_at.as_str());
+    f.set_updated(fixed(updated));
+    f.set_links(vec![
+        link(format!("{public_url}{self_path}"), "self", Some("application/atom+xml")),
+        link(format!("{public_url}{page_path}"), "alternate", Some("text/html")),
+    ]);
+    let mut author = Person::default();
+    author.set_name(snap.data.provider_name.clone());
+    f.set_authors(vec![author]);
+    f.set_entries(items.into_iter().map(|a| entry(snap, lang, public_url, a)).collect::<Vec<_>>());
+    f.to_string()
+}
+
+pub fn area(snap: &Snapshot, lang: &str, public_url: &str) -> Result<String> {
+    let base = render::base(lang);
+    Ok(feed(
+        snap,
+        lang,
+        public_url,
+        i18n::tf(lang, "feed.area_title", &[("area", snap.data.area_name.clone())]),
+        format!("{base}/feeds/meldungen.atom"),
+        format!("{base}/meldungen"),
+        snap.published_announcements().collect(),
+    ))
+}
+
+pub fn municipality(snap: &Snapshot, lang: &str, public_url: &str, m: &Municipality) -> Result<String> {
+    let base = render::base(lang);
+    Ok(feed(
+        snap,
+        lang,
+        public_url,
+        i18n::tf(lang, "feed.town_title", &[("town", m.name.clone())]),
+        format!("{base}/kommunen/{}/meldungen.atom", m.slug),
+        format!("{base}/kommunen/{}", m.slug),
+        snap.announcements_for(m),
+    ))
+}

@@ -1,0 +1,569 @@
+//! The one renderer: every public page, for the live server and for a static export alike.
+//! Functions here turn the snapshot into view models and feed them to the templates in
+//! `templates/`; they never touch the database or the HTTP layer.
+
+use std::sync::OnceLock;
+
+use anyhow::Result;
+use minijinja::{Environment, State, Value, context};
+use serde::Serialize;
+
+use crate::domain::*;
+use crate::i18n;
+use crate::snapshot::{Availability, Snapshot, Source};
+use crate::time;
+
+const TEMPLATES: &[(&str, &str)] = &[
+    ("base.html", include_str!("../templates/base.html")),
+    ("macros.html", include_str!("../templates/macros.html")),
+    ("home.html", include_str!("../templates/home.html")),
+    ("search.html", include_str!("../templates/search.html")),
+    ("municipalities.html", include_str!("../templates/municipalities.html")),
+    ("municipality.html", include_str!("../templates/municipality.html")),
+    ("service_in_town.html", include_str!("../templates/service_in_town.html")),
+    ("services.html", include_str!("../templates/services.html")),
+    ("service.html", include_str!("../templates/service.html")),
+    ("announcements.html", include_str!("../templates/announcements.html")),
+    ("announcement.html", include_str!("../templates/announcement.html")),
+    ("faq.html", include_str!("../templates/faq.html")),
+    ("sources.html", include_str!("../templates/sources.html")),
+    ("error.html", include_str!("../templates/error.html")),
+];
+
+/// Any serialisable value as a template value.
+fn v<T: Serialize>(t: T) -> Value {
+    Value::from(minijinja::value::Serde(t))
+}
+
+fn env() -> &'static Environment<'static> {
+    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Environment::new();
+        for (name, source) in TEMPLATES {
+            env.add_template(name, source).unwrap_or_else(|e| panic!("template {name}: {e}"));
+        }
+        env.add_function("t", template_t);
+        env.add_filter("datetime", |s: String| time::german_datetime(&s));
+        env.add_filter("date", |s: String| time::german_date(&s));
+        env.add_filter("markdown", |s: String| Value::from_safe_string(markdown(&s)));
+        env
+    })
+}
+
+/// `t("key", name=value, …)` in templates, in the page's language.
+fn template_t(state: &State, key: &str, kwargs: minijinja::value::Kwargs) -> Result<String, minijinja::Error> {
+    let lang = state.lookup("lang").map(|v| v.to_string()).unwrap_or_else(|| i18n::DEFAULT_LANG.into());
+    let mut args = Vec::new();
+    for name in kwargs.args() {
+        let v: Value = kwargs.get(name)?;
+        args.push((name, v.to_string()));
+    }
+    Ok(i18n::tf(&lang, key, &args))
+}
+
+/// Markdown from editors, rendered and then sanitised: no scripts, no event handlers, no styles.
+pub fn markdown(source: &str) -> String {
+    let mut html = String::new();
+    pulldown_cmark::html::push_html(&mut html, pulldown_cmark::Parser::new(source));
+    ammonia::Builder::default().link_rel(Some("noopener noreferrer nofollow")).clean(&html).to_string()
+}
+
+/// Plain-text summary of Markdown (feeds, API, previews).
+pub fn markdown_to_text(source: &str) -> String {
+    use pulldown_cmark::{Event, Parser};
+    let mut out = String::new();
+    for ev in Parser::new(source) {
+        match ev {
+            Event::Text(t) | Event::Code(t) => out.push_str(&t),
+            Event::SoftBreak | Event::HardBreak | Event::End(_) => {
+                if !out.ends_with(' ') {
+                    out.push(' ')
+                }
+            }
+            _ => {}
+        }
+    }
+    out.trim().to_string()
+}
+
+/// The prefix of every public URL in a language: "" for German, "/en" for English.
+pub fn base(lang: &str) -> &'static str {
+    if lang == "en" { "/en" } else { "" }
+}
+
+/// German number format with one decimal: 12,3
+pub fn km(lang: &str, d: f64) -> String {
+    let s = format!("{d:.1}");
+    if lang == "de" { s.replace('.', ",") } else { s }
+}
+
+#[derive(Serialize)]
+struct Site<'a> {
+    name: &'a str,
+    provider: &'a str,
+    demo: bool,
+}
+
+/// Everything a page needs besides its own content.
+struct Page<'a> {
+    snapshot: &'a Snapshot,
+    lang: &'a str,
+    /// This page's path without the language prefix, for the language switch.
+    path: String,
+    /// When the information on this page last changed.
+    changed_at: String,
+    nav: &'static str,
+}
+
+impl Page<'_> {
+    fn render(&self, template: &str, content: Value) -> Result<String> {
+        let d = &self.snapshot.data;
+        let other_lang = if self.lang == "de" { "en" } else { "de" };
+        let ctx = context! {
+            lang => v(&self.lang),
+            base => v(base(self.lang)),
+            site => v(Site { name: &d.area_name, provider: &d.provider_name, demo: d.demo }),
+            changed_at => v(&self.changed_at),
+            nav => v(&self.nav),
+            path => v(&self.path),
+            other_lang => v(other_lang),
+            other_lang_url => v(format!("{}{}", base(other_lang), self.path)),
+            ..content
+        };
+        Ok(env().get_template(template)?.render(ctx)?)
+    }
+}
+
+fn page<'a>(snapshot: &'a Snapshot, lang: &'a str, path: impl Into<String>, nav: &'static str) -> Page<'a> {
+    Page { snapshot, lang, path: path.into(), changed_at: snapshot.changed_at.clone(), nav }
+}
+
+// ---------------------------------------------------------------------------------------------
+// View models
+
+#[derive(Serialize)]
+pub struct AvailabilityView {
+    pub service_slug: String,
+    pub service_name: String,
+    pub level: &'static str,
+    pub source: &'static str,
+    /// Who said it: the town or the district.
+    pub source_name: String,
+    pub restrictions: String,
+    pub workaround: String,
+    pub backlog: String,
+    pub expected_return: String,
+    pub stated_at: String,
+    pub has_alternatives: bool,
+}
+
+fn availability_view(snap: &Snapshot, m: &Municipality, s: &Service, a: Availability) -> AvailabilityView {
+    let source = match a.source {
+        Source::Municipality => "municipality",
+        Source::District => "district",
+        Source::NoReport => "no_report",
+    };
+    let source_name = match a.source {
+        Source::Municipality => m.name.clone(),
+        Source::District => snap.district(&m.district_ags).map(|d| d.name.clone()).unwrap_or_default(),
+        Source::NoReport => String::new(),
+    };
+    let st = a.statement;
+    AvailabilityView {
+        service_slug: s.slug.clone(),
+        service_name: s.name.clone(),
+        level: a.level.as_str(),
+        source,
+        source_name,
+        restrictions: st.map(|s| s.restrictions.clone()).unwrap_or_default(),
+        workaround: st.map(|s| s.workaround.clone()).unwrap_or_default(),
+        backlog: st.map(|s| s.backlog.clone()).unwrap_or_default(),
+        expected_return: st.map(|s| s.expected_return.clone()).unwrap_or_default(),
+        stated_at: st.map(|s| s.stated_at.clone()).unwrap_or_default(),
+        has_alternatives: snap.has_alternatives(m, s),
+    }
+}
+
+#[derive(Serialize)]
+struct AreaGroup {
+    key: &'static str,
+    items: Vec<AvailabilityView>,
+}
+
+#[derive(Serialize, Default)]
+pub struct LevelCounts {
+    pub normal: usize,
+    pub limited: usize,
+    pub emergency: usize,
+    pub unavailable: usize,
+}
+
+impl LevelCounts {
+    pub fn add(&mut self, l: Level) {
+        match l {
+            Level::Normal => self.normal += 1,
+            Level::Limited => self.limited += 1,
+            Level::Emergency => self.emergency += 1,
+            Level::Unavailable => self.unavailable += 1,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct TownLink {
+    slug: String,
+    name: String,
+    district: String,
+}
+
+fn town_link(snap: &Snapshot, m: &Municipality) -> TownLink {
+    TownLink {
+        slug: m.slug.clone(),
+        name: m.name.clone(),
+        district: snap.district(&m.district_ags).map(|d| d.name.clone()).unwrap_or_default(),
+    }
+}
+
+#[derive(Serialize)]
+struct AnnouncementView {
+    id: String,
+    title: String,
+    body: String,
+    scope: String,
+    published_at: String,
+    updated_at: String,
+    corrected: bool,
+}
+
+fn announcement_view(snap: &Snapshot, lang: &str, a: &Announcement) -> AnnouncementView {
+    let published_at = a.published_at.clone().unwrap_or_default();
+    AnnouncementView {
+        id: a.id.clone(),
+        title: a.title.clone(),
+        body: a.body.clone(),
+        scope: scope_name(snap, lang, &a.scope_kind, &a.scope_ref),
+        corrected: a.updated_at > published_at,
+        published_at,
+        updated_at: a.updated_at.clone(),
+    }
+}
+
+pub fn scope_name(snap: &Snapshot, lang: &str, kind: &ScopeKind, r: &str) -> String {
+    match kind {
+        ScopeKind::Area => i18n::t(lang, "scope.area"),
+        ScopeKind::District => snap.district(r).map(|d| d.name.clone()).unwrap_or_else(|| r.to_string()),
+        ScopeKind::Municipality => snap.municipality_by_ags(r).map(|m| m.name.clone()).unwrap_or_else(|| r.to_string()),
+        ScopeKind::Service => snap.service(r).map(|s| s.name.clone()).unwrap_or_else(|| r.to_string()),
+    }
+}
+
+#[derive(Serialize)]
+struct DistrictGroup {
+    name: String,
+    member: bool,
+    towns: Vec<TownLink>,
+}
+
+fn district_groups(snap: &Snapshot) -> Vec<DistrictGroup> {
+    snap.districts_with_towns()
+        .map(|d| DistrictGroup {
+            name: d.name.clone(),
+            member: d.member,
+            towns: snap.towns_of_district(&d.ags).map(|m| town_link(snap, m)).collect(),
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pages
+
+pub fn home(snap: &Snapshot, lang: &str) -> Result<String> {
+    let mut counts = LevelCounts::default();
+    for m in &snap.data.municipalities {
+        for s in &snap.data.services {
+            counts.add(snap.availability(m, s).level);
+        }
+    }
+    let news: Vec<_> = snap.published_announcements().take(3).map(|a| announcement_view(snap, lang, a)).collect();
+    page(snap, lang, "/", "home").render(
+        "home.html",
+        context! {
+            counts => v(counts),
+            town_count => v(snap.data.municipalities.len()),
+            service_count => v(snap.data.services.len()),
+            news => v(news),
+            districts => v(district_groups(snap)),
+        },
+    )
+}
+
+/// What the search form can answer.
+pub struct SearchOutcome<'a> {
+    pub query: String,
+    pub place: String,
+    pub towns: Vec<&'a Municipality>,
+    pub services: Vec<&'a Service>,
+    /// The place was a postal code or name that matched nothing.
+    pub place_unknown: bool,
+}
+
+pub fn search_towns<'a>(snap: &'a Snapshot, place: &str) -> Vec<&'a Municipality> {
+    let place = place.trim();
+    if place.is_empty() {
+        return Vec::new();
+    }
+    if place.len() == 5 && place.bytes().all(|b| b.is_ascii_digit()) {
+        return snap.municipalities_for_postal_code(place);
+    }
+    let hits = snap.municipality_index.search(place, 10);
+    // An exact name wins outright ("Olpe" is also in "Kreis Olpe").
+    if let Some(&(i, score)) = hits.first()
+        && score >= 10.0
+    {
+        return vec![&snap.data.municipalities[i]];
+    }
+    hits.into_iter().map(|(i, _)| &snap.data.municipalities[i]).collect()
+}
+
+pub fn search_services<'a>(snap: &'a Snapshot, query: &str) -> Vec<&'a Service> {
+    snap.service_index.search(query, 12).into_iter().map(|(i, _)| &snap.data.services[i]).collect()
+}
+
+pub fn search(snap: &Snapshot, lang: &str, outcome: &SearchOutcome) -> Result<String> {
+    // With exactly one town, services are shown with that town's status.
+    let town = if outcome.towns.len() == 1 { Some(outcome.towns[0]) } else { None };
+    let results: Vec<_> = outcome
+        .services
+        .iter()
+        .map(|s| match town {
+            Some(m) => context! { service => v(&s.slug), name => v(&s.name), availability => v(availability_view(snap, m, s, snap.availability(m, s))) },
+            None => context! { service => v(&s.slug), name => v(&s.name) },
+        })
+        .collect();
+    page(snap, lang, "/suche", "search").render(
+        "search.html",
+        context! {
+            query => v(&outcome.query),
+            place => v(&outcome.place),
+            place_unknown => v(&outcome.place_unknown),
+            towns => v(outcome.towns.iter().map(|m| town_link(snap, m)).collect::<Vec<_>>()),
+            town => v(town.map(|m| town_link(snap, m))),
+            results => v(results),
+        },
+    )
+}
+
+pub fn municipalities(snap: &Snapshot, lang: &str) -> Result<String> {
+    page(snap, lang, "/kommunen", "towns").render("municipalities.html", context! { districts => v(district_groups(snap)) })
+}
+
+#[derive(Serialize)]
+struct OfficeView {
+    slug: String,
+    name: String,
+    street: String,
+    postal_code: String,
+    city: String,
+    phone: String,
+    email: String,
+    website: String,
+    opening_hours: String,
+}
+
+fn office_view(o: &Office) -> OfficeView {
+    OfficeView {
+        slug: o.slug.clone(),
+        name: o.name.clone(),
+        street: o.street.clone(),
+        postal_code: o.postal_code.clone(),
+        city: o.city.clone(),
+        phone: o.phone.clone(),
+        email: o.email.clone(),
+        website: o.website.clone(),
+        opening_hours: o.opening_hours.clone(),
+    }
+}
+
+pub fn municipality(snap: &Snapshot, lang: &str, m: &Municipality) -> Result<String> {
+    let mut counts = LevelCounts::default();
+    let groups: Vec<AreaGroup> = SERVICE_AREAS
+        .iter()
+        .map(|area| AreaGroup {
+            key: area,
+            items: snap
+                .data
+                .services
+                .iter()
+                .filter(|s| s.area == *area)
+                .map(|s| {
+                    let a = snap.availability(m, s);
+                    counts.add(a.level);
+                    availability_view(snap, m, s, a)
+                })
+                .collect(),
+        })
+        .filter(|g| !g.items.is_empty())
+        .collect();
+    let district = snap.district(&m.district_ags);
+    let mut offices: Vec<OfficeView> = snap.offices_of(&m.ags).into_iter().map(office_view).collect();
+    offices.extend(snap.offices_of(&m.district_ags).into_iter().map(office_view));
+    let news: Vec<_> = snap.announcements_for(m).into_iter().take(5).map(|a| announcement_view(snap, lang, a)).collect();
+    let mut p = page(snap, lang, format!("/kommunen/{}", m.slug), "towns");
+    p.changed_at = snap.changed_at_for(m);
+    p.render(
+        "municipality.html",
+        context! {
+            town => v(town_link(snap, m)),
+            ags => v(&m.ags),
+            population => v(&m.population),
+            postal_codes => v(snap.postal_codes_of(m)),
+            contact => v(&m.contact),
+            district_contact => v(district.map(|d| d.contact.clone())),
+            social => v(m.contact.social_media.lines().filter(|l| !l.trim().is_empty()).collect::<Vec<_>>()),
+            counts => v(counts),
+            groups => v(groups),
+            offices => v(offices),
+            news => v(news),
+        },
+    )
+}
+
+#[derive(Serialize)]
+struct AlternativeView {
+    office: OfficeView,
+    distance: String,
+    level: &'static str,
+    conditions: String,
+    valid_until: String,
+}
+
+pub fn service_in_town(snap: &Snapshot, lang: &str, m: &Municipality, s: &Service) -> Result<String> {
+    let a = snap.availability(m, s);
+    let alternatives: Vec<_> = snap
+        .alternatives(m, s)
+        .into_iter()
+        .map(|alt| AlternativeView {
+            office: office_view(alt.office),
+            distance: km(lang, alt.distance_km),
+            level: alt.level.as_str(),
+            conditions: alt.referral.conditions.clone(),
+            valid_until: alt.referral.valid_until.clone(),
+        })
+        .collect();
+    let mut p = page(snap, lang, format!("/kommunen/{}/leistungen/{}", m.slug, s.slug), "towns");
+    p.changed_at = snap.changed_at_for(m);
+    p.render(
+        "service_in_town.html",
+        context! {
+            town => v(town_link(snap, m)),
+            service => v(s),
+            availability => v(availability_view(snap, m, s, a)),
+            alternatives => v(alternatives),
+            contact => v(&m.contact),
+        },
+    )
+}
+
+#[derive(Serialize)]
+struct ServiceGroup {
+    key: &'static str,
+    services: Vec<Value>,
+}
+
+pub fn services(snap: &Snapshot, lang: &str) -> Result<String> {
+    let groups: Vec<ServiceGroup> = SERVICE_AREAS
+        .iter()
+        .map(|area| ServiceGroup {
+            key: area,
+            services: snap
+                .data
+                .services
+                .iter()
+                .filter(|s| s.area == *area)
+                .map(|s| {
+                    let mut counts = LevelCounts::default();
+                    for m in &snap.data.municipalities {
+                        counts.add(snap.availability(m, s).level);
+                    }
+                    context! { slug => v(&s.slug), name => v(&s.name), synonyms => v(&s.synonyms), counts => v(counts) }
+                })
+                .collect(),
+        })
+        .filter(|g| !g.services.is_empty())
+        .collect();
+    page(snap, lang, "/leistungen", "services").render("services.html", context! { groups => v(groups) })
+}
+
+pub fn service(snap: &Snapshot, lang: &str, s: &Service) -> Result<String> {
+    let mut counts = LevelCounts::default();
+    let districts: Vec<Value> = snap
+        .districts_with_towns()
+        .map(|d| {
+            let rows: Vec<Value> = snap
+                .towns_of_district(&d.ags)
+                .map(|m| {
+                    let a = snap.availability(m, s);
+                    counts.add(a.level);
+                    context! { town => v(town_link(snap, m)), availability => v(availability_view(snap, m, s, a)) }
+                })
+                .collect();
+            context! { name => v(&d.name), rows => v(rows) }
+        })
+        .collect();
+    let mut p = page(snap, lang, format!("/leistungen/{}", s.slug), "services");
+    p.changed_at = snap.changed_at_for_service(s);
+    p.render("service.html", context! { service => v(s), counts => v(counts), districts => v(districts) })
+}
+
+pub fn announcements(snap: &Snapshot, lang: &str) -> Result<String> {
+    let items: Vec<_> = snap.published_announcements().map(|a| announcement_view(snap, lang, a)).collect();
+    page(snap, lang, "/meldungen", "news").render("announcements.html", context! { items => v(items) })
+}
+
+pub fn announcement(snap: &Snapshot, lang: &str, a: &Announcement) -> Result<String> {
+    let mut p = page(snap, lang, format!("/meldungen/{}", a.id), "news");
+    p.changed_at = a.updated_at.clone();
+    p.render("announcement.html", context! { item => v(announcement_view(snap, lang, a)) })
+}
+
+pub fn faq(snap: &Snapshot, lang: &str) -> Result<String> {
+    let items: Vec<Value> = snap
+        .published_faq()
+        .map(|f| {
+            context! {
+                id => v(&f.id), question => v(&f.question), answer => v(&f.answer),
+                scope => v(scope_name(snap, lang, &f.scope_kind, &f.scope_ref)),
+            }
+        })
+        .collect();
+    page(snap, lang, "/fragen", "faq").render("faq.html", context! { items => v(items) })
+}
+
+pub fn sources(snap: &Snapshot, lang: &str) -> Result<String> {
+    page(snap, lang, "/quellen", "sources").render("sources.html", context! {})
+}
+
+/// A friendly error page; `message_key` comes from the catalogue, never from the request.
+pub fn error(snap: &Snapshot, lang: &str, status: u16, message_key: &str) -> Result<String> {
+    page(snap, lang, "/", "").render("error.html", context! { status => v(status), message => v(i18n::t(lang, message_key)) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markdown_is_sanitised() {
+        let html = markdown("**fett** <script>alert(1)</script> [x](javascript:alert(1)) <img src=x onerror=alert(1)>");
+        assert!(html.contains("<strong>fett</strong>"));
+        assert!(!html.contains("<script"));
+        assert!(!html.contains("javascript:"));
+        assert!(!html.contains("onerror"));
+    }
+
+    #[test]
+    fn km_uses_decimal_comma_in_german() {
+        assert_eq!(km("de", 12.34), "12,3");
+        assert_eq!(km("en", 12.34), "12.3");
+    }
+}

@@ -1,0 +1,318 @@
+//! The public state: an immutable snapshot of everything citizens can see, built from the
+//! database after each committed change and swapped atomically. Pages and feeds are rendered
+//! from it and cached inside it, so a reader never waits for the database and a new snapshot
+//! starts with an empty cache.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use crate::domain::*;
+use crate::search::Index;
+
+/// Where a town's availability of a service comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The town stated it.
+    Municipality,
+    /// The district stated it for all its towns (district-level services such as vehicle registration).
+    District,
+    /// Nobody reported a disruption.
+    NoReport,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Availability<'a> {
+    pub level: Level,
+    pub source: Source,
+    pub statement: Option<&'a Statement>,
+}
+
+/// An office that accepts a service instead, seen from one town.
+pub struct Alternative<'a> {
+    pub referral: &'a Referral,
+    pub office: &'a Office,
+    pub distance_km: f64,
+    /// The service's own current status at that office.
+    pub level: Level,
+}
+
+/// A rendered response, kept for the snapshot's lifetime: the bytes, pre-compressed once.
+pub struct CachedPage {
+    pub content_type: &'static str,
+    pub body: bytes::Bytes,
+    pub gzip: bytes::Bytes,
+    pub etag: String,
+}
+
+pub struct Snapshot {
+    pub data: Dataset,
+    /// When the data last changed (RFC 3339), shown as "Stand" where nothing more specific applies.
+    pub changed_at: String,
+    pub data_version: i64,
+    municipality_by_slug: HashMap<String, usize>,
+    municipality_by_ags: HashMap<String, usize>,
+    district_by_ags: HashMap<String, usize>,
+    district_by_slug: HashMap<String, usize>,
+    service_by_slug: HashMap<String, usize>,
+    office_by_slug: HashMap<String, usize>,
+    statement_by_scope: HashMap<(String, String), usize>,
+    /// (town or district AGS, service slug) → referrals.
+    referrals_by_target: HashMap<(String, String), Vec<usize>>,
+    postal: HashMap<String, Vec<usize>>,
+    pub service_index: Index,
+    pub municipality_index: Index,
+    /// Municipality indices per district AGS, in name order.
+    pub municipalities_by_district: HashMap<String, Vec<usize>>,
+    cache: RwLock<HashMap<String, Arc<CachedPage>>>,
+}
+
+impl Snapshot {
+    pub fn build(data: Dataset, changed_at: String, data_version: i64) -> Snapshot {
+        let index = |keys: Vec<String>| keys.into_iter().enumerate().map(|(i, k)| (k, i)).collect::<HashMap<_, _>>();
+        let municipality_by_slug = index(data.municipalities.iter().map(|m| m.slug.clone()).collect());
+        let municipality_by_ags = index(data.municipalities.iter().map(|m| m.ags.clone()).collect());
+        let district_by_ags = index(data.districts.iter().map(|d| d.ags.clone()).collect());
+        let district_by_slug = index(data.districts.iter().map(|d| d.slug.clone()).collect());
+        let service_by_slug = index(data.services.iter().map(|s| s.slug.clone()).collect());
+        let office_by_slug = index(data.offices.iter().map(|o| o.slug.clone()).collect());
+        let statement_by_scope = data
+            .statements
+            .iter()
+            .enumerate()
+            .map(|(i, s)| ((s.scope_ags.clone(), s.service_slug.clone()), i))
+            .collect();
+        let mut referrals_by_target: HashMap<(String, String), Vec<usize>> = HashMap::new();
+        for (i, r) in data.referrals.iter().enumerate() {
+            referrals_by_target.entry((r.for_ags.clone(), r.service_slug.clone())).or_default().push(i);
+        }
+        let mut postal: HashMap<String, Vec<usize>> = HashMap::new();
+        for p in &data.postal_codes {
+            if let Some(&m) = municipality_by_ags.get(&p.municipality_ags) {
+                let list = postal.entry(p.postal_code.clone()).or_default();
+                if !list.contains(&m) {
+                    list.push(m);
+                }
+            }
+        }
+        let mut municipalities_by_district: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, m) in data.municipalities.iter().enumerate() {
+            municipalities_by_district.entry(m.district_ags.clone()).or_default().push(i);
+        }
+        let service_index = Index::new(
+            data.services
+                .iter()
+                .map(|s| std::iter::once(s.name.clone()).chain(s.synonyms.iter().cloned()).collect())
+                .collect(),
+        );
+        let municipality_index = Index::new(data.municipalities.iter().map(|m| vec![m.name.clone()]).collect());
+        Snapshot {
+            data,
+            changed_at,
+            data_version,
+            municipality_by_slug,
+            municipality_by_ags,
+            district_by_ags,
+            district_by_slug,
+            service_by_slug,
+            office_by_slug,
+            statement_by_scope,
+            referrals_by_target,
+            postal,
+            service_index,
+            municipality_index,
+            municipalities_by_district,
+            cache: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub fn municipality(&self, slug: &str) -> Option<&Municipality> {
+        self.municipality_by_slug.get(slug).map(|&i| &self.data.municipalities[i])
+    }
+    pub fn municipality_by_ags(&self, ags: &str) -> Option<&Municipality> {
+        self.municipality_by_ags.get(ags).map(|&i| &self.data.municipalities[i])
+    }
+    pub fn district(&self, ags: &str) -> Option<&District> {
+        self.district_by_ags.get(ags).map(|&i| &self.data.districts[i])
+    }
+    pub fn district_by_slug(&self, slug: &str) -> Option<&District> {
+        self.district_by_slug.get(slug).map(|&i| &self.data.districts[i])
+    }
+    pub fn service(&self, slug: &str) -> Option<&Service> {
+        self.service_by_slug.get(slug).map(|&i| &self.data.services[i])
+    }
+    pub fn office(&self, slug: &str) -> Option<&Office> {
+        self.office_by_slug.get(slug).map(|&i| &self.data.offices[i])
+    }
+
+    /// Towns of the area (members and affected customers), for listings.
+    pub fn towns_of_district(&self, district_ags: &str) -> impl Iterator<Item = &Municipality> {
+        self.municipalities_by_district
+            .get(district_ags)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.data.municipalities[i])
+    }
+
+    /// Districts that have at least one town in the snapshot, in name order.
+    pub fn districts_with_towns(&self) -> impl Iterator<Item = &District> {
+        self.data.districts.iter().filter(|d| self.municipalities_by_district.contains_key(&d.ags))
+    }
+
+    fn statement(&self, scope_ags: &str, service: &str) -> Option<&Statement> {
+        self.statement_by_scope
+            .get(&(scope_ags.to_string(), service.to_string()))
+            .map(|&i| &self.data.statements[i])
+    }
+
+    /// The availability of a service for residents of a town: the town's own statement wins;
+    /// for district-level services the district's statement applies otherwise.
+    pub fn availability(&self, m: &Municipality, s: &Service) -> Availability<'_> {
+        if let Some(st) = self.statement(&m.ags, &s.slug) {
+            return Availability { level: st.level, source: Source::Municipality, statement: Some(st) };
+        }
+        if s.responsibility == Responsibility::District
+            && let Some(st) = self.statement(&m.district_ags, &s.slug)
+        {
+            return Availability { level: st.level, source: Source::District, statement: Some(st) };
+        }
+        Availability { level: Level::Normal, source: Source::NoReport, statement: None }
+    }
+
+    /// The status of a service at an office's own administration, for referrals.
+    fn level_at_office(&self, office: &Office, s: &Service) -> Level {
+        if let Some(m) = self.municipality_by_ags(&office.owner_ags) {
+            return self.availability(m, s).level;
+        }
+        self.statement(&office.owner_ags, &s.slug).map(|st| st.level).unwrap_or(Level::Normal)
+    }
+
+    /// Offices that accept the service from residents of the town instead, nearest first.
+    /// Only referrals valid today; each carries the service's own status at that office.
+    pub fn alternatives(&self, m: &Municipality, s: &Service) -> Vec<Alternative<'_>> {
+        let today = crate::time::today_utc().format("%Y-%m-%d").to_string();
+        let mut out: Vec<Alternative> = [m.ags.as_str(), m.district_ags.as_str()]
+            .iter()
+            .filter_map(|ags| self.referrals_by_target.get(&(ags.to_string(), s.slug.clone())))
+            .flatten()
+            .map(|&i| &self.data.referrals[i])
+            .filter(|r| (r.valid_from.is_empty() || r.valid_from <= today) && (r.valid_until.is_empty() || r.valid_until >= today))
+            .filter_map(|r| {
+                let office = self.office(&r.office_slug)?;
+                Some(Alternative {
+                    referral: r,
+                    office,
+                    distance_km: distance_km(m.lat, m.lon, office.lat, office.lon),
+                    level: self.level_at_office(office, s),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.distance_km.total_cmp(&b.distance_km).then_with(|| a.office.name.cmp(&b.office.name)));
+        out.dedup_by(|a, b| a.office.slug == b.office.slug);
+        out
+    }
+
+    pub fn has_alternatives(&self, m: &Municipality, s: &Service) -> bool {
+        [m.ags.as_str(), m.district_ags.as_str()]
+            .iter()
+            .any(|ags| self.referrals_by_target.contains_key(&(ags.to_string(), s.slug.clone())))
+    }
+
+    /// Towns whose postal codes include `code`.
+    pub fn municipalities_for_postal_code(&self, code: &str) -> Vec<&Municipality> {
+        self.postal.get(code).into_iter().flatten().map(|&i| &self.data.municipalities[i]).collect()
+    }
+
+    pub fn postal_codes_of(&self, m: &Municipality) -> Vec<&str> {
+        let mut codes: Vec<&str> = self
+            .data
+            .postal_codes
+            .iter()
+            .filter(|p| p.municipality_ags == m.ags)
+            .map(|p| p.postal_code.as_str())
+            .collect();
+        codes.dedup();
+        codes
+    }
+
+    pub fn offices_of(&self, ags: &str) -> Vec<&Office> {
+        self.data.offices.iter().filter(|o| o.owner_ags == ags).collect()
+    }
+
+    /// Published announcements a resident of the town should see: area-wide, their district's and their town's.
+    pub fn announcements_for(&self, m: &Municipality) -> Vec<&Announcement> {
+        self.published_announcements()
+            .filter(|a| match a.scope_kind {
+                ScopeKind::Area => true,
+                ScopeKind::District => a.scope_ref == m.district_ags,
+                ScopeKind::Municipality => a.scope_ref == m.ags,
+                ScopeKind::Service => false,
+            })
+            .collect()
+    }
+
+    /// Published announcements, newest first (the dataset is loaded in that order).
+    pub fn published_announcements(&self) -> impl Iterator<Item = &Announcement> {
+        self.data.announcements.iter().filter(|a| a.published_at.is_some())
+    }
+
+    pub fn announcement(&self, id: &str) -> Option<&Announcement> {
+        self.published_announcements().find(|a| a.id == id)
+    }
+
+    pub fn published_faq(&self) -> impl Iterator<Item = &FaqEntry> {
+        self.data.faq.iter().filter(|f| f.published_at.is_some())
+    }
+
+    /// When information relevant to this town last changed: its own and its district's
+    /// statements and the announcements it shows.
+    pub fn changed_at_for(&self, m: &Municipality) -> String {
+        let statements = self
+            .data
+            .statements
+            .iter()
+            .filter(|s| s.scope_ags == m.ags || s.scope_ags == m.district_ags)
+            .map(|s| s.stated_at.as_str());
+        let announcements = self.announcements_for(m).into_iter().map(|a| a.updated_at.as_str());
+        statements.chain(announcements).max().unwrap_or(self.changed_at.as_str()).to_string()
+    }
+
+    pub fn changed_at_for_service(&self, s: &Service) -> String {
+        self.data
+            .statements
+            .iter()
+            .filter(|st| st.service_slug == s.slug)
+            .map(|st| st.stated_at.as_str())
+            .max()
+            .unwrap_or(self.changed_at.as_str())
+            .to_string()
+    }
+
+    /// Returns the cached rendering of `key`, rendering it on first use.
+    pub fn cached(
+        &self,
+        key: &str,
+        content_type: &'static str,
+        render: impl FnOnce() -> anyhow::Result<String>,
+    ) -> anyhow::Result<Arc<CachedPage>> {
+        if let Some(page) = self.cache.read().unwrap().get(key) {
+            return Ok(page.clone());
+        }
+        let page = Arc::new(CachedPage::new(content_type, render()?));
+        self.cache.write().unwrap().insert(key.to_string(), page.clone());
+        Ok(page)
+    }
+}
+
+impl CachedPage {
+    pub fn new(content_type: &'static str, body: String) -> CachedPage {
+        use sha2::Digest;
+        use std::io::Write;
+        let digest = sha2::Sha256::digest(body.as_bytes());
+        let etag = format!("\"{}\"", hex::encode(&digest[..12]));
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(body.as_bytes()).expect("writing to memory");
+        let gzip = enc.finish().expect("writing to memory");
+        CachedPage { content_type, body: body.into(), gzip: gzip.into(), etag }
+    }
+}

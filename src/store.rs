@@ -1,0 +1,478 @@
+//! Storage: the one module that talks SQL. Portable SQL over sqlx's `Any` driver, so the same
+//! statements run on SQLite (default, one file) and PostgreSQL. Handlers never see the engine.
+
+use std::borrow::Cow;
+
+use anyhow::{Context, Result, bail};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyConnection, AnyPool, Row};
+
+use crate::domain::*;
+
+/// Versioned migrations, embedded in the binary. Append only; never edit a released one.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    engine: Engine,
+}
+
+/// Turns what the user typed (`sqlite:PATH`, `sqlite://PATH`, `postgres://…`) into a URL for sqlx.
+pub fn normalise_url(url: &str) -> Result<(String, Engine)> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok((url.to_string(), Engine::Postgres));
+    }
+    if let Some(rest) = url.strip_prefix("sqlite:") {
+        let path = rest.trim_start_matches("//");
+        if path.is_empty() {
+            bail!("the database URL `sqlite:` needs a file path, for example sqlite:notbetrieb.sqlite");
+        }
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let with_mode = if path.contains("mode=") { path.to_string() } else { format!("{path}{sep}mode=rwc") };
+        return Ok((format!("sqlite://{with_mode}"), Engine::Sqlite));
+    }
+    bail!("unsupported database URL; use sqlite:PATH or postgres://USER@HOST/DB")
+}
+
+impl Store {
+    pub async fn connect(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let (url, engine) = normalise_url(url)?;
+        let options: AnyConnectOptions = url.parse().context("invalid database URL")?;
+        let max = if engine == Engine::Sqlite { 4 } else { 8 };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if engine == Engine::Sqlite {
+                        // WAL lets the server read while an import writes.
+                        sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .context("cannot open the database")?;
+        let store = Store { pool, engine };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let migrations = MIGRATIONS
+            .iter()
+            .map(|(version, name, sql)| {
+                Migration::new(*version, Cow::Borrowed(*name), MigrationType::Simple, sqlx::SqlStr::from_static(sql), false)
+            })
+            .collect();
+        Migrator::with_migrations(migrations).run(&self.pool).await.context("database migration failed")?;
+        Ok(())
+    }
+
+    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(self.pool.begin().await?)
+    }
+
+    pub async fn is_empty(&self) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM municipalities").fetch_one(&self.pool).await?;
+        Ok(n == 0)
+    }
+
+    /// A counter bumped by every committed write; servers poll it to notice changes made by
+    /// other processes (an import, another instance behind the load balancer).
+    pub async fn data_version(&self) -> Result<i64> {
+        let v: Option<String> =
+            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'data_version'").fetch_optional(&self.pool).await?;
+        Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
+    /// When the data last changed (RFC 3339); the epoch when never.
+    pub async fn changed_at(&self) -> Result<String> {
+        let v: Option<String> =
+            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'changed_at'").fetch_optional(&self.pool).await?;
+        Ok(v.unwrap_or_else(|| "1970-01-01T00:00:00Z".into()))
+    }
+
+    pub async fn load_dataset(&self) -> Result<Dataset> {
+        let mut c = self.pool.acquire().await?;
+        load_dataset(&mut c).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writes. All take a connection inside a transaction chosen by the caller, so an import or a
+// demo seed commits as a whole or not at all.
+
+pub async fn set_meta(c: &mut AnyConnection, key: &str, value: &str) -> Result<()> {
+    sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+        .bind(key)
+        .bind(value)
+        .execute(&mut *c)
+        .await?;
+    Ok(())
+}
+
+pub async fn get_meta(c: &mut AnyConnection, key: &str) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1").bind(key).fetch_optional(&mut *c).await?)
+}
+
+/// Marks the data as changed; call once in every write transaction.
+pub async fn bump_data_version(c: &mut AnyConnection) -> Result<()> {
+    let current = get_meta(c, "data_version").await?.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+    set_meta(c, "data_version", &(current + 1).to_string()).await?;
+    set_meta(c, "changed_at", &crate::time::now_rfc3339()).await
+}
+
+fn b(v: bool) -> i64 {
+    v as i64
+}
+
+pub async fn upsert_district(c: &mut AnyConnection, d: &District) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO districts (ags, slug, name, member, lat, lon, phone, email, website, emergency_website, social_media)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         ON CONFLICT (ags) DO UPDATE SET slug = excluded.slug, name = excluded.name, member = excluded.member,
+         lat = excluded.lat, lon = excluded.lon, phone = excluded.phone, email = excluded.email,
+         website = excluded.website, emergency_website = excluded.emergency_website, social_media = excluded.social_media",
+    )
+    .bind(&d.ags)
+    .bind(&d.slug)
+    .bind(&d.name)
+    .bind(b(d.member))
+    .bind(d.lat)
+    .bind(d.lon)
+    .bind(&d.contact.phone)
+    .bind(&d.contact.email)
+    .bind(&d.contact.website)
+    .bind(&d.contact.emergency_website)
+    .bind(&d.contact.social_media)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
+pub async fn upsert_municipality(c: &mut AnyConnection, m: &Municipality) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO municipalities (ags, slug, name, district_ags, member, population, lat, lon, phone, email, website,
+         emergency_website, social_media) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+         ON CONFLICT (ags) DO UPDATE SET slug = excluded.slug, name = excluded.name, district_ags = excluded.district_ags,
+         member = excluded.member, population = excluded.population, lat = excluded.lat, lon = excluded.lon,
+         phone = excluded.phone, email = excluded.email, website = excluded.website,
+         emergency_website = excluded.emergency_website, social_media = excluded.social_media",
+    )
+    .bind(&m.ags)
+    .bind(&m.slug)
+    .bind(&m.name)
+    .bind(&m.district_ags)
+    .bind(b(m.member))
+    .bind(m.population)
+    .bind(m.lat)
+    .bind(m.lon)
+    .bind(&m.contact.phone)
+    .bind(&m.contact.email)
+    .bind(&m.contact.website)
+    .bind(&m.contact.emergency_website)
+    .bind(&m.contact.social_media)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
+pub async fn upsert_postal_code(c: &mut AnyConnection, p: &PostalCode) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO postal_codes (postal_code, municipality_ags, place) VALUES ($1, $2, $3)
+         ON CONFLICT (postal_code, municipality_ags) DO UPDATE SET place = excluded.place",
+    )
+    .bind(&p.postal_code)
+    .bind(&p.municipality_ags)
+    .bind(&p.place)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
+pub async fn upsert_service(c: &mut AnyConnection, s: &Service) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO services (slug, name, area, responsibility, leika_key, synonyms, description, sort_order)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (slug) DO UPDATE SET name = excluded.name, area = excluded.area,
+         responsibility = excluded.responsibility, leika_key = excluded.leika_key, synonyms = excluded.synonyms,
+         description = excluded.description, sort_order = excluded.sort_order",
+    )
+    .bind(&s.slug)
+    .bind(&s.name)
+    .bind(&s.area)
+    .bind(s.responsibility.as_str())
+    .bind(&s.leika_key)
+    .bind(s.synonyms.join("|"))
+    .bind(&s.description)
+    .bind(s.sort_order)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
+pub async fn upsert_office(c: &mut AnyConnection, o: &Office) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO offices (slug, name, owner_ags, street, postal_code, city, lat, lon, phone, email, website,
+         opening_hours) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+         ON CONFLICT (slug) DO UPDATE SET name = excluded.name, owner_ags = excluded.owner_ags,
+         street = excluded.street, postal_code = excluded.postal_code, city = excluded.city, lat = excluded.lat,
+         lon = excluded.lon, phone = excluded.phone, email = excluded.email, website = excluded.website,
+         opening_hours = excluded.opening_hours",
+    )
+    .bind(&o.slug)
+    .bind(&o.name)
+    .bind(&o.owner_ags)
+    .bind(&o.street)
+    .bind(&o.postal_code)
+    .bind(&o.city)
+    .bind(o.lat)
+    .bind(o.lon)
+    .bind(&o.phone)
+    .bind(&o.email)
+    .bind(&o.website)
+    .bind(&o.opening_hours)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
+/// Stores a statement; replacing an existing one increments its version.
+pub async fn upsert_statement(c: &mut AnyConnection, s: &Statement) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO statements (scope_ags, service_slug, level, restrictions, workaround, backlog, expected_return,
+         author, stated_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1)
+         ON CONFLICT (scope_ags, service_slug) DO UPDATE SET level = excluded.level,
+         restrictions = excluded.restrictions, workaround = excluded.workaround, backlog = excluded.backlog,
+         expected_return = excluded.expected_return, author = excluded.author, stated_at = excluded.stated_at,
+         version = statements.version + 1",
+    )
+    .bind(&s.scope_ags)
+    .bind(&s.service_slug)
+    .bind(s.level.as_str())
+    .bind(&s.restrictions)
+    .bind(&s.workaround)
+    .bind(&s.backlog)
+    .bind(&s.expected_return)
+    .bind(&s.author)
+    .bind(&s.stated_at)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
+pub async fn upsert_referral(c: &mut AnyConnection, r: &Referral) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO referrals (id, office_slug, service_slug, for_ags, conditions, valid_from, valid_until)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (id) DO UPDATE SET office_slug = excluded.office_slug, service_slug = excluded.service_slug,
+         for_ags = excluded.for_ags, conditions = excluded.conditions, valid_from = excluded.valid_from,
+         valid_until = excluded.valid_until",
+    )
+    .bind(&r.id)
+    .bind(&r.office_slug)
+    .bind(&r.service_slug)
+    .bind(&r.for_ags)
+    .bind(&r.conditions)
+    .bind(&r.valid_from)
+    .bind(&r.valid_until)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
+pub async fn insert_announcement(c: &mut AnyConnection, a: &Announcement) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO announcements (id, scope_kind, scope_ref, lang, title, body, author, published_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(&a.id)
+    .bind(a.scope_kind.as_str())
+    .bind(&a.scope_ref)
+    .bind(&a.lang)
+    .bind(&a.title)
+    .bind(&a.body)
+    .bind(&a.author)
+    .bind(&a.published_at)
+    .bind(&a.updated_at)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
+pub async fn insert_faq(c: &mut AnyConnection, f: &FaqEntry) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO faq_entries (id, scope_kind, scope_ref, lang, question, answer, sort_order, published_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(&f.id)
+    .bind(f.scope_kind.as_str())
+    .bind(&f.scope_ref)
+    .bind(&f.lang)
+    .bind(&f.question)
+    .bind(&f.answer)
+    .bind(f.sort_order)
+    .bind(&f.published_at)
+    .bind(&f.updated_at)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reads.
+
+fn contact(row: &sqlx::any::AnyRow) -> Result<Contact> {
+    Ok(Contact {
+        phone: row.try_get("phone")?,
+        email: row.try_get("email")?,
+        website: row.try_get("website")?,
+        emergency_website: row.try_get("emergency_website")?,
+        social_media: row.try_get("social_media")?,
+    })
+}
+
+pub async fn load_dataset(c: &mut AnyConnection) -> Result<Dataset> {
+    let mut ds = Dataset {
+        area_name: get_meta(c, "area_name").await?.unwrap_or_default(),
+        provider_name: get_meta(c, "provider_name").await?.unwrap_or_default(),
+        demo: get_meta(c, "demo").await?.is_some(),
+        ..Dataset::default()
+    };
+
+    for row in sqlx::query("SELECT * FROM districts ORDER BY name").fetch_all(&mut *c).await? {
+        ds.districts.push(District {
+            ags: row.try_get("ags")?,
+            slug: row.try_get("slug")?,
+            name: row.try_get("name")?,
+            member: row.try_get::<i64, _>("member")? != 0,
+            lat: row.try_get("lat")?,
+            lon: row.try_get("lon")?,
+            contact: contact(&row)?,
+        });
+    }
+    for row in sqlx::query("SELECT * FROM municipalities ORDER BY name").fetch_all(&mut *c).await? {
+        ds.municipalities.push(Municipality {
+            ags: row.try_get("ags")?,
+            slug: row.try_get("slug")?,
+            name: row.try_get("name")?,
+            district_ags: row.try_get("district_ags")?,
+            member: row.try_get::<i64, _>("member")? != 0,
+            population: row.try_get("population")?,
+            lat: row.try_get("lat")?,
+            lon: row.try_get("lon")?,
+            contact: contact(&row)?,
+        });
+    }
+    for row in sqlx::query("SELECT postal_code, municipality_ags, place FROM postal_codes ORDER BY postal_code")
+        .fetch_all(&mut *c)
+        .await?
+    {
+        ds.postal_codes.push(PostalCode {
+            postal_code: row.try_get(0)?,
+            municipality_ags: row.try_get(1)?,
+            place: row.try_get(2)?,
+        });
+    }
+    for row in sqlx::query("SELECT * FROM services ORDER BY sort_order, name").fetch_all(&mut *c).await? {
+        let synonyms: String = row.try_get("synonyms")?;
+        let responsibility: String = row.try_get("responsibility")?;
+        ds.services.push(Service {
+            slug: row.try_get("slug")?,
+            name: row.try_get("name")?,
+            area: row.try_get("area")?,
+            responsibility: Responsibility::parse(&responsibility).unwrap_or(Responsibility::Municipality),
+            leika_key: row.try_get("leika_key")?,
+            synonyms: synonyms.split('|').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+            description: row.try_get("description")?,
+            sort_order: row.try_get("sort_order")?,
+        });
+    }
+    for row in sqlx::query("SELECT * FROM offices ORDER BY name").fetch_all(&mut *c).await? {
+        ds.offices.push(Office {
+            slug: row.try_get("slug")?,
+            name: row.try_get("name")?,
+            owner_ags: row.try_get("owner_ags")?,
+            street: row.try_get("street")?,
+            postal_code: row.try_get("postal_code")?,
+            city: row.try_get("city")?,
+            lat: row.try_get("lat")?,
+            lon: row.try_get("lon")?,
+            phone: row.try_get("phone")?,
+            email: row.try_get("email")?,
+            website: row.try_get("website")?,
+            opening_hours: row.try_get("opening_hours")?,
+        });
+    }
+    for row in sqlx::query("SELECT * FROM statements").fetch_all(&mut *c).await? {
+        let level: String = row.try_get("level")?;
+        ds.statements.push(Statement {
+            scope_ags: row.try_get("scope_ags")?,
+            service_slug: row.try_get("service_slug")?,
+            level: Level::parse(&level).with_context(|| format!("unknown level {level:?} in statements"))?,
+            restrictions: row.try_get("restrictions")?,
+            workaround: row.try_get("workaround")?,
+            backlog: row.try_get("backlog")?,
+            expected_return: row.try_get("expected_return")?,
+            author: row.try_get("author")?,
+            stated_at: row.try_get("stated_at")?,
+            version: row.try_get("version")?,
+        });
+    }
+    for row in sqlx::query("SELECT * FROM referrals ORDER BY id").fetch_all(&mut *c).await? {
+        ds.referrals.push(Referral {
+            id: row.try_get("id")?,
+            office_slug: row.try_get("office_slug")?,
+            service_slug: row.try_get("service_slug")?,
+            for_ags: row.try_get("for_ags")?,
+            conditions: row.try_get("conditions")?,
+            valid_from: row.try_get("valid_from")?,
+            valid_until: row.try_get("valid_until")?,
+        });
+    }
+    for row in sqlx::query("SELECT * FROM announcements ORDER BY published_at DESC, id").fetch_all(&mut *c).await? {
+        let kind: String = row.try_get("scope_kind")?;
+        ds.announcements.push(Announcement {
+            id: row.try_get("id")?,
+            scope_kind: ScopeKind::parse(&kind).unwrap_or(ScopeKind::Area),
+            scope_ref: row.try_get("scope_ref")?,
+            lang: row.try_get("lang")?,
+            title: row.try_get("title")?,
+            body: row.try_get("body")?,
+            author: row.try_get("author")?,
+            published_at: row.try_get("published_at")?,
+            updated_at: row.try_get("updated_at")?,
+        });
+    }
+    for row in sqlx::query("SELECT * FROM faq_entries ORDER BY sort_order, id").fetch_all(&mut *c).await? {
+        let kind: String = row.try_get("scope_kind")?;
+        ds.faq.push(FaqEntry {
+            id: row.try_get("id")?,
+            scope_kind: ScopeKind::parse(&kind).unwrap_or(ScopeKind::Area),
+            scope_ref: row.try_get("scope_ref")?,
+            lang: row.try_get("lang")?,
+            question: row.try_get("question")?,
+            answer: row.try_get("answer")?,
+            sort_order: row.try_get("sort_order")?,
+            published_at: row.try_get("published_at")?,
+            updated_at: row.try_get("updated_at")?,
+        });
+    }
+    Ok(ds)
+}

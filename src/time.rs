@@ -1,0 +1,89 @@
+//! Time: storage keeps UTC in RFC 3339; citizens read German local time.
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc, Weekday};
+
+pub fn now_rfc3339() -> String {
+    format_rfc3339(Utc::now())
+}
+
+pub fn format_rfc3339(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+pub fn parse_rfc3339(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
+}
+
+pub fn parse_date(s: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
+}
+
+/// Offset of German civil time (CET/CEST) at a UTC instant. The EU rule since 1996: summer time
+/// from 01:00 UTC on the last Sunday of March to 01:00 UTC on the last Sunday of October.
+/// Written out here because it is all we need of a time-zone database.
+pub fn berlin_offset_hours(t: DateTime<Utc>) -> i64 {
+    let year = t.year();
+    let start = last_sunday(year, 3).and_hms_opt(1, 0, 0).unwrap().and_utc();
+    let end = last_sunday(year, 10).and_hms_opt(1, 0, 0).unwrap().and_utc();
+    if t >= start && t < end { 2 } else { 1 }
+}
+
+fn last_sunday(year: i32, month: u32) -> NaiveDate {
+    let mut d = NaiveDate::from_ymd_opt(year, month + 1, 1).unwrap() - Duration::days(1);
+    while d.weekday() != Weekday::Sun {
+        d -= Duration::days(1);
+    }
+    d
+}
+
+/// "29.11.2026, 09:15 Uhr" style German local time (the words come from the catalogue).
+pub fn berlin_local(t: DateTime<Utc>) -> chrono::NaiveDateTime {
+    (t + Duration::hours(berlin_offset_hours(t))).naive_utc()
+}
+
+pub fn german_datetime(rfc3339: &str) -> String {
+    match parse_rfc3339(rfc3339) {
+        Some(t) => berlin_local(t).format("%d.%m.%Y, %H:%M").to_string(),
+        None => rfc3339.to_string(),
+    }
+}
+
+pub fn german_date(date: &str) -> String {
+    match parse_date(date) {
+        Some(d) => d.format("%d.%m.%Y").to_string(),
+        None => match parse_rfc3339(date) {
+            Some(t) => berlin_local(t).format("%d.%m.%Y").to_string(),
+            None => date.to_string(),
+        },
+    }
+}
+
+pub fn today_utc() -> NaiveDate {
+    Utc::now().date_naive()
+}
+
+pub fn utc(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(y, m, d, h, min, 0).unwrap()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summer_and_winter_time() {
+        assert_eq!(berlin_offset_hours(utc(2026, 1, 15, 12, 0)), 1);
+        assert_eq!(berlin_offset_hours(utc(2026, 7, 15, 12, 0)), 2);
+        // 2026: summer time starts 29 March 01:00 UTC and ends 25 October 01:00 UTC.
+        assert_eq!(berlin_offset_hours(utc(2026, 3, 29, 0, 59)), 1);
+        assert_eq!(berlin_offset_hours(utc(2026, 3, 29, 1, 0)), 2);
+        assert_eq!(berlin_offset_hours(utc(2026, 10, 25, 0, 59)), 2);
+        assert_eq!(berlin_offset_hours(utc(2026, 10, 25, 1, 0)), 1);
+    }
+
+    #[test]
+    fn german_formats() {
+        assert_eq!(german_datetime("2023-12-12T08:30:00Z"), "12.12.2023, 09:30");
+        assert_eq!(german_date("2024-01-03"), "03.01.2024");
+    }
+}

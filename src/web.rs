@@ -1,0 +1,334 @@
+//! The HTTP layer: routes, conditional and compressed responses, error pages, security headers.
+//! Public pages come from the snapshot's render cache; nothing here waits for the database.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::{Extension, Router};
+use serde::Deserialize;
+
+use crate::render;
+use crate::snapshot::{CachedPage, Snapshot};
+use crate::store::Store;
+
+pub struct App {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub store: Store,
+    /// Absolute base URL for feeds and links that leave the site, without trailing slash.
+    pub public_url: String,
+}
+
+pub type Shared = Arc<App>;
+
+impl App {
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Reloads the public state from the database and swaps it in.
+    pub async fn refresh(&self) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
+        let version = self.store.data_version().await?;
+        let data = self.store.load_dataset().await?;
+        let changed_at = self.store.changed_at().await?;
+        let snap = Snapshot::build(data, changed_at, version);
+        self.snapshot.store(Arc::new(snap));
+        tracing::info!(version, elapsed_ms = started.elapsed().as_millis() as u64, "snapshot rebuilt");
+        Ok(())
+    }
+}
+
+/// The language of a public page, set per router ("/" German, "/en" English).
+#[derive(Clone, Copy)]
+pub struct Lang(pub &'static str);
+
+pub const HTML: &str = "text/html; charset=utf-8";
+pub const ATOM: &str = "application/atom+xml; charset=utf-8";
+pub const JSON: &str = "application/json";
+const STYLE: &str = include_str!("../static/style.css");
+
+pub fn router(app: Shared) -> Router {
+    let public = |lang: &'static str| {
+        Router::new()
+            .route("/", get(home))
+            .route("/suche", get(search))
+            .route("/kommunen", get(municipalities))
+            .route("/kommunen/{slug}", get(municipality))
+            .route("/kommunen/{slug}/leistungen/{service}", get(service_in_town))
+            .route("/kommunen/{slug}/meldungen.atom", get(municipality_feed))
+            .route("/leistungen", get(services))
+            .route("/leistungen/{slug}", get(service))
+            .route("/meldungen", get(announcements))
+            .route("/meldungen/{id}", get(announcement))
+            .route("/feeds/meldungen.atom", get(area_feed))
+            .route("/fragen", get(faq))
+            .route("/quellen", get(sources))
+            .fallback(not_found)
+            .layer(Extension(Lang(lang)))
+    };
+    Router::new()
+        .merge(public("de"))
+        .nest("/en", public("en"))
+        .route("/en/", get(|| async { Redirect::permanent("/en") }))
+        .nest("/api/v1", crate::api::router())
+        .route("/healthz", get(healthz))
+        .route("/static/style.css", get(style))
+        .layer(axum::middleware::map_response(security_headers))
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+        .with_state(app)
+}
+
+/// Headers every response carries. The CSP allows no script at all: public pages need none.
+async fn security_headers(mut res: Response) -> Response {
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    res
+}
+
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers.get_all(header::ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()).any(|v| {
+        v.split(',').any(|part| {
+            let mut it = part.trim().split(';');
+            let coding = it.next().unwrap_or("").trim();
+            let refused = it.any(|p| p.trim().replace(' ', "") == "q=0");
+            (coding == "gzip" || coding == "*") && !refused
+        })
+    })
+}
+
+/// Answers with a cached page: 304 when the client has it, gzip when the client takes it.
+pub fn send(headers: &HeaderMap, page: &CachedPage, status: StatusCode) -> Response {
+    let etag = HeaderValue::from_str(&page.etag).expect("etag is ASCII");
+    let vary = HeaderValue::from_static("accept-encoding");
+    let cache = HeaderValue::from_static("no-cache");
+    if status == StatusCode::OK
+        && headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|t| t.trim() == page.etag || t.trim() == "*"))
+    {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag), (header::VARY, vary), (header::CACHE_CONTROL, cache)])
+            .into_response();
+    }
+    let content_type = HeaderValue::from_static(page.content_type);
+    if accepts_gzip(headers) {
+        (
+            status,
+            [
+                (header::CONTENT_TYPE, content_type),
+                (header::CONTENT_ENCODING, HeaderValue::from_static("gzip")),
+                (header::ETAG, etag),
+                (header::VARY, vary),
+                (header::CACHE_CONTROL, cache),
+            ],
+            page.gzip.clone(),
+        )
+            .into_response()
+    } else {
+        (
+            status,
+            [(header::CONTENT_TYPE, content_type), (header::ETAG, etag), (header::VARY, vary), (header::CACHE_CONTROL, cache)],
+            page.body.clone(),
+        )
+            .into_response()
+    }
+}
+
+/// Renders (once per snapshot) and sends a page.
+fn cached_page(
+    headers: &HeaderMap,
+    snap: &Snapshot,
+    lang: &str,
+    key: &str,
+    content_type: &'static str,
+    render: impl FnOnce() -> anyhow::Result<String>,
+) -> Response {
+    match snap.cached(&format!("{lang}:{key}"), content_type, render) {
+        Ok(page) => send(headers, &page, StatusCode::OK),
+        Err(e) => {
+            tracing::error!(error = %e, key, "rendering failed");
+            error_page(headers, snap, lang, StatusCode::INTERNAL_SERVER_ERROR, "error.internal")
+        }
+    }
+}
+
+pub fn error_page(headers: &HeaderMap, snap: &Snapshot, lang: &str, status: StatusCode, key: &str) -> Response {
+    match snap.cached(&format!("{lang}:error:{}:{key}", status.as_u16()), HTML, || render::error(snap, lang, status.as_u16(), key)) {
+        Ok(page) => send(headers, &page, status),
+        Err(_) => (status, "error").into_response(),
+    }
+}
+
+fn not_found_page(headers: &HeaderMap, snap: &Snapshot, lang: &str) -> Response {
+    error_page(headers, snap, lang, StatusCode::NOT_FOUND, "error.not_found")
+}
+
+async fn not_found(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lang>, headers: HeaderMap) -> Response {
+    not_found_page(&headers, &app.snapshot(), lang)
+}
+
+async fn healthz(State(app): State<Shared>) -> Response {
+    let snap = app.snapshot();
+    let body = serde_json::json!({ "status": "ok", "data_version": snap.data_version, "changed_at": snap.changed_at });
+    ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
+}
+
+async fn style(headers: HeaderMap) -> Response {
+    use std::sync::OnceLock;
+    static PAGE: OnceLock<CachedPage> = OnceLock::new();
+    let page = PAGE.get_or_init(|| CachedPage::new("text/css; charset=utf-8", STYLE.to_string()));
+    send(&headers, page, StatusCode::OK)
+}
+
+async fn home(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lang>, headers: HeaderMap) -> Response {
+    let snap = app.snapshot();
+    cached_page(&headers, &snap, lang, "home", HTML, || render::home(&snap, lang))
+}
+
+async fn municipalities(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lang>, headers: HeaderMap) -> Response {
+    let snap = app.snapshot();
+    cached_page(&headers, &snap, lang, "towns", HTML, || render::municipalities(&snap, lang))
+}
+
+async fn municipality(
+    State(app): State<Shared>,
+    Extension(Lang(lang)): Extension<Lang>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let snap = app.snapshot();
+    let Some(m) = snap.municipality(&slug) else { return not_found_page(&headers, &snap, lang) };
+    cached_page(&headers, &snap, lang, &format!("town:{slug}"), HTML, || render::municipality(&snap, lang, m))
+}
+
+async fn service_in_town(
+    State(app): State<Shared>,
+    Extension(Lang(lang)): Extension<Lang>,
+    Path((slug, service)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let snap = app.snapshot();
+    let (Some(m), Some(s)) = (snap.municipality(&slug), snap.service(&service)) else {
+        return not_found_page(&headers, &snap, lang);
+    };
+    cached_page(&headers, &snap, lang, &format!("town:{slug}:{service}"), HTML, || render::service_in_town(&snap, lang, m, s))
+}
+
+async fn services(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lang>, headers: HeaderMap) -> Response {
+    let snap = app.snapshot();
+    cached_page(&headers, &snap, lang, "services", HTML, || render::services(&snap, lang))
+}
+
+async fn service(
+    State(app): State<Shared>,
+    Extension(Lang(lang)): Extension<Lang>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let snap = app.snapshot();
+    let Some(s) = snap.service(&slug) else { return not_found_page(&headers, &snap, lang) };
+    cached_page(&headers, &snap, lang, &format!("service:{slug}"), HTML, || render::service(&snap, lang, s))
+}
+
+async fn announcements(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lang>, headers: HeaderMap) -> Response {
+    let snap = app.snapshot();
+    cached_page(&headers, &snap, lang, "news", HTML, || render::announcements(&snap, lang))
+}
+
+async fn announcement(
+    State(app): State<Shared>,
+    Extension(Lang(lang)): Extension<Lang>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let snap = app.snapshot();
+    let Some(a) = snap.announcement(&id) else { return not_found_page(&headers, &snap, lang) };
+    cached_page(&headers, &snap, lang, &format!("news:{id}"), HTML, || render::announcement(&snap, lang, a))
+}
+
+async fn faq(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lang>, headers: HeaderMap) -> Response {
+    let snap = app.snapshot();
+    cached_page(&headers, &snap, lang, "faq", HTML, || render::faq(&snap, lang))
+}
+
+async fn sources(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lang>, headers: HeaderMap) -> Response {
+    let snap = app.snapshot();
+    cached_page(&headers, &snap, lang, "sources", HTML, || render::sources(&snap, lang))
+}
+
+async fn area_feed(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lang>, headers: HeaderMap) -> Response {
+    let snap = app.snapshot();
+    cached_page(&headers, &snap, lang, "feed", ATOM, || crate::feeds::area(&snap, lang, &app.public_url))
+}
+
+async fn municipality_feed(
+    State(app): State<Shared>,
+    Extension(Lang(lang)): Extension<Lang>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let snap = app.snapshot();
+    let Some(m) = snap.municipality(&slug) else { return not_found_page(&headers, &snap, lang) };
+    cached_page(&headers, &snap, lang, &format!("feed:{slug}"), ATOM, || crate::feeds::municipality(&snap, lang, &app.public_url, m))
+}
+
+#[derive(Deserialize)]
+struct SearchParams {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    ort: String,
+}
+
+const MAX_QUERY: usize = 200;
+const MAX_PLACE: usize = 100;
+
+async fn search(
+    State(app): State<Shared>,
+    Extension(Lang(lang)): Extension<Lang>,
+    params: Result<Query<SearchParams>, QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let snap = app.snapshot();
+    let Ok(Query(params)) = params else {
+        return error_page(&headers, &snap, lang, StatusCode::BAD_REQUEST, "error.bad_request");
+    };
+    if params.q.chars().count() > MAX_QUERY || params.ort.chars().count() > MAX_PLACE {
+        return error_page(&headers, &snap, lang, StatusCode::BAD_REQUEST, "search.too_long");
+    }
+    let (query, place) = (params.q.trim().to_string(), params.ort.trim().to_string());
+    let base = render::base(lang);
+    if query.is_empty() && place.is_empty() {
+        return Redirect::to(&format!("{base}/")).into_response();
+    }
+    let towns = render::search_towns(&snap, &place);
+    if query.is_empty() && towns.len() == 1 {
+        return Redirect::to(&format!("{base}/kommunen/{}", towns[0].slug)).into_response();
+    }
+    let outcome = render::SearchOutcome {
+        place_unknown: !place.is_empty() && towns.is_empty(),
+        services: render::search_services(&snap, &query),
+        towns,
+        query,
+        place,
+    };
+    match render::search(&snap, lang, &outcome) {
+        Ok(html) => ([(header::CONTENT_TYPE, HTML), (header::CACHE_CONTROL, "no-cache")], html).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "search rendering failed");
+            error_page(&headers, &snap, lang, StatusCode::INTERNAL_SERVER_ERROR, "error.internal")
+        }
+    }
+}
