@@ -46,6 +46,7 @@ fn env() -> &'static Environment<'static> {
         env.add_filter("datetime", |s: String| time::german_datetime(&s));
         env.add_filter("date", |s: String| time::german_date(&s));
         env.add_filter("markdown", |s: String| Value::from_safe_string(markdown(&s)));
+        env.add_filter("http_url", |s: String| http_url(&s).to_string());
         env
     })
 }
@@ -66,6 +67,13 @@ pub fn markdown(source: &str) -> String {
     let mut html = String::new();
     pulldown_cmark::html::push_html(&mut html, pulldown_cmark::Parser::new(source));
     ammonia::Builder::default().link_rel(Some("noopener noreferrer nofollow")).clean(&html).to_string()
+}
+
+/// Only http(s) addresses become links; anything else (`javascript:`, `data:`) is dropped.
+pub fn http_url(s: &str) -> &str {
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    if (lower.starts_with("https://") || lower.starts_with("http://")) && !t.contains(char::is_whitespace) { t } else { "" }
 }
 
 /// Plain-text summary of Markdown (feeds, API, previews).
@@ -419,7 +427,13 @@ pub fn municipality(snap: &Snapshot, lang: &str, m: &Municipality) -> Result<Str
             postal_codes => v(snap.postal_codes_of(m)),
             contact => v(&m.contact),
             district_contact => v(district.map(|d| d.contact.clone())),
-            social => v(m.contact.social_media.lines().filter(|l| !l.trim().is_empty()).collect::<Vec<_>>()),
+            social => v(m
+                .contact
+                .social_media
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| context! { label => l.trim(), url => http_url(l) })
+                .collect::<Vec<_>>()),
             counts => v(counts),
             groups => v(groups),
             offices => v(offices),

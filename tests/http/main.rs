@@ -1,0 +1,10 @@
+//! Integration tests: each starts the real `notbetrieb` binary on a random loopback port with
+//! its own fresh database and talks HTTP to it. Every test that touches storage runs on both
+//! engines: SQLite in a temporary file, and PostgreSQL in a fresh database on the server named
+//! by NOTBETRIEB_TEST_POSTGRES_URL (scripts/test sets it; without it the PostgreSQL variants
+//! are skipped with a message, so a plain `cargo nextest run` works on a machine without one).
+
+mod harness;
+mod public;
+
+pub use harness::*;
