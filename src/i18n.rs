@@ -105,9 +105,16 @@ mod tests {
         let mut missing = Vec::new();
         for text in &sources {
             for pattern in ["t(\"", "tf(\"", "t(lang, \"", "tf(lang, \""] {
-                for part in text.split(pattern).skip(1) {
-                    let key = part.split('"').next().unwrap();
-                    if key.contains('.') && !key.contains(' ') && !has("de", key) {
+                for (at, _) in text.match_indices(pattern) {
+                    // Only calls of t/tf themselves, not format(" or context(".
+                    let before = text[..at].chars().next_back().unwrap_or(' ');
+                    if before.is_alphanumeric() || before == '_' {
+                        continue;
+                    }
+                    let key = text[at + pattern.len()..].split('"').next().unwrap();
+                    // Keys built at run time ("level." ~ level) end with a separator.
+                    let dynamic = key.ends_with('.') || key.ends_with('_');
+                    if key.contains('.') && !dynamic && !key.contains(' ') && !has("de", key) {
                         missing.push(key.to_string());
                     }
                 }

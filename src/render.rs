@@ -20,6 +20,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("search.html", include_str!("../templates/search.html")),
     ("municipalities.html", include_str!("../templates/municipalities.html")),
     ("municipality.html", include_str!("../templates/municipality.html")),
+    ("district.html", include_str!("../templates/district.html")),
     ("service_in_town.html", include_str!("../templates/service_in_town.html")),
     ("services.html", include_str!("../templates/services.html")),
     ("service.html", include_str!("../templates/service.html")),
@@ -42,6 +43,26 @@ fn env() -> &'static Environment<'static> {
         for (name, source) in TEMPLATES {
             env.add_template(name, source).unwrap_or_else(|e| panic!("template {name}: {e}"));
         }
+        // Escape what HTML needs (& < > " '), but leave "/" alone so URLs stay readable.
+        env.set_formatter(|out, state, value| {
+            if matches!(state.auto_escape(), minijinja::AutoEscape::Html) && !value.is_safe() && !value.is_undefined() {
+                let text = value.to_string();
+                let mut escaped = String::with_capacity(text.len());
+                for c in text.chars() {
+                    match c {
+                        '&' => escaped.push_str("&amp;"),
+                        '<' => escaped.push_str("&lt;"),
+                        '>' => escaped.push_str("&gt;"),
+                        '"' => escaped.push_str("&quot;"),
+                        '\'' => escaped.push_str("&#39;"),
+                        c => escaped.push(c),
+                    }
+                }
+                out.write_str(&escaped).map_err(minijinja::Error::from)
+            } else {
+                minijinja::escape_formatter(out, state, value)
+            }
+        });
         env.add_function("t", template_t);
         env.add_filter("datetime", |s: String| time::german_datetime(&s));
         env.add_filter("date", |s: String| time::german_date(&s));
@@ -267,19 +288,58 @@ pub fn scope_name(snap: &Snapshot, lang: &str, kind: &ScopeKind, r: &str) -> Str
 
 #[derive(Serialize)]
 struct DistrictGroup {
+    slug: String,
     name: String,
     member: bool,
+    town_count: usize,
+    /// Empty when the area is too large to list every town on one page.
     towns: Vec<TownLink>,
 }
 
+/// Up to this many towns, overview pages list every town; beyond, they link to district pages
+/// so that a page stays small on a poor mobile connection.
+const LIST_ALL_TOWNS_UP_TO: usize = 250;
+
 fn district_groups(snap: &Snapshot) -> Vec<DistrictGroup> {
+    let list_towns = snap.data.municipalities.len() <= LIST_ALL_TOWNS_UP_TO;
     snap.districts_with_towns()
         .map(|d| DistrictGroup {
+            slug: d.slug.clone(),
             name: d.name.clone(),
             member: d.member,
-            towns: snap.towns_of_district(&d.ags).map(|m| town_link(snap, m)).collect(),
+            town_count: snap.towns_of_district(&d.ags).count(),
+            towns: if list_towns { snap.towns_of_district(&d.ags).map(|m| town_link(snap, m)).collect() } else { Vec::new() },
         })
         .collect()
+}
+
+pub fn district(snap: &Snapshot, lang: &str, d: &District) -> Result<String> {
+    let towns: Vec<Value> = snap
+        .towns_of_district(&d.ags)
+        .map(|m| {
+            let mut counts = LevelCounts::default();
+            for s in &snap.data.services {
+                counts.add(snap.availability(m, s).level);
+            }
+            context! { town => v(town_link(snap, m)), counts => v(counts) }
+        })
+        .collect();
+    // District-level services (vehicle registration, parental allowance …) as the district states them.
+    let district_services: Vec<Value> = snap
+        .data
+        .services
+        .iter()
+        .filter(|s| s.responsibility == Responsibility::District)
+        .filter_map(|s| {
+            let m = snap.towns_of_district(&d.ags).next()?;
+            let a = snap.availability(m, s);
+            Some(context! { slug => v(&s.slug), name => v(&s.name), level => v(a.level.as_str()) })
+        })
+        .collect();
+    page(snap, lang, format!("/kreise/{}", d.slug), "towns").render(
+        "district.html",
+        context! { district => v(d), towns => v(towns), district_services => v(district_services) },
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -509,19 +569,29 @@ pub fn services(snap: &Snapshot, lang: &str) -> Result<String> {
 }
 
 pub fn service(snap: &Snapshot, lang: &str, s: &Service) -> Result<String> {
+    let list_towns = snap.data.municipalities.len() <= LIST_ALL_TOWNS_UP_TO;
     let mut counts = LevelCounts::default();
     let districts: Vec<Value> = snap
         .districts_with_towns()
         .map(|d| {
-            let rows: Vec<Value> = snap
-                .towns_of_district(&d.ags)
-                .map(|m| {
-                    let a = snap.availability(m, s);
-                    counts.add(a.level);
-                    context! { town => v(town_link(snap, m)), availability => v(availability_view(snap, m, s, a)) }
-                })
-                .collect();
-            context! { name => v(&d.name), rows => v(rows) }
+            // Towns with a statement get a row; towns without one are summed up, so the page
+            // stays small even for thousands of towns.
+            let mut rows = Vec::new();
+            let mut quiet = Vec::new();
+            for m in snap.towns_of_district(&d.ags) {
+                let a = snap.availability(m, s);
+                counts.add(a.level);
+                if a.source == Source::NoReport {
+                    quiet.push(town_link(snap, m));
+                } else {
+                    rows.push(context! { town => v(town_link(snap, m)), availability => v(availability_view(snap, m, s, a)) });
+                }
+            }
+            let quiet_count = quiet.len();
+            context! {
+                slug => v(&d.slug), name => v(&d.name), rows => v(rows), quiet_count => v(quiet_count),
+                quiet => v(if list_towns { quiet } else { Vec::new() }),
+            }
         })
         .collect();
     let mut p = page(snap, lang, format!("/leistungen/{}", s.slug), "services");

@@ -61,6 +61,7 @@ pub fn router(app: Shared) -> Router {
             .route("/kommunen/{slug}", get(municipality))
             .route("/kommunen/{slug}/leistungen/{service}", get(service_in_town))
             .route("/kommunen/{slug}/meldungen.atom", get(municipality_feed))
+            .route("/kreise/{slug}", get(district))
             .route("/leistungen", get(services))
             .route("/leistungen/{slug}", get(service))
             .route("/meldungen", get(announcements))
@@ -211,6 +212,17 @@ async fn municipality(
     let snap = app.snapshot();
     let Some(m) = snap.municipality(&slug) else { return not_found_page(&headers, &snap, lang) };
     cached_page(&headers, &snap, lang, &format!("town:{slug}"), HTML, || render::municipality(&snap, lang, m))
+}
+
+async fn district(
+    State(app): State<Shared>,
+    Extension(Lang(lang)): Extension<Lang>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let snap = app.snapshot();
+    let Some(d) = snap.district_by_slug(&slug) else { return not_found_page(&headers, &snap, lang) };
+    cached_page(&headers, &snap, lang, &format!("district:{slug}"), HTML, || render::district(&snap, lang, d))
 }
 
 async fn service_in_town(

@@ -2,7 +2,20 @@
 
 use crate::{Engine, Server, on_both_engines};
 
-on_both_engines!(home_page_asks_what_and_where, municipality_page_shows_every_service);
+on_both_engines!(
+    home_page_asks_what_and_where,
+    municipality_page_shows_every_service,
+    search_by_synonym_and_postal_code_shows_the_towns_status,
+    search_with_place_only_goes_to_the_town,
+    ambiguous_place_asks_which_town,
+    unknown_place_and_nonsense_get_clear_answers,
+    alternatives_are_sorted_by_distance_with_their_own_status,
+    service_page_covers_every_town,
+    district_page_lists_towns,
+    announcements_faq_and_drafts,
+    atom_feeds_are_valid,
+    english_interface,
+);
 
 async fn home_page_asks_what_and_where(engine: Engine) {
     let s = Server::demo(engine).await;
@@ -13,6 +26,8 @@ async fn home_page_asks_what_and_where(engine: Engine) {
     assert!(html.contains("Wo wohnen Sie?"));
     assert!(html.contains("Menden (Sauerland)"));
     assert!(html.contains("Stand:"));
+    assert!(html.contains("Demonstration"), "demo banner");
+    assert!(!html.contains("<script"), "public pages need no script");
 }
 
 async fn municipality_page_shows_every_service(engine: Engine) {
@@ -23,7 +38,228 @@ async fn municipality_page_shows_every_service(engine: Engine) {
     for word in ["Regelbetrieb", "Basisbetrieb (eingeschränkt)", "Notbetrieb", "Ausfall"] {
         assert!(html.contains(word), "{word}");
     }
+    // Every service of the catalogue appears once as a card.
+    assert_eq!(html.matches("class=\"service-card").count(), 49);
     assert!(html.contains("Fahrzeug zulassen"));
+    // The town's own statement, and the district's for district-level services.
     assert!(html.contains("Das Bürgerbüro ist wieder geöffnet, aber nur mit Termin."));
+    assert!(html.contains("Märkischer Kreis (für alle Kommunen des Kreises)"));
+    assert!(html.contains("Voraussichtlich wieder verfügbar"));
     assert!(html.contains("www.stadtverwaltung-menden.de"));
+    // Status is never colour alone: every level badge carries an icon and a word.
+    assert_eq!(html.matches("class=\"level level-").count(), html.matches("class=\"level-word\"").count());
+    assert!(html.contains("/kommunen/menden-sauerland/meldungen.atom"));
+    assert!(html.contains("Menden: So erreichen Sie uns"));
+
+    let (status, _) = s.text("/kommunen/gibt-es-nicht").await;
+    assert_eq!(status, 404);
+}
+
+async fn search_by_synonym_and_postal_code_shows_the_towns_status(engine: Engine) {
+    let s = Server::demo(engine).await;
+    let (status, html) = s.text("/suche?q=Auto+anmelden&ort=58706").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Passende Leistungen in Menden (Sauerland)"));
+    let first = html.find("Fahrzeug zulassen").expect("vehicle registration found");
+    assert!(html[first..].contains("Ausfall"));
+    assert!(html.contains("/kommunen/menden-sauerland/leistungen/fahrzeug-zulassen#ausweichstellen"));
+    // Umlauts typed as ae/oe/ue, capitals and a typo.
+    for q in ["Fuehrerschein", "FÜHRERSCHEIN", "Geburtsurkunte", "ummelden"] {
+        let (status, html) = s.text(&format!("/suche?q={q}")).await;
+        assert_eq!(status, 200, "{q}");
+        assert!(html.contains("class=\"results\""), "{q} found nothing");
+    }
+    let (_, html) = s.text("/suche?q=ummelden").await;
+    assert!(html.contains("Wohnsitz anmelden"));
+}
+
+async fn search_with_place_only_goes_to_the_town(engine: Engine) {
+    let s = Server::demo(engine).await;
+    for place in ["Menden", "menden", "58706", "Mneden (Sauerland)"] {
+        let res = s.get(&format!("/suche?ort={place}")).await;
+        assert_eq!(res.status().as_u16(), 303, "{place}");
+        assert_eq!(res.headers()["location"], "/kommunen/menden-sauerland", "{place}");
+    }
+    let res = s.get("/suche?ort=L%C3%BCdenscheid").await;
+    assert_eq!(res.headers()["location"], "/kommunen/luedenscheid");
+    let res = s.get("/suche?ort=Luedenscheid").await;
+    assert_eq!(res.headers()["location"], "/kommunen/luedenscheid");
+}
+
+async fn ambiguous_place_asks_which_town(engine: Engine) {
+    let s = Server::demo(engine).await;
+    let (status, html) = s.text("/suche?q=Hund&ort=Bad").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Welche Kommune meinen Sie?"));
+    for town in ["Bad Berleburg", "Bad Laasphe", "Bad Sassendorf"] {
+        assert!(html.contains(town), "{town}");
+    }
+}
+
+async fn unknown_place_and_nonsense_get_clear_answers(engine: Engine) {
+    let s = Server::demo(engine).await;
+    let (status, html) = s.text("/suche?q=Auto&ort=10115").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("keine Kommune in unserem Gebiet"));
+    let (status, html) = s.text("/suche?q=xyzzyqq").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("keine Leistung gefunden"));
+    let res = s.get("/suche").await;
+    assert_eq!(res.status().as_u16(), 303);
+}
+
+async fn alternatives_are_sorted_by_distance_with_their_own_status(engine: Engine) {
+    let s = Server::demo(engine).await;
+    let (status, html) = s.text("/kommunen/soest/leistungen/fahrzeug-zulassen").await;
+    assert_eq!(status, 200);
+    let steinfurt = html.find("Zulassungsstelle des Kreises Steinfurt").expect("Steinfurt");
+    let minden = html.find("Zulassungsstelle des Kreises Minden-Lübbecke").expect("Minden-Lübbecke");
+    assert!(steinfurt < minden, "nearest first");
+    assert!(html.contains("km entfernt"));
+    // Kreis Olpe's residents are sent to the Hochsauerlandkreis, whose own office is in emergency operation.
+    let (_, html) = s.text("/kommunen/olpe/leistungen/fahrzeug-zulassen").await;
+    let office = html.find("Straßenverkehrsamt des Hochsauerlandkreises").expect("HSK office");
+    assert!(html[office..].contains("Notbetrieb"), "the office's own status");
+    // No referral: an honest answer.
+    let (_, html) = s.text("/kommunen/siegen/leistungen/fahrzeug-zulassen").await;
+    assert!(html.contains("keine Ausweichstelle bekannt"));
+    let (status, _) = s.text("/kommunen/soest/leistungen/gibt-es-nicht").await;
+    assert_eq!(status, 404);
+}
+
+async fn service_page_covers_every_town(engine: Engine) {
+    let s = Server::demo(engine).await;
+    let (status, html) = s.text("/leistungen/fahrzeug-zulassen").await;
+    assert_eq!(status, 200);
+    for town in ["Menden (Sauerland)", "Soest", "Olpe", "Schwerte", "Bergisch Gladbach"] {
+        assert!(html.contains(town), "{town}");
+    }
+    // Schwerte belongs to Kreis Unna, which reported nothing.
+    assert!(html.contains("Keine Einschränkung gemeldet in 1 Kommunen"));
+    let (status, html) = s.text("/leistungen").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Standesamt"));
+}
+
+async fn district_page_lists_towns(engine: Engine) {
+    let s = Server::demo(engine).await;
+    let (status, html) = s.text("/kreise/maerkischer-kreis").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Iserlohn"));
+    assert!(html.contains("Fahrzeug zulassen"));
+    let (status, _) = s.text("/kreise/nirgendwo").await;
+    assert_eq!(status, 404);
+}
+
+async fn announcements_faq_and_drafts(engine: Engine) {
+    let s = Server::demo(engine).await;
+    let (status, html) = s.text("/meldungen").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Basisbetrieb der priorisierten Fachverfahren beginnt"));
+    assert!(html.contains("<strong>Basisbetrieb</strong>"), "Markdown rendered");
+    assert!(html.contains("aktualisiert am"), "a correction stays visible");
+    assert!(!html.contains("Entwurf"), "drafts are not public");
+    let (status, _) = s.text("/meldungen/menden-entwurf").await;
+    assert_eq!(status, 404);
+    let (status, html) = s.text("/meldungen/basisbetrieb-startet").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("<h1>Basisbetrieb der priorisierten Fachverfahren beginnt</h1>"));
+    let (status, html) = s.text("/fragen").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Kann ich mich an eine Verwaltung in der Nähe wenden?"));
+    let (status, html) = s.text("/quellen").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Datenlizenz Deutschland"));
+    assert!(html.contains("OpenStreetMap"));
+}
+
+async fn atom_feeds_are_valid(engine: Engine) {
+    let s = Server::demo(engine).await;
+    let res = s.get("/feeds/meldungen.atom").await;
+    assert_eq!(res.status().as_u16(), 200);
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("application/atom+xml"));
+    let feed: atom_syndication::Feed = res.text().await.unwrap().parse().expect("valid Atom");
+    assert!(feed.entries().len() >= 6);
+    assert!(feed.entries().iter().all(|e| !e.title().as_str().contains("Entwurf")));
+    assert!(feed.links().iter().any(|l| l.rel() == "self"));
+    let menden: atom_syndication::Feed = s.text("/kommunen/menden-sauerland/meldungen.atom").await.1.parse().unwrap();
+    let titles: Vec<_> = menden.entries().iter().map(|e| e.title().as_str().to_string()).collect();
+    assert!(titles.iter().any(|t| t.contains("Menden")), "{titles:?}");
+    assert!(titles.iter().any(|t| t.contains("Dortmund")), "district announcement: {titles:?}");
+    assert!(!titles.iter().any(|t| t.contains("Lüdenscheid")), "another town's: {titles:?}");
+}
+
+async fn english_interface(engine: Engine) {
+    let s = Server::demo(engine).await;
+    let (status, html) = s.text("/en/kommunen/menden-sauerland").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("<html lang=\"en\">"));
+    assert!(html.contains("Basic operation (limited)"));
+    assert!(html.contains("href=\"/en/kommunen/menden-sauerland/leistungen/"));
+    let (status, html) = s.text("/en/").await;
+    assert!(status == 200 || status == 308, "{status}");
+    let _ = html;
+    let (status, html) = s.text("/en").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("What do you want to do?"));
+}
+
+// Engine-independent HTTP behaviour: runs on SQLite only.
+
+#[tokio::test]
+async fn conditional_requests_and_compression() {
+    let s = Server::demo(Engine::Sqlite).await;
+    let res = s.get("/kommunen/menden-sauerland").await;
+    assert_eq!(res.status().as_u16(), 200);
+    let etag = res.headers()["etag"].to_str().unwrap().to_string();
+    assert!(res.headers()["content-security-policy"].to_str().unwrap().contains("default-src 'none'"));
+    assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+    let res = s.client.get(s.url("/kommunen/menden-sauerland")).header("if-none-match", &etag).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 304);
+    assert_eq!(res.headers()["etag"].to_str().unwrap(), etag);
+    let res = s.client.get(s.url("/kommunen/menden-sauerland")).header("accept-encoding", "gzip").send().await.unwrap();
+    assert_eq!(res.headers()["content-encoding"], "gzip");
+    assert_eq!(res.headers()["vary"], "accept-encoding");
+    let compressed = res.bytes().await.unwrap();
+    let mut plain = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&compressed[..]), &mut plain).unwrap();
+    assert!(plain.contains("<h1>Menden (Sauerland)</h1>"));
+    let res = s.client.get(s.url("/kommunen/menden-sauerland")).header("accept-encoding", "gzip;q=0").send().await.unwrap();
+    assert!(res.headers().get("content-encoding").is_none());
+    let res = s.get("/healthz").await;
+    assert_eq!(res.status().as_u16(), 200);
+    let res = s.get("/static/style.css").await;
+    assert_eq!(res.status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn hostile_input_gets_clean_errors_and_is_never_reflected_as_markup() {
+    let s = Server::demo(Engine::Sqlite).await;
+    for path in [
+        "/kommunen/%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+        "/kommunen/..%2F..%2Fetc%2Fpasswd",
+        "/leistungen/%00",
+        "/kommunen/menden-sauerland/leistungen/%3Cimg%20src%3Dx%20onerror%3Dalert(1)%3E",
+        "/meldungen/'%20OR%201%3D1",
+        "/gibt/es/nicht",
+        "/en/gibt-es-nicht",
+    ] {
+        let (status, html) = s.text(path).await;
+        assert_eq!(status, 404, "{path}");
+        assert!(!html.contains("<script>alert") && !html.contains("<img src=x"), "{path} reflected");
+        assert!(html.contains("Fehler 404") || html.contains("Error 404"), "{path}: friendly page");
+    }
+    let (status, html) = s.text("/suche?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E&ort=%3Cb%3Ex%3C%2Fb%3E").await;
+    assert_eq!(status, 200);
+    assert!(!html.contains("<script>alert(1)"));
+    assert!(html.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;") || html.contains("&lt;script&gt;"));
+    assert!(!html.contains("<b>x</b>"));
+    let long = "a".repeat(5000);
+    let (status, html) = s.text(&format!("/suche?q={long}")).await;
+    assert_eq!(status, 400);
+    assert!(html.contains("zu lang"));
+    let (status, _) = s.text("/suche?q=%FF%FE").await;
+    assert!(status == 400 || status == 200, "{status}");
+    let (status, _) = s.text("/suche?q=a&q=b").await;
+    assert!(status < 500, "{status}");
 }
