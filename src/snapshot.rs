@@ -316,3 +316,156 @@ impl CachedPage {
         CachedPage { content_type, body: body.into(), gzip: gzip.into(), etag }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn town(ags: &str, district: &str, lat: f64) -> Municipality {
+        Municipality {
+            ags: ags.into(),
+            slug: format!("t{ags}"),
+            name: format!("Town {ags}"),
+            district_ags: district.into(),
+            member: true,
+            population: None,
+            lat,
+            lon: 8.0,
+            contact: Contact::default(),
+        }
+    }
+
+    fn service(slug: &str, responsibility: Responsibility) -> Service {
+        Service {
+            slug: slug.into(),
+            name: slug.into(),
+            area: "vehicle".into(),
+            responsibility,
+            leika_key: String::new(),
+            synonyms: vec![],
+            description: String::new(),
+            sort_order: 0,
+        }
+    }
+
+    fn statement(scope: &str, service: &str, level: Level) -> Statement {
+        Statement {
+            scope_ags: scope.into(),
+            service_slug: service.into(),
+            level,
+            restrictions: String::new(),
+            workaround: String::new(),
+            backlog: String::new(),
+            expected_return: String::new(),
+            author: String::new(),
+            stated_at: "2026-01-01T00:00:00Z".into(),
+            version: 1,
+        }
+    }
+
+    fn office(slug: &str, owner: &str, lat: f64) -> Office {
+        Office {
+            slug: slug.into(),
+            name: slug.into(),
+            owner_ags: owner.into(),
+            street: String::new(),
+            postal_code: String::new(),
+            city: String::new(),
+            lat,
+            lon: 8.0,
+            phone: String::new(),
+            email: String::new(),
+            website: String::new(),
+            opening_hours: String::new(),
+        }
+    }
+
+    fn referral(id: &str, office: &str, for_ags: &str, until: &str) -> Referral {
+        Referral {
+            id: id.into(),
+            office_slug: office.into(),
+            service_slug: "car".into(),
+            for_ags: for_ags.into(),
+            conditions: String::new(),
+            valid_from: String::new(),
+            valid_until: until.into(),
+        }
+    }
+
+    fn snapshot() -> Snapshot {
+        let data = Dataset {
+            municipalities: vec![town("01001001", "01001", 50.0), town("01001002", "01001", 50.1), town("02002001", "02002", 51.0)],
+            services: vec![service("car", Responsibility::District), service("id", Responsibility::Municipality)],
+            statements: vec![
+                statement("01001", "car", Level::Unavailable),
+                statement("01001002", "car", Level::Limited),
+                statement("01001", "id", Level::Emergency),
+                statement("02002001", "car", Level::Emergency),
+            ],
+            offices: vec![office("far", "", 52.0), office("near", "02002001", 50.5), office("old", "", 50.0)],
+            referrals: vec![
+                referral("r1", "far", "01001", ""),
+                referral("r2", "near", "01001", "2999-12-31"),
+                referral("r3", "old", "01001", "2000-01-01"),
+            ],
+            postal_codes: vec![
+                PostalCode { postal_code: "11111".into(), municipality_ags: "01001001".into(), place: "A".into() },
+                PostalCode { postal_code: "11111".into(), municipality_ags: "01001002".into(), place: "B".into() },
+            ],
+            ..Dataset::default()
+        };
+        Snapshot::build(data, "2026-01-01T00:00:00Z".into(), 1)
+    }
+
+    #[test]
+    fn a_towns_statement_wins_over_its_districts() {
+        let snap = snapshot();
+        let car = snap.service("car").unwrap();
+        let a = snap.availability(snap.municipality("t01001001").unwrap(), car);
+        assert_eq!((a.level, a.source), (Level::Unavailable, Source::District));
+        let b = snap.availability(snap.municipality("t01001002").unwrap(), car);
+        assert_eq!((b.level, b.source), (Level::Limited, Source::Municipality));
+    }
+
+    #[test]
+    fn district_statements_do_not_apply_to_town_level_services() {
+        let snap = snapshot();
+        let a = snap.availability(snap.municipality("t01001001").unwrap(), snap.service("id").unwrap());
+        assert_eq!((a.level, a.source), (Level::Normal, Source::NoReport));
+    }
+
+    #[test]
+    fn alternatives_are_valid_today_nearest_first_with_their_own_status() {
+        let snap = snapshot();
+        let alts = snap.alternatives(snap.municipality("t01001001").unwrap(), snap.service("car").unwrap());
+        let names: Vec<_> = alts.iter().map(|a| a.office.slug.as_str()).collect();
+        assert_eq!(names, ["near", "far"], "expired referral left out, nearest first");
+        assert_eq!(alts[0].level, Level::Emergency, "status at the office's own town");
+        assert_eq!(alts[1].level, Level::Normal, "unknown owner: nothing reported");
+        assert!(alts[0].distance_km < alts[1].distance_km);
+        assert!(snap.alternatives(snap.municipality("t02002001").unwrap(), snap.service("car").unwrap()).is_empty());
+    }
+
+    #[test]
+    fn a_postal_code_can_span_several_towns() {
+        let snap = snapshot();
+        assert_eq!(snap.municipalities_for_postal_code("11111").len(), 2);
+        assert!(snap.municipalities_for_postal_code("99999").is_empty());
+    }
+
+    #[test]
+    fn pages_are_rendered_once_per_snapshot() {
+        let snap = snapshot();
+        let mut calls = 0;
+        for _ in 0..3 {
+            let page = snap
+                .cached("k", "text/plain", || {
+                    calls += 1;
+                    Ok("hello".into())
+                })
+                .unwrap();
+            assert_eq!(&page.body[..], b"hello");
+        }
+        assert_eq!(calls, 1);
+    }
+}

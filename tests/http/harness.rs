@@ -76,6 +76,13 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// The same SQLite file again, for restart tests (the first owner's directory must outlive it).
+    pub fn reuse(url: &str) -> TestDatabase {
+        TestDatabase { url: url.to_string(), _dir: None, pg_name: None }
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         if let Some(name) = &self.pg_name {

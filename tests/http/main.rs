@@ -5,6 +5,7 @@
 //! are skipped with a message, so a plain `cargo nextest run` works on a machine without one).
 
 mod harness;
+mod cli;
 mod public;
 
 pub use harness::*;
