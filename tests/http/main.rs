@@ -4,6 +4,7 @@
 //! by NOTBETRIEB_TEST_POSTGRES_URL (scripts/test sets it; without it the PostgreSQL variants
 //! are skipped with a message, so a plain `cargo nextest run` works on a machine without one).
 
+mod api;
 mod harness;
 mod cli;
 mod public;
