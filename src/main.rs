@@ -65,6 +65,9 @@ enum Command {
         /// Files to import; the kind is taken from the file name (municipalities.csv, services.json, …).
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+        /// What the files hold, when their names do not say it.
+        #[arg(long, value_enum, value_name = "KIND")]
+        kind: Option<import::Kind>,
     },
 }
 
@@ -84,9 +87,9 @@ async fn main() {
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve { listen, db, demo, public_url, poll_ms } => serve(listen, db, demo, public_url, poll_ms).await,
-        Command::Import { db, files } => {
+        Command::Import { db, files, kind } => {
             let store = store::Store::connect(&database_url(&db)).await?;
-            import::run(&store, &files).await
+            import::run(&store, &files, kind).await
         }
     }
 }

@@ -6,6 +6,7 @@
 
 mod api;
 mod harness;
+mod import;
 mod cli;
 mod public;
 
