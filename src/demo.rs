@@ -184,11 +184,53 @@ pub fn services() -> Result<Vec<Service>> {
         .collect()
 }
 
+/// Demo accounts: (user name, password, what they may do). Demo accounts are the only ones that
+/// may sign in without a second factor; the flag cannot be set any other way.
+pub const DEMO_ACCOUNTS: [(&str, &str, &str); 5] = [
+    ("admin", "demo-admin-passwort", "admin: everything"),
+    ("krisenstab", "demo-krisenstab-passwort", "operator: recovery, area-wide announcements"),
+    ("menden", "demo-menden-passwort", "editor: Menden (Sauerland)"),
+    ("luedenscheid", "demo-luedenscheid-passwort", "editor: Lüdenscheid"),
+    ("pruefung", "demo-pruefung-passwort", "viewer: internal pages and journal"),
+];
+
+async fn seed_accounts(c: &mut AnyConnection) -> Result<()> {
+    use crate::auth::{self, Role};
+    let roles = [
+        (Role::Admin, vec![]),
+        (Role::Operator, vec![]),
+        (Role::Editor, vec!["05962040".to_string()]),
+        (Role::Editor, vec!["05962032".to_string()]),
+        (Role::Viewer, vec![]),
+    ];
+    for ((username, password, _), (role, scopes)) in DEMO_ACCOUNTS.iter().zip(roles) {
+        let id = auth::insert_user(c, username, &format!("Demo {username}"), role, &scopes).await?;
+        sqlx::query("UPDATE users SET password_hash = $1, demo = 1 WHERE id = $2")
+            .bind(auth::hash_password(password)?)
+            .bind(id)
+            .execute(&mut *c)
+            .await?;
+    }
+    crate::journal::append(
+        c,
+        crate::journal::NewEntry {
+            author: "system",
+            scope: "area",
+            kind: "demo.seed",
+            payload: serde_json::json!({ "accounts": DEMO_ACCOUNTS.iter().map(|a| a.0).collect::<Vec<_>>() }),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
 /// Seeds `demo` into an empty database in one transaction.
 pub async fn seed(store: &Store, demo: Demo) -> Result<()> {
     let ds = build(demo)?;
     let mut tx = store.begin().await?;
+    crate::journal::lock_head(&mut tx).await?;
     write_dataset(&mut tx, &ds).await?;
+    seed_accounts(&mut tx).await?;
     store::set_meta(&mut tx, "demo", match demo {
         Demo::Suedwestfalen => "suedwestfalen",
         Demo::Germany => "germany",

@@ -2,17 +2,21 @@
 //! administration's IT is down, and where else to go.
 
 mod api;
+mod auth;
+mod authz;
 mod demo;
 mod domain;
 mod feeds;
 mod i18n;
 mod import;
+mod journal;
 mod render;
 mod search;
 mod snapshot;
 mod store;
 mod time;
 mod web;
+mod writes;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,7 +24,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use arc_swap::ArcSwap;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -69,6 +72,68 @@ enum Command {
         #[arg(long, value_enum, value_name = "KIND")]
         kind: Option<import::Kind>,
     },
+    /// Manage accounts: add prints a one-time setup link (never a password).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// The tamper-evident journal of every change.
+    Journal {
+        #[command(subcommand)]
+        command: JournalCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create an account and print its one-time setup link (password and second factor).
+    Add {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        /// Sign-in name: 2–64 characters a-z, 0-9, '.', '-', '_'.
+        username: String,
+        /// admin, operator, editor or viewer.
+        #[arg(long, value_parser = ["admin", "operator", "editor", "viewer"])]
+        role: String,
+        /// AGS of a town (8 digits) or district (5 digits) an editor may change; repeat for more.
+        #[arg(long = "scope", value_name = "AGS")]
+        scopes: Vec<String>,
+        /// Full name shown in the journal and the desk.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// The site's public address, for the link.
+        #[arg(long, env = "NOTBETRIEB_PUBLIC_URL", default_value = "http://127.0.0.1:8080", value_name = "URL")]
+        public_url: String,
+    },
+    /// Issue a new setup link (lost password or second factor); ends the user's sessions.
+    Reset {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        username: String,
+        #[arg(long, env = "NOTBETRIEB_PUBLIC_URL", default_value = "http://127.0.0.1:8080", value_name = "URL")]
+        public_url: String,
+    },
+    /// List accounts with role and scope.
+    List {
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum JournalCommand {
+    /// Check the hash chain; names the first entry that was altered, removed or reordered.
+    Verify {
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// Write the whole journal to standard output.
+    Export {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[arg(long, value_parser = ["csv", "json"], default_value = "json")]
+        format: String,
+    },
 }
 
 fn database_url(db: &DatabaseArgs) -> String {
@@ -90,6 +155,77 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Import { db, files, kind } => {
             let store = store::Store::connect(&database_url(&db)).await?;
             import::run(&store, &files, kind).await
+        }
+        Command::User { command } => user_command(command).await,
+        Command::Journal { command } => journal_command(command).await,
+    }
+}
+
+async fn cli_app(db: &DatabaseArgs, public_url: &str) -> Result<web::App> {
+    let store = store::Store::connect(&database_url(db)).await?;
+    web::App::load(store, public_url.trim_end_matches('/').to_string()).await
+}
+
+fn write_error(e: writes::WriteError) -> anyhow::Error {
+    match e {
+        writes::WriteError::Internal(e) => e,
+        writes::WriteError::Invalid { field, message } => anyhow::anyhow!("{field}: {}", i18n::t("en", message)),
+        other => anyhow::anyhow!("{other:?}"),
+    }
+}
+
+async fn user_command(command: UserCommand) -> Result<()> {
+    let cli = auth::Principal::cli();
+    match command {
+        UserCommand::Add { db, username, role, scopes, name, public_url } => {
+            let app = cli_app(&db, &public_url).await?;
+            let input = writes::UserInput { username: username.clone(), display_name: name, role, scopes };
+            let (_, token) = writes::create_user(&app, &cli, &input).await.map_err(write_error)?;
+            println!("created {username}; one-time setup link (valid 3 days):");
+            println!("{}/intern/einrichten/{token}", app.public_url);
+        }
+        UserCommand::Reset { db, username, public_url } => {
+            let app = cli_app(&db, &public_url).await?;
+            let mut c = app.store.begin().await?;
+            let user = auth::user_by_name(&mut c, &username).await?.with_context(|| format!("no user {username}"))?;
+            drop(c);
+            let token = writes::reset_user(&app, &cli, user.id).await.map_err(write_error)?;
+            println!("new one-time setup link for {username} (valid 3 days):");
+            println!("{}/intern/einrichten/{token}", app.public_url);
+        }
+        UserCommand::List { db } => {
+            let store = store::Store::connect(&database_url(&db)).await?;
+            let mut c = store.begin().await?;
+            for u in auth::all_users(&mut c).await? {
+                let state = if u.disabled { "disabled" } else if u.password_hash.is_empty() { "setup pending" } else { "active" };
+                println!("{}\t{}\t{}\t{}", u.username, u.role.as_str(), u.scopes.join(","), state);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn journal_command(command: JournalCommand) -> Result<()> {
+    match command {
+        JournalCommand::Verify { db } => {
+            let store = store::Store::connect(&database_url(&db)).await?;
+            let mut c = store.begin().await?;
+            let entries = journal::all(&mut c).await?;
+            let (seq, hash) = journal::head(&mut c).await?;
+            match journal::verify(&entries, (seq, &hash)) {
+                Ok(()) => {
+                    println!("journal intact: {} entries, head {hash}", entries.len());
+                    Ok(())
+                }
+                Err(problem) => anyhow::bail!("journal damaged: {problem}"),
+            }
+        }
+        JournalCommand::Export { db, format } => {
+            let store = store::Store::connect(&database_url(&db)).await?;
+            let mut c = store.begin().await?;
+            let entries = journal::all(&mut c).await?;
+            print!("{}", journal::export(&entries, &format)?);
+            Ok(())
         }
     }
 }
@@ -126,9 +262,7 @@ async fn serve(
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
     let public_url = public_url.unwrap_or_else(|| format!("http://{local}")).trim_end_matches('/').to_string();
-    let data = store.load_dataset().await?;
-    let snap = snapshot::Snapshot::build(data, store.changed_at().await?, store.data_version().await?);
-    let app = Arc::new(web::App { snapshot: ArcSwap::from_pointee(snap), store, public_url });
+    let app = Arc::new(web::App::load(store, public_url).await?);
 
     // Changes written by other processes (an import, another instance) become visible within poll_ms.
     let watcher = app.clone();
@@ -136,8 +270,11 @@ async fn serve(
         let mut interval = tokio::time::interval(Duration::from_millis(poll_ms.max(50)));
         loop {
             interval.tick().await;
+            let snap = watcher.snapshot();
+            // Scheduled announcements appear when their time comes.
+            let scheduled_due = snap.next_publication.as_deref().is_some_and(|t| t <= time::now_rfc3339().as_str());
             match watcher.store.data_version().await {
-                Ok(v) if v != watcher.snapshot().data_version => {
+                Ok(v) if v != snap.data_version || scheduled_due => {
                     if let Err(e) = watcher.refresh().await {
                         tracing::error!(error = %e, "refreshing the snapshot failed");
                     }
@@ -151,6 +288,10 @@ async fn serve(
     println!("notbetrieb listening on http://{local}");
     if demo.is_some() {
         println!("demo ready in {} ms", started.elapsed().as_millis());
+        println!("demo accounts (for this demonstration only, no second factor), sign in at http://{local}/intern:");
+        for (username, password, what) in demo::DEMO_ACCOUNTS {
+            println!("  {username:<14} {password:<24} {what}");
+        }
     }
     axum::serve(listener, web::router(app))
         .with_graceful_shutdown(async {

@@ -50,6 +50,10 @@ pub struct Snapshot {
     /// When the data last changed (RFC 3339), shown as "Stand" where nothing more specific applies.
     pub changed_at: String,
     pub data_version: i64,
+    /// When this snapshot was built: what "now" means for scheduled publications in it.
+    pub built_at: String,
+    /// The next scheduled publication after `built_at`, when the snapshot must be rebuilt.
+    pub next_publication: Option<String>,
     municipality_by_slug: HashMap<String, usize>,
     municipality_by_ags: HashMap<String, usize>,
     district_by_ags: HashMap<String, usize>,
@@ -68,7 +72,14 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn build(data: Dataset, changed_at: String, data_version: i64) -> Snapshot {
+    pub fn build(mut data: Dataset, changed_at: String, data_version: i64) -> Snapshot {
+        // A database filled only by import has no names yet; the site still needs a title.
+        if data.area_name.is_empty() {
+            data.area_name = crate::i18n::t(crate::i18n::DEFAULT_LANG, "site.default_name");
+        }
+        if data.provider_name.is_empty() {
+            data.provider_name = crate::i18n::t(crate::i18n::DEFAULT_LANG, "site.default_provider");
+        }
         let index = |keys: Vec<String>| keys.into_iter().enumerate().map(|(i, k)| (k, i)).collect::<HashMap<_, _>>();
         let municipality_by_slug = index(data.municipalities.iter().map(|m| m.slug.clone()).collect());
         let municipality_by_ags = index(data.municipalities.iter().map(|m| m.ags.clone()).collect());
@@ -106,10 +117,20 @@ impl Snapshot {
                 .collect(),
         );
         let municipality_index = Index::new(data.municipalities.iter().map(|m| vec![m.name.clone()]).collect());
+        let built_at = crate::time::now_rfc3339();
+        let next_publication = data
+            .announcements
+            .iter()
+            .filter_map(|a| a.published_at.clone())
+            .chain(data.faq.iter().filter_map(|f| f.published_at.clone()))
+            .filter(|t| *t > built_at)
+            .min();
         Snapshot {
             data,
             changed_at,
             data_version,
+            built_at,
+            next_publication,
             municipality_by_slug,
             municipality_by_ags,
             district_by_ags,
@@ -253,7 +274,7 @@ impl Snapshot {
 
     /// Published announcements, newest first (the dataset is loaded in that order).
     pub fn published_announcements(&self) -> impl Iterator<Item = &Announcement> {
-        self.data.announcements.iter().filter(|a| a.published_at.is_some())
+        self.data.announcements.iter().filter(|a| a.published_at.as_deref().is_some_and(|p| p <= self.built_at.as_str()))
     }
 
     pub fn announcement(&self, id: &str) -> Option<&Announcement> {
@@ -261,7 +282,7 @@ impl Snapshot {
     }
 
     pub fn published_faq(&self) -> impl Iterator<Item = &FaqEntry> {
-        self.data.faq.iter().filter(|f| f.published_at.is_some())
+        self.data.faq.iter().filter(|f| f.published_at.as_deref().is_some_and(|p| p <= self.built_at.as_str()))
     }
 
     /// When information relevant to this town last changed: its own and its district's

@@ -11,7 +11,10 @@ use sqlx::{AnyConnection, AnyPool, Row};
 use crate::domain::*;
 
 /// Versioned migrations, embedded in the binary. Append only; never edit a released one.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("../migrations/0001_initial.sql")),
+    (2, "editors and journal", include_str!("../migrations/0002_editors_and_journal.sql")),
+];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Engine {

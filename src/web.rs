@@ -21,6 +21,8 @@ pub struct App {
     pub store: Store,
     /// Absolute base URL for feeds and links that leave the site, without trailing slash.
     pub public_url: String,
+    /// Serialises snapshot rebuilds so an older one never replaces a newer one.
+    refresh_lock: tokio::sync::Mutex<()>,
 }
 
 pub type Shared = Arc<App>;
@@ -30,8 +32,15 @@ impl App {
         self.snapshot.load_full()
     }
 
+    /// Loads the public state from the database.
+    pub async fn load(store: Store, public_url: String) -> anyhow::Result<App> {
+        let snap = Snapshot::build(store.load_dataset().await?, store.changed_at().await?, store.data_version().await?);
+        Ok(App { snapshot: ArcSwap::from_pointee(snap), store, public_url, refresh_lock: tokio::sync::Mutex::new(()) })
+    }
+
     /// Reloads the public state from the database and swaps it in.
     pub async fn refresh(&self) -> anyhow::Result<()> {
+        let _one_at_a_time = self.refresh_lock.lock().await;
         let started = std::time::Instant::now();
         let version = self.store.data_version().await?;
         let data = self.store.load_dataset().await?;

@@ -1,0 +1,102 @@
+//! Authorisation, decided in one place for every write, in the editing desk and the API alike:
+//! from the principal's role and scope and what the write touches.
+
+use crate::auth::{Principal, Role};
+use crate::domain::ScopeKind;
+
+/// Everything that changes data or reads internal data.
+#[derive(Clone, Debug)]
+pub enum Action<'a> {
+    /// Read the editing desk and the journal (editors see their scope's entries only).
+    ReadInternal,
+    /// Availability statements of a town (8-digit AGS) or district (5-digit AGS).
+    EditStatement { ags: &'a str },
+    /// Announcements and FAQ entries with their scope.
+    EditAnnouncement { scope: &'a ScopeKind, scope_ref: &'a str },
+    /// Referrals for residents of a town or district.
+    EditReferral { for_ags: &'a str },
+    /// Contact channels and offices of a town or district.
+    EditContacts { ags: &'a str },
+    /// Accounts of other people.
+    ManageUsers,
+    /// API tokens: one's own (with a scope within one's own) or, for admins, anyone's.
+    ManageTokens { for_user: i64, role: Role, scopes: &'a [String] },
+    /// The recovery board (procedures, gates, rollout).
+    EditRecovery,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Denied;
+
+impl Principal {
+    fn covers(&self, ags: &str) -> bool {
+        self.scopes.iter().any(|s| s == ags)
+    }
+}
+
+/// Allows or denies `action` for `who`. Every write goes through here.
+pub fn authorize(who: &Principal, action: &Action) -> Result<(), Denied> {
+    let allowed = match (who.role, action) {
+        (Role::Admin, _) => true,
+        (_, Action::ReadInternal) => true,
+        (Role::Viewer, _) => false,
+        (Role::Operator, Action::ManageUsers) => false,
+        (Role::Operator, Action::ManageTokens { for_user, role, .. }) => *for_user == who.user_id && *role != Role::Admin,
+        // The crisis team speaks for the whole area and runs the recovery.
+        (Role::Operator, _) => true,
+        (Role::Editor, Action::EditStatement { ags }) => who.covers(ags),
+        (Role::Editor, Action::EditAnnouncement { scope, scope_ref }) => match scope {
+            ScopeKind::District | ScopeKind::Municipality => who.covers(scope_ref),
+            ScopeKind::Area | ScopeKind::Service => false,
+        },
+        (Role::Editor, Action::EditReferral { for_ags }) => who.covers(for_ags),
+        (Role::Editor, Action::EditContacts { ags }) => who.covers(ags),
+        (Role::Editor, Action::ManageTokens { for_user, role, scopes }) => {
+            *for_user == who.user_id && *role == Role::Editor && scopes.iter().all(|s| who.covers(s))
+        }
+        (Role::Editor, Action::ManageUsers | Action::EditRecovery) => false,
+    };
+    if allowed { Ok(()) } else { Err(Denied) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(role: Role, scopes: &[&str]) -> Principal {
+        Principal { user_id: 7, name: "x".into(), role, scopes: scopes.iter().map(|s| s.to_string()).collect() }
+    }
+
+    #[test]
+    fn editors_act_only_inside_their_scope() {
+        let menden = p(Role::Editor, &["05962040"]);
+        assert!(authorize(&menden, &Action::EditStatement { ags: "05962040" }).is_ok());
+        assert!(authorize(&menden, &Action::EditStatement { ags: "05962032" }).is_err());
+        assert!(authorize(&menden, &Action::EditStatement { ags: "05962" }).is_err(), "not the district");
+        let town = ScopeKind::Municipality;
+        assert!(authorize(&menden, &Action::EditAnnouncement { scope: &town, scope_ref: "05962040" }).is_ok());
+        assert!(authorize(&menden, &Action::EditAnnouncement { scope: &ScopeKind::Area, scope_ref: "" }).is_err());
+        assert!(authorize(&menden, &Action::ManageUsers).is_err());
+        assert!(authorize(&menden, &Action::EditRecovery).is_err());
+        let own = ["05962040".to_string()];
+        let other = ["05962032".to_string()];
+        assert!(authorize(&menden, &Action::ManageTokens { for_user: 7, role: Role::Editor, scopes: &own }).is_ok());
+        assert!(authorize(&menden, &Action::ManageTokens { for_user: 7, role: Role::Editor, scopes: &other }).is_err());
+        assert!(authorize(&menden, &Action::ManageTokens { for_user: 8, role: Role::Editor, scopes: &own }).is_err());
+        assert!(authorize(&menden, &Action::ManageTokens { for_user: 7, role: Role::Admin, scopes: &own }).is_err());
+    }
+
+    #[test]
+    fn viewers_only_read_and_admins_do_everything() {
+        let viewer = p(Role::Viewer, &["05962040"]);
+        assert!(authorize(&viewer, &Action::ReadInternal).is_ok());
+        assert!(authorize(&viewer, &Action::EditStatement { ags: "05962040" }).is_err());
+        let admin = p(Role::Admin, &[]);
+        assert!(authorize(&admin, &Action::ManageUsers).is_ok());
+        assert!(authorize(&admin, &Action::EditStatement { ags: "05962040" }).is_ok());
+        let operator = p(Role::Operator, &[]);
+        assert!(authorize(&operator, &Action::EditAnnouncement { scope: &ScopeKind::Area, scope_ref: "" }).is_ok());
+        assert!(authorize(&operator, &Action::EditRecovery).is_ok());
+        assert!(authorize(&operator, &Action::ManageUsers).is_err());
+    }
+}

@@ -1,0 +1,851 @@
+//! Every change to the data, used by the editing desk and the write API alike. Each operation
+//! validates its input, asks `authz` once per thing it touches, then in ONE transaction takes the
+//! journal lock, checks versions, writes the change and its journal entries and marks the data
+//! changed; after the commit the public snapshot is rebuilt before the caller answers.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sqlx::{AnyConnection, Row};
+
+use crate::auth::{self, Principal, Role};
+use crate::authz::{Action, authorize};
+use crate::domain::*;
+use crate::journal::{self, NewEntry};
+use crate::store;
+use crate::time;
+use crate::web::App;
+
+/// Why a write did not happen. Nothing was stored in any of these cases.
+#[derive(Debug)]
+pub enum WriteError {
+    Forbidden,
+    NotFound(&'static str),
+    /// A field's value is not acceptable: the field name and a message key.
+    Invalid { field: String, message: &'static str },
+    /// Someone else saved first; `current` is what is stored now.
+    Conflict { current: serde_json::Value },
+    Internal(anyhow::Error),
+}
+
+impl From<anyhow::Error> for WriteError {
+    fn from(e: anyhow::Error) -> Self {
+        WriteError::Internal(e)
+    }
+}
+impl From<sqlx::Error> for WriteError {
+    fn from(e: sqlx::Error) -> Self {
+        WriteError::Internal(e.into())
+    }
+}
+
+pub type WriteResult<T> = Result<T, WriteError>;
+
+fn allow(who: &Principal, action: Action) -> WriteResult<()> {
+    authorize(who, &action).map_err(|_| WriteError::Forbidden)
+}
+
+fn invalid(field: &str, message: &'static str) -> WriteError {
+    WriteError::Invalid { field: field.into(), message }
+}
+
+/// Longest free text we accept in one field (a long announcement fits easily).
+pub const MAX_TEXT: usize = 20_000;
+pub const MAX_LINE: usize = 2_000;
+
+/// Text as written, but bounded and without control characters other than line breaks and tabs.
+fn text(field: &str, value: &str, max: usize) -> WriteResult<String> {
+    if value.chars().count() > max {
+        return Err(invalid(field, "write.too_long"));
+    }
+    if value.chars().any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t') {
+        return Err(invalid(field, "write.control_characters"));
+    }
+    Ok(value.trim().replace("\r\n", "\n"))
+}
+
+fn date(field: &str, value: &str) -> WriteResult<String> {
+    let v = value.trim();
+    if v.is_empty() || time::parse_date(v).is_some() { Ok(v.to_string()) } else { Err(invalid(field, "write.invalid_date")) }
+}
+
+/// Runs `body` in a transaction that holds the journal lock, commits, and refreshes the snapshot.
+async fn transaction<T, F>(app: &App, body: F) -> WriteResult<T>
+where
+    F: for<'c> FnOnce(&'c mut AnyConnection) -> std::pin::Pin<Box<dyn std::future::Future<Output = WriteResult<T>> + Send + 'c>>,
+{
+    let mut tx = app.store.begin().await?;
+    journal::lock_head(&mut tx).await?;
+    let out = body(&mut tx).await?;
+    store::bump_data_version(&mut tx).await?;
+    tx.commit().await?;
+    app.refresh().await?;
+    Ok(out)
+}
+
+fn entry<'a>(who: &'a Principal, scope: &'a str, kind: &'a str, payload: serde_json::Value) -> NewEntry<'a> {
+    NewEntry { author: &who.name, scope, kind, payload }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Availability statements
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatementInput {
+    pub level: String,
+    #[serde(default)]
+    pub restrictions: String,
+    #[serde(default)]
+    pub workaround: String,
+    #[serde(default)]
+    pub backlog: String,
+    /// YYYY-MM-DD or empty.
+    #[serde(default)]
+    pub expected_return: String,
+}
+
+fn scope_exists(snap: &crate::snapshot::Snapshot, ags: &str) -> bool {
+    snap.municipality_by_ags(ags).is_some() || snap.district(ags).is_some()
+}
+
+/// Sets the same statement for every (target, service) pair: one service or many, one town or
+/// many. `expected_version` (for a single pair) refuses the save if someone else saved since;
+/// 0 means "there was no statement".
+pub async fn set_statements(
+    app: &App,
+    who: &Principal,
+    targets: &[String],
+    services: &[String],
+    input: &StatementInput,
+    expected_version: Option<i64>,
+) -> WriteResult<Vec<Statement>> {
+    let snap = app.snapshot();
+    if targets.is_empty() {
+        return Err(invalid("targets", "write.nothing_selected"));
+    }
+    if services.is_empty() {
+        return Err(invalid("services", "write.nothing_selected"));
+    }
+    let level = Level::parse(&input.level).ok_or_else(|| invalid("level", "write.invalid_level"))?;
+    for ags in targets {
+        if !scope_exists(&snap, ags) {
+            return Err(WriteError::NotFound("municipality"));
+        }
+        allow(who, Action::EditStatement { ags })?;
+    }
+    for slug in services {
+        let s = snap.service(slug).ok_or(WriteError::NotFound("service"))?;
+        // A district speaks only for the services it is responsible for.
+        if targets.iter().any(|t| t.len() == 5) && s.responsibility != Responsibility::District {
+            return Err(invalid("services", "write.district_service_only"));
+        }
+    }
+    let now = time::now_rfc3339();
+    let base = Statement {
+        scope_ags: String::new(),
+        service_slug: String::new(),
+        level,
+        restrictions: text("restrictions", &input.restrictions, MAX_LINE)?,
+        workaround: text("workaround", &input.workaround, MAX_LINE)?,
+        backlog: text("backlog", &input.backlog, MAX_LINE)?,
+        expected_return: date("expected_return", &input.expected_return)?,
+        author: who.name.clone(),
+        stated_at: now,
+        version: 0,
+    };
+    let pairs: Vec<(String, String)> =
+        targets.iter().flat_map(|t| services.iter().map(move |s| (t.clone(), s.clone()))).collect();
+    let who = who.clone();
+    transaction(app, move |c| {
+        Box::pin(async move {
+            let mut saved = Vec::new();
+            for (ags, service) in &pairs {
+                let current = statement_version(c, ags, service).await?;
+                if let Some(expected) = expected_version
+                    && current != expected
+                {
+                    return Err(WriteError::Conflict { current: current_statement_json(c, ags, service).await? });
+                }
+                let st = Statement { scope_ags: ags.clone(), service_slug: service.clone(), version: current + 1, ..base.clone() };
+                store::upsert_statement(c, &st).await?;
+                journal::append(
+                    c,
+                    entry(&who, ags, "statement.set", json!({
+                        "service": service, "level": st.level, "restrictions": st.restrictions, "workaround": st.workaround,
+                        "backlog": st.backlog, "expected_return": st.expected_return, "version": st.version,
+                    })),
+                )
+                .await?;
+                saved.push(st);
+            }
+            Ok(saved)
+        })
+    })
+    .await
+}
+
+async fn statement_version(c: &mut AnyConnection, ags: &str, service: &str) -> WriteResult<i64> {
+    let v: Option<i64> = sqlx::query_scalar("SELECT version FROM statements WHERE scope_ags = $1 AND service_slug = $2")
+        .bind(ags)
+        .bind(service)
+        .fetch_optional(&mut *c)
+        .await?;
+    Ok(v.unwrap_or(0))
+}
+
+async fn current_statement_json(c: &mut AnyConnection, ags: &str, service: &str) -> WriteResult<serde_json::Value> {
+    let row = sqlx::query("SELECT * FROM statements WHERE scope_ags = $1 AND service_slug = $2")
+        .bind(ags)
+        .bind(service)
+        .fetch_optional(&mut *c)
+        .await?;
+    Ok(match row {
+        None => json!({ "version": 0 }),
+        Some(r) => json!({
+            "level": r.try_get::<String, _>("level")?, "restrictions": r.try_get::<String, _>("restrictions")?,
+            "workaround": r.try_get::<String, _>("workaround")?, "backlog": r.try_get::<String, _>("backlog")?,
+            "expected_return": r.try_get::<String, _>("expected_return")?, "author": r.try_get::<String, _>("author")?,
+            "stated_at": r.try_get::<String, _>("stated_at")?, "version": r.try_get::<i64, _>("version")?,
+        }),
+    })
+}
+
+/// Withdraws a statement: the town's availability falls back to the district's or "no report".
+pub async fn withdraw_statement(app: &App, who: &Principal, ags: &str, service: &str, expected_version: Option<i64>) -> WriteResult<()> {
+    let snap = app.snapshot();
+    if !scope_exists(&snap, ags) {
+        return Err(WriteError::NotFound("municipality"));
+    }
+    snap.service(service).ok_or(WriteError::NotFound("service"))?;
+    allow(who, Action::EditStatement { ags })?;
+    let (who, ags, service) = (who.clone(), ags.to_string(), service.to_string());
+    transaction(app, move |c| {
+        Box::pin(async move {
+            let current = statement_version(c, &ags, &service).await?;
+            if current == 0 {
+                return Err(WriteError::NotFound("statement"));
+            }
+            if let Some(expected) = expected_version
+                && current != expected
+            {
+                return Err(WriteError::Conflict { current: current_statement_json(c, &ags, &service).await? });
+            }
+            sqlx::query("DELETE FROM statements WHERE scope_ags = $1 AND service_slug = $2").bind(&ags).bind(&service).execute(&mut *c).await?;
+            journal::append(c, entry(&who, &ags, "statement.withdraw", json!({ "service": service, "version": current }))).await?;
+            Ok(())
+        })
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Announcements and FAQ
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnnouncementInput {
+    /// area | district | municipality | service
+    pub scope: String,
+    /// AGS for district/municipality, service slug for service, empty for area.
+    #[serde(default)]
+    pub scope_ref: String,
+    #[serde(default = "default_lang")]
+    pub lang: String,
+    pub title: String,
+    /// Markdown.
+    pub body: String,
+    /// `draft`, `now`, or an RFC 3339 time for scheduled publication.
+    #[serde(default = "default_publish")]
+    pub publish: String,
+}
+
+fn default_lang() -> String {
+    "de".into()
+}
+fn default_publish() -> String {
+    "now".into()
+}
+
+fn scope_of(snap: &crate::snapshot::Snapshot, scope: &str, scope_ref: &str) -> WriteResult<(ScopeKind, String)> {
+    let kind = ScopeKind::parse(scope).ok_or_else(|| invalid("scope", "write.invalid_scope"))?;
+    let r = scope_ref.trim().to_string();
+    let ok = match kind {
+        ScopeKind::Area => r.is_empty(),
+        ScopeKind::District => snap.district(&r).is_some(),
+        ScopeKind::Municipality => snap.municipality_by_ags(&r).is_some(),
+        ScopeKind::Service => snap.service(&r).is_some(),
+    };
+    if !ok {
+        return Err(invalid("scope_ref", "write.invalid_scope"));
+    }
+    Ok((kind, r))
+}
+
+fn publication(value: &str) -> WriteResult<Option<String>> {
+    match value.trim() {
+        "draft" => Ok(None),
+        "" | "now" => Ok(Some(time::now_rfc3339())),
+        t => time::parse_rfc3339(t).map(|t| Some(time::format_rfc3339(t))).ok_or_else(|| invalid("publish", "write.invalid_time")),
+    }
+}
+
+fn lang(value: &str) -> WriteResult<String> {
+    if crate::i18n::LANGS.contains(&value) { Ok(value.to_string()) } else { Err(invalid("lang", "write.invalid_lang")) }
+}
+
+fn new_id(title: &str) -> String {
+    let mut slug: String = slugify(title).chars().take(60).collect();
+    while slug.ends_with('-') {
+        slug.pop();
+    }
+    let suffix = hex::encode(auth::random_bytes::<3>());
+    if slug.is_empty() { suffix } else { format!("{slug}-{suffix}") }
+}
+
+fn announcement_payload(a: &Announcement, version: i64) -> serde_json::Value {
+    json!({
+        "id": a.id, "scope": a.scope_kind, "scope_ref": a.scope_ref, "lang": a.lang, "title": a.title, "body": a.body,
+        "published_at": a.published_at, "version": version,
+    })
+}
+
+pub async fn create_announcement(app: &App, who: &Principal, input: &AnnouncementInput) -> WriteResult<Announcement> {
+    let snap = app.snapshot();
+    let (kind, scope_ref) = scope_of(&snap, &input.scope, &input.scope_ref)?;
+    allow(who, Action::EditAnnouncement { scope: &kind, scope_ref: &scope_ref })?;
+    let title = text("title", &input.title, 300)?;
+    if title.is_empty() {
+        return Err(invalid("title", "write.required"));
+    }
+    let now = time::now_rfc3339();
+    let a = Announcement {
+        id: new_id(&title),
+        scope_kind: kind,
+        scope_ref,
+        lang: lang(&input.lang)?,
+        title,
+        body: text("body", &input.body, MAX_TEXT)?,
+        author: who.name.clone(),
+        published_at: publication(&input.publish)?,
+        updated_at: now,
+    };
+    let (who, saved) = (who.clone(), a.clone());
+    transaction(app, move |c| {
+        Box::pin(async move {
+            store::insert_announcement(c, &saved).await?;
+            let scope = journal_scope(&saved.scope_kind, &saved.scope_ref);
+            journal::append(c, entry(&who, &scope, "announcement.create", announcement_payload(&saved, 1))).await?;
+            Ok(())
+        })
+    })
+    .await?;
+    Ok(a)
+}
+
+fn journal_scope(kind: &ScopeKind, r: &str) -> String {
+    match kind {
+        ScopeKind::Area => "area".into(),
+        ScopeKind::Service => format!("service:{r}"),
+        _ => r.to_string(),
+    }
+}
+
+async fn load_announcement(c: &mut AnyConnection, id: &str) -> WriteResult<(Announcement, i64)> {
+    let row = sqlx::query("SELECT * FROM announcements WHERE id = $1").bind(id).fetch_optional(&mut *c).await?;
+    let row = row.ok_or(WriteError::NotFound("announcement"))?;
+    let kind: String = row.try_get("scope_kind")?;
+    Ok((
+        Announcement {
+            id: row.try_get("id")?,
+            scope_kind: ScopeKind::parse(&kind).unwrap_or(ScopeKind::Area),
+            scope_ref: row.try_get("scope_ref")?,
+            lang: row.try_get("lang")?,
+            title: row.try_get("title")?,
+            body: row.try_get("body")?,
+            author: row.try_get("author")?,
+            published_at: row.try_get("published_at")?,
+            updated_at: row.try_get("updated_at")?,
+        },
+        row.try_get("version")?,
+    ))
+}
+
+/// Edits an announcement. Once published, an edit is a correction: the public sees
+/// "updated on …" next to the original publication time.
+pub async fn update_announcement(app: &App, who: &Principal, id: &str, input: &AnnouncementInput, expected_version: Option<i64>) -> WriteResult<Announcement> {
+    let snap = app.snapshot();
+    let (kind, scope_ref) = scope_of(&snap, &input.scope, &input.scope_ref)?;
+    let title = text("title", &input.title, 300)?;
+    if title.is_empty() {
+        return Err(invalid("title", "write.required"));
+    }
+    let body = text("body", &input.body, MAX_TEXT)?;
+    let lang = lang(&input.lang)?;
+    let publish = input.publish.clone();
+    let (who, id) = (who.clone(), id.to_string());
+    transaction(app, move |c| {
+        Box::pin(async move {
+            let (old, version) = load_announcement(c, &id).await?;
+            // Both the old and the new scope must be the editor's.
+            allow(&who, Action::EditAnnouncement { scope: &old.scope_kind, scope_ref: &old.scope_ref })?;
+            allow(&who, Action::EditAnnouncement { scope: &kind, scope_ref: &scope_ref })?;
+            if let Some(expected) = expected_version
+                && expected != version
+            {
+                return Err(WriteError::Conflict { current: announcement_payload(&old, version) });
+            }
+            // A published announcement stays published with its original time; a draft follows `publish`.
+            let published_at = if old.published_at.is_some() && publish != "draft" { old.published_at.clone() } else { publication(&publish)? };
+            let a = Announcement {
+                id: id.clone(),
+                scope_kind: kind,
+                scope_ref,
+                lang,
+                title,
+                body,
+                author: old.author.clone(),
+                published_at,
+                updated_at: time::now_rfc3339(),
+            };
+            sqlx::query(
+                "UPDATE announcements SET scope_kind = $1, scope_ref = $2, lang = $3, title = $4, body = $5, published_at = $6,
+                 updated_at = $7, version = version + 1 WHERE id = $8",
+            )
+            .bind(a.scope_kind.as_str())
+            .bind(&a.scope_ref)
+            .bind(&a.lang)
+            .bind(&a.title)
+            .bind(&a.body)
+            .bind(&a.published_at)
+            .bind(&a.updated_at)
+            .bind(&a.id)
+            .execute(&mut *c)
+            .await?;
+            let kind = if old.published_at.is_some() { "announcement.correct" } else { "announcement.update" };
+            let scope = journal_scope(&a.scope_kind, &a.scope_ref);
+            journal::append(c, entry(&who, &scope, kind, announcement_payload(&a, version + 1))).await?;
+            Ok(a)
+        })
+    })
+    .await
+}
+
+/// Takes an announcement off the public pages (it stays in the journal).
+pub async fn withdraw_announcement(app: &App, who: &Principal, id: &str) -> WriteResult<()> {
+    let (who, id) = (who.clone(), id.to_string());
+    transaction(app, move |c| {
+        Box::pin(async move {
+            let (old, version) = load_announcement(c, &id).await?;
+            allow(&who, Action::EditAnnouncement { scope: &old.scope_kind, scope_ref: &old.scope_ref })?;
+            sqlx::query("DELETE FROM announcements WHERE id = $1").bind(&id).execute(&mut *c).await?;
+            let scope = journal_scope(&old.scope_kind, &old.scope_ref);
+            journal::append(c, entry(&who, &scope, "announcement.withdraw", announcement_payload(&old, version))).await?;
+            Ok(())
+        })
+    })
+    .await
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FaqInput {
+    pub scope: String,
+    #[serde(default)]
+    pub scope_ref: String,
+    #[serde(default = "default_lang")]
+    pub lang: String,
+    pub question: String,
+    /// Markdown.
+    pub answer: String,
+    #[serde(default)]
+    pub sort_order: i64,
+    /// `draft` or `now`.
+    #[serde(default = "default_publish")]
+    pub publish: String,
+}
+
+/// Creates (id `None`) or updates an FAQ entry.
+pub async fn save_faq(app: &App, who: &Principal, id: Option<&str>, input: &FaqInput, expected_version: Option<i64>) -> WriteResult<FaqEntry> {
+    let snap = app.snapshot();
+    let (kind, scope_ref) = scope_of(&snap, &input.scope, &input.scope_ref)?;
+    allow(who, Action::EditAnnouncement { scope: &kind, scope_ref: &scope_ref })?;
+    let question = text("question", &input.question, 500)?;
+    if question.is_empty() {
+        return Err(invalid("question", "write.required"));
+    }
+    let now = time::now_rfc3339();
+    let f = FaqEntry {
+        id: id.map(str::to_string).unwrap_or_else(|| new_id(&question)),
+        scope_kind: kind,
+        scope_ref,
+        lang: lang(&input.lang)?,
+        question,
+        answer: text("answer", &input.answer, MAX_TEXT)?,
+        sort_order: input.sort_order,
+        published_at: publication(&input.publish)?,
+        updated_at: now,
+    };
+    let (who, saved, existing) = (who.clone(), f.clone(), id.is_some());
+    transaction(app, move |c| {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT scope_kind, scope_ref, version FROM faq_entries WHERE id = $1").bind(&saved.id).fetch_optional(&mut *c).await?;
+            let version = match (existing, row) {
+                (true, None) => return Err(WriteError::NotFound("faq")),
+                (false, Some(_)) => return Err(invalid("id", "write.exists")),
+                (false, None) => 0,
+                (true, Some(r)) => {
+                    let old_kind = ScopeKind::parse(&r.try_get::<String, _>(0)?).unwrap_or(ScopeKind::Area);
+                    let old_ref: String = r.try_get(1)?;
+                    allow(&who, Action::EditAnnouncement { scope: &old_kind, scope_ref: &old_ref })?;
+                    let v: i64 = r.try_get(2)?;
+                    if let Some(expected) = expected_version
+                        && expected != v
+                    {
+                        return Err(WriteError::Conflict { current: json!({ "version": v }) });
+                    }
+                    sqlx::query("DELETE FROM faq_entries WHERE id = $1").bind(&saved.id).execute(&mut *c).await?;
+                    v
+                }
+            };
+            store::insert_faq(c, &saved).await?;
+            sqlx::query("UPDATE faq_entries SET version = $1 WHERE id = $2").bind(version + 1).bind(&saved.id).execute(&mut *c).await?;
+            let scope = journal_scope(&saved.scope_kind, &saved.scope_ref);
+            journal::append(c, entry(&who, &scope, "faq.save", json!({ "entry": saved, "version": version + 1 }))).await?;
+            Ok(())
+        })
+    })
+    .await?;
+    Ok(f)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Referrals, offices, contact channels
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReferralInput {
+    pub office_slug: String,
+    pub service_slug: String,
+    /// Residents of this town (8 digits) or district (5 digits).
+    pub for_ags: String,
+    #[serde(default)]
+    pub conditions: String,
+    #[serde(default)]
+    pub valid_from: String,
+    #[serde(default)]
+    pub valid_until: String,
+}
+
+/// Creates (id `None`) or replaces a referral.
+pub async fn save_referral(app: &App, who: &Principal, id: Option<&str>, input: &ReferralInput) -> WriteResult<Referral> {
+    let snap = app.snapshot();
+    if !scope_exists(&snap, &input.for_ags) {
+        return Err(invalid("for_ags", "write.unknown_town"));
+    }
+    allow(who, Action::EditReferral { for_ags: &input.for_ags })?;
+    snap.office(&input.office_slug).ok_or_else(|| invalid("office_slug", "write.unknown_office"))?;
+    snap.service(&input.service_slug).ok_or_else(|| invalid("service_slug", "write.unknown_service"))?;
+    let r = Referral {
+        id: id.map(str::to_string).unwrap_or_else(|| format!("{}-{}-{}", input.office_slug, input.service_slug, input.for_ags)),
+        office_slug: input.office_slug.clone(),
+        service_slug: input.service_slug.clone(),
+        for_ags: input.for_ags.clone(),
+        conditions: text("conditions", &input.conditions, MAX_LINE)?,
+        valid_from: date("valid_from", &input.valid_from)?,
+        valid_until: date("valid_until", &input.valid_until)?,
+    };
+    if !r.valid_from.is_empty() && !r.valid_until.is_empty() && r.valid_until < r.valid_from {
+        return Err(invalid("valid_until", "write.until_before_from"));
+    }
+    let (who, saved, existing) = (who.clone(), r.clone(), id.is_some());
+    transaction(app, move |c| {
+        Box::pin(async move {
+            let old: Option<String> = sqlx::query_scalar("SELECT for_ags FROM referrals WHERE id = $1").bind(&saved.id).fetch_optional(&mut *c).await?;
+            match (&old, existing) {
+                (None, true) => return Err(WriteError::NotFound("referral")),
+                (Some(old_for), _) => allow(&who, Action::EditReferral { for_ags: old_for })?,
+                (None, false) => {}
+            }
+            store::upsert_referral(c, &saved).await?;
+            journal::append(c, entry(&who, &saved.for_ags, "referral.save", serde_json::to_value(&saved).unwrap_or_default())).await?;
+            Ok(())
+        })
+    })
+    .await?;
+    Ok(r)
+}
+
+pub async fn delete_referral(app: &App, who: &Principal, id: &str) -> WriteResult<()> {
+    let (who, id) = (who.clone(), id.to_string());
+    transaction(app, move |c| {
+        Box::pin(async move {
+            let old: Option<String> = sqlx::query_scalar("SELECT for_ags FROM referrals WHERE id = $1").bind(&id).fetch_optional(&mut *c).await?;
+            let for_ags = old.ok_or(WriteError::NotFound("referral"))?;
+            allow(&who, Action::EditReferral { for_ags: &for_ags })?;
+            sqlx::query("DELETE FROM referrals WHERE id = $1").bind(&id).execute(&mut *c).await?;
+            journal::append(c, entry(&who, &for_ags, "referral.delete", json!({ "id": id }))).await?;
+            Ok(())
+        })
+    })
+    .await
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContactInput {
+    #[serde(default)]
+    pub phone: String,
+    #[serde(default)]
+    pub email: String,
+    #[serde(default)]
+    pub website: String,
+    #[serde(default)]
+    pub emergency_website: String,
+    /// One address per line.
+    #[serde(default)]
+    pub social_media: String,
+}
+
+fn url_field(field: &str, value: &str) -> WriteResult<String> {
+    let v = text(field, value, 500)?;
+    if v.is_empty() || crate::render::http_url(&v) == v { Ok(v) } else { Err(invalid(field, "write.invalid_url")) }
+}
+
+/// Sets the contact channels of a town (8-digit AGS) or district (5-digit AGS).
+pub async fn set_contact(app: &App, who: &Principal, ags: &str, input: &ContactInput, expected_version: Option<i64>) -> WriteResult<()> {
+    let snap = app.snapshot();
+    let table = if snap.municipality_by_ags(ags).is_some() {
+        "municipalities"
+    } else if snap.district(ags).is_some() {
+        "districts"
+    } else {
+        return Err(WriteError::NotFound("municipality"));
+    };
+    allow(who, Action::EditContacts { ags })?;
+    let email = text("email", &input.email, 200)?;
+    if !email.is_empty() && (!email.contains('@') || email.contains(char::is_whitespace)) {
+        return Err(invalid("email", "write.invalid_email"));
+    }
+    let contact = Contact {
+        phone: text("phone", &input.phone, 100)?,
+        email,
+        website: url_field("website", &input.website)?,
+        emergency_website: url_field("emergency_website", &input.emergency_website)?,
+        social_media: text("social_media", &input.social_media, MAX_LINE)?,
+    };
+    let (who, ags) = (who.clone(), ags.to_string());
+    transaction(app, move |c| {
+        Box::pin(async move {
+            let sql_version: &'static str = if table == "municipalities" {
+                "SELECT version FROM municipalities WHERE ags = $1"
+            } else {
+                "SELECT version FROM districts WHERE ags = $1"
+            };
+            let version: i64 = sqlx::query_scalar(sql_version).bind(&ags).fetch_one(&mut *c).await?;
+            if let Some(expected) = expected_version
+                && expected != version
+            {
+                return Err(WriteError::Conflict { current: json!({ "version": version }) });
+            }
+            let sql_update: &'static str = if table == "municipalities" {
+                "UPDATE municipalities SET phone = $1, email = $2, website = $3, emergency_website = $4, social_media = $5,
+                 version = version + 1 WHERE ags = $6"
+            } else {
+                "UPDATE districts SET phone = $1, email = $2, website = $3, emergency_website = $4, social_media = $5,
+                 version = version + 1 WHERE ags = $6"
+            };
+            sqlx::query(sql_update)
+                .bind(&contact.phone)
+                .bind(&contact.email)
+                .bind(&contact.website)
+                .bind(&contact.emergency_website)
+                .bind(&contact.social_media)
+                .bind(&ags)
+                .execute(&mut *c)
+                .await?;
+            journal::append(c, entry(&who, &ags, "contact.set", json!({ "contact": contact, "version": version + 1 }))).await?;
+            Ok(())
+        })
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accounts and tokens
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserInput {
+    pub username: String,
+    #[serde(default)]
+    pub display_name: String,
+    pub role: String,
+    /// AGS of the towns and districts an editor may change.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+fn checked_scopes(snap: &crate::snapshot::Snapshot, scopes: &[String]) -> WriteResult<Vec<String>> {
+    let mut out = Vec::new();
+    for s in scopes {
+        let s = s.trim();
+        if !scope_exists(snap, s) {
+            return Err(invalid("scopes", "write.unknown_town"));
+        }
+        if !out.iter().any(|o| o == s) {
+            out.push(s.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// Creates an account and returns (id, one-time setup token).
+pub async fn create_user(app: &App, who: &Principal, input: &UserInput) -> WriteResult<(i64, String)> {
+    allow(who, Action::ManageUsers)?;
+    let role = Role::parse(&input.role).ok_or_else(|| invalid("role", "write.invalid_role"))?;
+    if !auth::valid_username(&input.username) {
+        return Err(invalid("username", "write.invalid_username"));
+    }
+    let display_name = text("display_name", &input.display_name, 200)?;
+    let scopes = checked_scopes(&app.snapshot(), &input.scopes)?;
+    let (who, username) = (who.clone(), input.username.clone());
+    transaction(app, move |c| {
+        Box::pin(async move {
+            if auth::user_by_name(c, &username).await?.is_some() {
+                return Err(invalid("username", "write.exists"));
+            }
+            let id = auth::insert_user(c, &username, &display_name, role, &scopes).await?;
+            let token = auth::issue_setup_token(c, id).await?;
+            journal::append(
+                c,
+                entry(&who, &format!("user:{username}"), "user.create", json!({ "username": username, "role": role, "scopes": scopes })),
+            )
+            .await?;
+            Ok((id, token))
+        })
+    })
+    .await
+}
+
+/// Changes role, scope or the disabled flag; disabling ends the user's sessions.
+pub async fn update_user(app: &App, who: &Principal, id: i64, role: &str, scopes: &[String], disabled: bool) -> WriteResult<()> {
+    allow(who, Action::ManageUsers)?;
+    let role = Role::parse(role).ok_or_else(|| invalid("role", "write.invalid_role"))?;
+    let scopes = checked_scopes(&app.snapshot(), scopes)?;
+    let who = who.clone();
+    transaction(app, move |c| {
+        Box::pin(async move {
+            let user = auth::user_by_id(c, id).await?.ok_or(WriteError::NotFound("user"))?;
+            sqlx::query("UPDATE users SET role = $1, disabled = $2 WHERE id = $3").bind(role.as_str()).bind(disabled as i64).bind(id).execute(&mut *c).await?;
+            auth::set_scopes(c, id, &scopes).await?;
+            if disabled {
+                auth::end_all_sessions(c, id).await?;
+            }
+            journal::append(
+                c,
+                entry(&who, &format!("user:{}", user.username), "user.update", json!({ "role": role, "scopes": scopes, "disabled": disabled })),
+            )
+            .await?;
+            Ok(())
+        })
+    })
+    .await
+}
+
+/// A new setup link for someone who lost password or second factor; ends their sessions.
+pub async fn reset_user(app: &App, who: &Principal, id: i64) -> WriteResult<String> {
+    allow(who, Action::ManageUsers)?;
+    let who = who.clone();
+    transaction(app, move |c| {
+        Box::pin(async move {
+            let user = auth::user_by_id(c, id).await?.ok_or(WriteError::NotFound("user"))?;
+            sqlx::query("UPDATE users SET password_hash = '', totp_secret = '' WHERE id = $1").bind(id).execute(&mut *c).await?;
+            auth::end_all_sessions(c, id).await?;
+            let token = auth::issue_setup_token(c, id).await?;
+            journal::append(c, entry(&who, &format!("user:{}", user.username), "user.reset", json!({}))).await?;
+            Ok(token)
+        })
+    })
+    .await
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenInput {
+    pub name: String,
+    /// Defaults to the creator's own role.
+    #[serde(default)]
+    pub role: String,
+    /// Defaults to the creator's own scope.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Whose token; defaults to the creator. Only admins make tokens for others.
+    #[serde(default)]
+    pub user_id: Option<i64>,
+    /// RFC 3339; empty for no expiry.
+    #[serde(default)]
+    pub expires_at: String,
+}
+
+/// Creates an API token; returns (id, secret shown once).
+pub async fn create_token(app: &App, who: &Principal, input: &TokenInput) -> WriteResult<(i64, String)> {
+    let name = text("name", &input.name, 100)?;
+    if name.is_empty() {
+        return Err(invalid("name", "write.required"));
+    }
+    let role = if input.role.is_empty() { who.role } else { Role::parse(&input.role).ok_or_else(|| invalid("role", "write.invalid_role"))? };
+    let scopes = if input.scopes.is_empty() { who.scopes.clone() } else { checked_scopes(&app.snapshot(), &input.scopes)? };
+    let for_user = input.user_id.unwrap_or(who.user_id);
+    allow(who, Action::ManageTokens { for_user, role, scopes: &scopes })?;
+    let expires_at = match input.expires_at.trim() {
+        "" => String::new(),
+        t => time::parse_rfc3339(t).map(time::format_rfc3339).ok_or_else(|| invalid("expires_at", "write.invalid_time"))?,
+    };
+    let who = who.clone();
+    transaction(app, move |c| {
+        Box::pin(async move {
+            auth::user_by_id(c, for_user).await?.ok_or(WriteError::NotFound("user"))?;
+            let (id, secret) = auth::create_token(c, for_user, &name, role, &scopes, &expires_at).await?;
+            journal::append(
+                c,
+                entry(&who, &format!("user:{for_user}"), "token.create", json!({ "id": id, "name": name, "role": role, "scopes": scopes })),
+            )
+            .await?;
+            Ok((id, secret))
+        })
+    })
+    .await
+}
+
+pub async fn revoke_token(app: &App, who: &Principal, id: i64) -> WriteResult<()> {
+    let who = who.clone();
+    transaction(app, move |c| {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT user_id, role FROM api_tokens WHERE id = $1").bind(id).fetch_optional(&mut *c).await?;
+            let row = row.ok_or(WriteError::NotFound("token"))?;
+            let owner: i64 = row.try_get(0)?;
+            // Revoking needs the same right as creating for that user, but any scope.
+            let own_scopes = who.scopes.clone();
+            let role = Role::parse(&row.try_get::<String, _>(1)?).unwrap_or(Role::Viewer);
+            allow(&who, Action::ManageTokens { for_user: owner, role: crate::auth::weaker(role, who.role), scopes: &own_scopes })?;
+            if !auth::revoke_token(c, id).await? {
+                return Err(WriteError::NotFound("token"));
+            }
+            journal::append(c, entry(&who, &format!("user:{owner}"), "token.revoke", json!({ "id": id }))).await?;
+            Ok(())
+        })
+    })
+    .await
+}
+
+/// Journals a burst of failed sign-ins (an account locked, an address refused).
+pub async fn journal_login_burst(app: &App, username: &str, address: &str, what: &str) -> anyhow::Result<()> {
+    let mut tx = app.store.begin().await?;
+    journal::append(
+        &mut tx,
+        NewEntry { author: "system", scope: &format!("user:{username}"), kind: what, payload: json!({ "username": username, "address": address }) },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
