@@ -5,6 +5,8 @@ mod api;
 mod auth;
 mod authz;
 mod demo;
+mod desk;
+mod desk_pages;
 mod domain;
 mod feeds;
 mod i18n;
@@ -293,7 +295,7 @@ async fn serve(
             println!("  {username:<14} {password:<24} {what}");
         }
     }
-    axum::serve(listener, web::router(app))
+    axum::serve(listener, web::router(app).into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -29,10 +29,23 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("faq.html", include_str!("../templates/faq.html")),
     ("sources.html", include_str!("../templates/sources.html")),
     ("error.html", include_str!("../templates/error.html")),
+    ("desk/base.html", include_str!("../templates/desk/base.html")),
+    ("desk/login.html", include_str!("../templates/desk/login.html")),
+    ("desk/second_factor.html", include_str!("../templates/desk/second_factor.html")),
+    ("desk/setup.html", include_str!("../templates/desk/setup.html")),
+    ("desk/recovery_codes.html", include_str!("../templates/desk/recovery_codes.html")),
+    ("desk/message.html", include_str!("../templates/desk/message.html")),
+    ("desk/refused.html", include_str!("../templates/desk/refused.html")),
+    ("desk/dashboard.html", include_str!("../templates/desk/dashboard.html")),
 ];
 
+/// Renders any template with a prepared context (the editing desk's pages).
+pub fn render_template(name: &str, ctx: Value) -> Result<String> {
+    Ok(env().get_template(name)?.render(ctx)?)
+}
+
 /// Any serialisable value as a template value.
-fn v<T: Serialize>(t: T) -> Value {
+pub fn v<T: Serialize>(t: T) -> Value {
     Value::from(minijinja::value::Serde(t))
 }
 

@@ -86,6 +86,7 @@ pub fn router(app: Shared) -> Router {
         .nest("/en", public("en"))
         .route("/en/", get(|| async { Redirect::permanent("/en") }))
         .nest("/api/v1", crate::api::router())
+        .nest("/intern", crate::desk::router())
         .route("/healthz", get(healthz))
         .route("/static/style.css", get(style))
         .layer(axum::middleware::map_response(security_headers))

@@ -1,0 +1,560 @@
+//! The editing desk under /intern: sign-in with two factors, account setup, and the pages where
+//! editors change what citizens see. Server-rendered, no JavaScript, every form with a CSRF
+//! token, every write through `writes` (and so through `authz`).
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use minijinja::{Value, context};
+use serde::Deserialize;
+
+use crate::auth::{self, Principal, Session, User};
+use crate::i18n;
+use crate::journal;
+use crate::render;
+use crate::web::Shared;
+use crate::writes::{self, WriteError};
+
+const SESSION_COOKIE: &str = "nb_session";
+/// Double-submit token for forms shown before a session exists (sign-in, setup).
+const PRE_COOKIE: &str = "nb_form";
+
+pub fn router() -> Router<Shared> {
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/anmelden", get(login_page).post(login))
+        .route("/zweiter-faktor", get(second_factor_page).post(second_factor))
+        .route("/einrichten/{token}", get(setup_page).post(setup))
+        .route("/abmelden", post(logout))
+        .route("/ueberall-abmelden", post(logout_everywhere))
+        .merge(crate::desk_pages::router())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cookies and responses
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+/// Cookies are HttpOnly, SameSite=Lax, limited to /intern, and Secure unless the site itself is
+/// plain HTTP on this machine (development and tests).
+fn set_cookie(app: &Shared, name: &str, value: &str, max_age_seconds: i64) -> HeaderValue {
+    let secure = if insecure_loopback(&app.public_url) { "" } else { "; Secure" };
+    HeaderValue::from_str(&format!("{name}={value}; Path=/intern; HttpOnly; SameSite=Lax; Max-Age={max_age_seconds}{secure}"))
+        .expect("cookie is ASCII")
+}
+
+fn insecure_loopback(public_url: &str) -> bool {
+    ["http://127.", "http://localhost", "http://[::1]"].iter().any(|p| public_url.starts_with(p))
+}
+
+/// The language of the desk: German, or English when the browser prefers it.
+pub fn desk_lang(headers: &HeaderMap) -> &'static str {
+    let accept = headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if accept.trim_start().starts_with("en") { "en" } else { "de" }
+}
+
+/// Renders a desk page: never cached, never indexed.
+pub fn page(app: &Shared, lang: &str, status: StatusCode, template: &str, who: Option<&Desk>, content: Value) -> Response {
+    let snap = app.snapshot();
+    let ctx = context! {
+        lang => lang,
+        site_name => snap.data.area_name.clone(),
+        demo => snap.data.demo,
+        user => who.map(|d| context! {
+            username => d.user.username.clone(),
+            display_name => d.user.display_name.clone(),
+            role => d.user.role.as_str(),
+        }),
+        csrf => who.map(|d| d.session.csrf_token.clone()),
+        ..content
+    };
+    match render::render_template(template, ctx) {
+        Ok(html) => (
+            status,
+            [
+                (header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8")),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+                (header::HeaderName::from_static("x-robots-tag"), HeaderValue::from_static("noindex")),
+            ],
+            html,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, template, "desk rendering failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+        }
+    }
+}
+
+fn see_other(to: &str) -> Response {
+    Redirect::to(to).into_response()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The signed-in editor
+
+/// A signed-in user with both factors done; the extractor redirects to sign-in otherwise.
+pub struct Desk {
+    pub user: User,
+    pub session: Session,
+    pub lang: &'static str,
+}
+
+impl Desk {
+    pub fn principal(&self) -> Principal {
+        self.user.principal()
+    }
+
+    /// Every form of a signed-in user carries the session's CSRF token.
+    pub fn check_csrf(&self, token: &str) -> Result<(), Response> {
+        if auth::constant_time_eq(token, &self.session.csrf_token) {
+            Ok(())
+        } else {
+            Err((StatusCode::FORBIDDEN, "CSRF token missing or wrong; reload the form and try again.").into_response())
+        }
+    }
+}
+
+async fn signed_in(app: &Shared, headers: &HeaderMap) -> anyhow::Result<Option<(User, Session)>> {
+    let Some(value) = cookie(headers, SESSION_COOKIE) else { return Ok(None) };
+    let mut c = app.store.begin().await?;
+    let Some(session) = auth::session(&mut c, &value).await? else { return Ok(None) };
+    let Some(user) = auth::user_by_id(&mut c, session.user_id).await? else { return Ok(None) };
+    c.commit().await?;
+    if user.disabled {
+        return Ok(None);
+    }
+    Ok(Some((user, session)))
+}
+
+impl FromRequestParts<Shared> for Desk {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<Self, Self::Rejection> {
+        let lang = desk_lang(&parts.headers);
+        match signed_in(app, &parts.headers).await {
+            Ok(Some((user, session))) if session.second_factor => Ok(Desk { user, session, lang }),
+            Ok(Some(_)) => Err(see_other("/intern/zweiter-faktor")),
+            Ok(None) => Err(see_other("/intern/anmelden")),
+            Err(e) => {
+                tracing::error!(error = %e, "session lookup failed");
+                Err((StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response())
+            }
+        }
+    }
+}
+
+/// Turns a refused write into a page with the reason; nothing was stored.
+pub fn write_error_page(app: &Shared, desk: &Desk, e: WriteError, back: &str) -> Response {
+    let (status, key, field, current) = match e {
+        WriteError::Forbidden => (StatusCode::FORBIDDEN, "write.forbidden", String::new(), None),
+        WriteError::NotFound(_) => (StatusCode::NOT_FOUND, "write.not_found", String::new(), None),
+        WriteError::Invalid { field, message } => (StatusCode::UNPROCESSABLE_ENTITY, message, field, None),
+        WriteError::Conflict { current } => (StatusCode::CONFLICT, "write.conflict", String::new(), Some(current)),
+        WriteError::Internal(e) => {
+            tracing::error!(error = %e, "write failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "error.internal", String::new(), None)
+        }
+    };
+    let current = current.map(|c| serde_json::to_string_pretty(&c).unwrap_or_default());
+    page(
+        app,
+        desk.lang,
+        status,
+        "desk/refused.html",
+        Some(desk),
+        context! { message => i18n::t(desk.lang, key), field => field, current => current, back => back },
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sign-in
+
+#[derive(Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    form: String,
+}
+
+fn pre_token(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, PRE_COOKIE).filter(|v| v.len() >= 20 && v.len() <= 100)
+}
+
+/// A page with a pre-session form: reuses or sets the double-submit cookie.
+fn pre_session_page(app: &Shared, headers: &HeaderMap, status: StatusCode, template: &str, content: Value) -> Response {
+    let token = pre_token(headers).unwrap_or_else(auth::random_token);
+    let mut res = page(app, desk_lang(headers), status, template, None, context! { form_token => token.clone(), ..content });
+    res.headers_mut().append(header::SET_COOKIE, set_cookie(app, PRE_COOKIE, &token, 3600));
+    res
+}
+
+fn pre_token_ok(headers: &HeaderMap, submitted: &str) -> bool {
+    pre_token(headers).is_some_and(|t| auth::constant_time_eq(&t, submitted))
+}
+
+async fn login_page(State(app): State<Shared>, headers: HeaderMap) -> Response {
+    pre_session_page(&app, &headers, StatusCode::OK, "desk/login.html", context! {})
+}
+
+async fn login(State(app): State<Shared>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, Form(form): Form<LoginForm>) -> Response {
+    let lang = desk_lang(&headers);
+    if !pre_token_ok(&headers, &form.form) {
+        return pre_session_page(&app, &headers, StatusCode::FORBIDDEN, "desk/login.html", context! { error => i18n::t(lang, "desk.form_expired") });
+    }
+    match attempt_login(&app, &peer.ip().to_string(), &form).await {
+        Ok(LoginOutcome::Success { cookie_value, second_factor_needed }) => {
+            let mut res = see_other(if second_factor_needed { "/intern/zweiter-faktor" } else { "/intern" });
+            res.headers_mut().append(header::SET_COOKIE, set_cookie(&app, SESSION_COOKIE, &cookie_value, auth::SESSION_HOURS * 3600));
+            res
+        }
+        Ok(LoginOutcome::Failed) => {
+            pre_session_page(&app, &headers, StatusCode::UNAUTHORIZED, "desk/login.html", context! { error => i18n::t(lang, "desk.login_failed") })
+        }
+        Ok(LoginOutcome::AddressBlocked) => pre_session_page(
+            &app,
+            &headers,
+            StatusCode::TOO_MANY_REQUESTS,
+            "desk/login.html",
+            context! { error => i18n::t(lang, "desk.too_many_attempts") },
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "sign-in failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+        }
+    }
+}
+
+enum LoginOutcome {
+    Success { cookie_value: String, second_factor_needed: bool },
+    /// Wrong name, wrong password, locked or disabled: the same answer for all.
+    Failed,
+    AddressBlocked,
+}
+
+async fn attempt_login(app: &Shared, address: &str, form: &LoginForm) -> anyhow::Result<LoginOutcome> {
+    let mut c = app.store.begin().await?;
+    let failures = auth::recent_failures_from(&mut c, address).await?;
+    if failures >= auth::ADDRESS_FAILURE_LIMIT {
+        return Ok(LoginOutcome::AddressBlocked);
+    }
+    let username = form.username.trim().to_lowercase();
+    let user = if auth::valid_username(&username) { auth::user_by_name(&mut c, &username).await? } else { None };
+    let password_ok = match &user {
+        Some(u) if !u.password_hash.is_empty() => auth::verify_password(&u.password_hash, &form.password),
+        _ => {
+            auth::verify_password_dummy(&form.password);
+            false
+        }
+    };
+    let usable = user.as_ref().is_some_and(|u| !u.disabled && !auth::is_locked(u));
+    if let (true, true, Some(user)) = (password_ok, usable, &user) {
+        auth::clear_failures(&mut c, user.id).await?;
+        let second_factor_needed = user.needs_second_factor();
+        let cookie_value = auth::create_session(&mut c, user.id, !second_factor_needed).await?;
+        c.commit().await?;
+        return Ok(LoginOutcome::Success { cookie_value, second_factor_needed });
+    }
+    let locked_now = auth::record_failure(&mut c, address, user.as_ref()).await?;
+    c.commit().await?;
+    if locked_now {
+        writes::journal_login_burst(app, &username, address, "login.locked").await?;
+    }
+    if failures + 1 == auth::ADDRESS_FAILURE_LIMIT {
+        writes::journal_login_burst(app, &username, address, "login.address_blocked").await?;
+    }
+    // Each failure from the same address answers more slowly.
+    tokio::time::sleep(std::time::Duration::from_millis(150 * (failures.min(10) as u64 + 1))).await;
+    Ok(LoginOutcome::Failed)
+}
+
+#[derive(Deserialize)]
+struct CodeForm {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn half_signed_in(app: &Shared, headers: &HeaderMap) -> Option<(User, Session)> {
+    signed_in(app, headers).await.ok().flatten()
+}
+
+async fn second_factor_page(State(app): State<Shared>, headers: HeaderMap) -> Response {
+    match half_signed_in(&app, &headers).await {
+        Some((_, s)) if s.second_factor => see_other("/intern"),
+        Some((_, s)) => page(&app, desk_lang(&headers), StatusCode::OK, "desk/second_factor.html", None, context! { csrf => s.csrf_token }),
+        None => see_other("/intern/anmelden"),
+    }
+}
+
+async fn second_factor(State(app): State<Shared>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, Form(form): Form<CodeForm>) -> Response {
+    let lang = desk_lang(&headers);
+    let Some((user, session)) = half_signed_in(&app, &headers).await else { return see_other("/intern/anmelden") };
+    if !auth::constant_time_eq(&form.csrf, &session.csrf_token) {
+        return (StatusCode::FORBIDDEN, "CSRF token missing or wrong").into_response();
+    }
+    let result: anyhow::Result<bool> = async {
+        let mut c = app.store.begin().await?;
+        if auth::is_locked(&user) {
+            return Ok(false);
+        }
+        let ok = auth::accept_totp(&mut c, &user, &form.code).await? || auth::use_recovery_code(&mut c, user.id, &form.code).await?;
+        if ok {
+            auth::clear_failures(&mut c, user.id).await?;
+            auth::mark_second_factor(&mut c, &session.id_hash).await?;
+            c.commit().await?;
+        } else {
+            let locked_now = auth::record_failure(&mut c, &peer.ip().to_string(), Some(&user)).await?;
+            c.commit().await?;
+            if locked_now {
+                writes::journal_login_burst(&app, &user.username, &peer.ip().to_string(), "login.locked").await?;
+            }
+        }
+        Ok(ok)
+    }
+    .await;
+    match result {
+        Ok(true) => see_other("/intern"),
+        Ok(false) => page(
+            &app,
+            lang,
+            StatusCode::UNAUTHORIZED,
+            "desk/second_factor.html",
+            None,
+            context! { csrf => session.csrf_token, error => i18n::t(lang, "desk.code_wrong") },
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "second factor failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Account setup: password and second factor from a one-time link
+
+#[derive(Deserialize)]
+struct SetupForm {
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    password_again: String,
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    form: String,
+}
+
+/// Shows the enrolment: a fresh TOTP secret as QR code and as text for manual entry.
+async fn setup_page(State(app): State<Shared>, Path(token): Path<String>, headers: HeaderMap) -> Response {
+    let lang = desk_lang(&headers);
+    let result: anyhow::Result<Option<(User, String)>> = async {
+        let mut c = app.store.begin().await?;
+        let Some(user) = auth::user_by_setup_token(&mut c, &token).await? else { return Ok(None) };
+        // The pending secret is kept until the setup is completed; a reload makes a new one.
+        let secret = auth::new_totp_secret();
+        sqlx::query("UPDATE users SET totp_secret = $1 WHERE id = $2").bind(&secret).bind(user.id).execute(&mut *c).await?;
+        c.commit().await?;
+        Ok(Some((user, secret)))
+    }
+    .await;
+    match result {
+        Ok(Some((user, secret))) => {
+            let issuer = app.snapshot().data.area_name.clone();
+            let url = auth::otpauth_url(&issuer, &user.username, &secret);
+            pre_session_page(
+                &app,
+                &headers,
+                StatusCode::OK,
+                "desk/setup.html",
+                context! {
+                    username => user.username, secret => secret, qr => Value::from_safe_string(auth::qr_svg(&url)),
+                    min_chars => auth::MIN_PASSWORD_CHARS,
+                },
+            )
+        }
+        Ok(None) => page(&app, lang, StatusCode::NOT_FOUND, "desk/message.html", None, context! { message => i18n::t(lang, "desk.setup_link_invalid") }),
+        Err(e) => {
+            tracing::error!(error = %e, "setup page failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+        }
+    }
+}
+
+async fn setup(State(app): State<Shared>, Path(token): Path<String>, headers: HeaderMap, Form(form): Form<SetupForm>) -> Response {
+    let lang = desk_lang(&headers);
+    if !pre_token_ok(&headers, &form.form) {
+        return page(&app, lang, StatusCode::FORBIDDEN, "desk/message.html", None, context! { message => i18n::t(lang, "desk.form_expired") });
+    }
+    let result: anyhow::Result<Result<Vec<String>, (User, String, &'static str)>> = async {
+        let mut c = app.store.begin().await?;
+        let Some(user) = auth::user_by_setup_token(&mut c, &token).await? else {
+            return Ok(Err((dummy_user(), String::new(), "desk.setup_link_invalid")));
+        };
+        let secret = user.totp_secret.clone();
+        let problem = if form.password != form.password_again {
+            Some("desk.passwords_differ")
+        } else {
+            auth::password_problem(&user.username, &form.password)
+        };
+        if let Some(key) = problem {
+            return Ok(Err((user, secret, key)));
+        }
+        let Some(step) = auth::check_totp(&secret, &form.code, auth::now_unix()) else {
+            return Ok(Err((user, secret, "desk.code_wrong")));
+        };
+        auth::complete_setup(&mut c, user.id, &auth::hash_password(&form.password)?, &secret, step).await?;
+        let codes = auth::new_recovery_codes(&mut c, user.id).await?;
+        journal::append(
+            &mut c,
+            journal::NewEntry {
+                author: &user.username,
+                scope: &format!("user:{}", user.username),
+                kind: "user.setup",
+                payload: serde_json::json!({ "second_factor": "totp", "recovery_codes": codes.len() }),
+            },
+        )
+        .await?;
+        c.commit().await?;
+        Ok(Ok(codes))
+    }
+    .await;
+    match result {
+        Ok(Ok(codes)) => page(&app, lang, StatusCode::OK, "desk/recovery_codes.html", None, context! { codes => codes }),
+        Ok(Err((user, secret, key))) if !secret.is_empty() => {
+            let issuer = app.snapshot().data.area_name.clone();
+            let url = auth::otpauth_url(&issuer, &user.username, &secret);
+            pre_session_page(
+                &app,
+                &headers,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "desk/setup.html",
+                context! {
+                    username => user.username, secret => secret, qr => Value::from_safe_string(auth::qr_svg(&url)),
+                    min_chars => auth::MIN_PASSWORD_CHARS, error => i18n::t(lang, key),
+                },
+            )
+        }
+        Ok(Err((_, _, key))) => page(&app, lang, StatusCode::NOT_FOUND, "desk/message.html", None, context! { message => i18n::t(lang, key) }),
+        Err(e) => {
+            tracing::error!(error = %e, "setup failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+        }
+    }
+}
+
+fn dummy_user() -> User {
+    User {
+        id: 0,
+        username: String::new(),
+        display_name: String::new(),
+        role: auth::Role::Viewer,
+        password_hash: String::new(),
+        totp_secret: String::new(),
+        totp_last_step: 0,
+        demo: false,
+        disabled: true,
+        failed_logins: 0,
+        locked_until: String::new(),
+        scopes: Vec::new(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sign-out
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    pub csrf: String,
+}
+
+async fn logout(State(app): State<Shared>, desk: Desk, Form(form): Form<CsrfForm>) -> Response {
+    if let Err(r) = desk.check_csrf(&form.csrf) {
+        return r;
+    }
+    if let Ok(mut c) = app.store.begin().await {
+        let _ = auth::end_session(&mut c, &desk.session.id_hash).await;
+        let _ = c.commit().await;
+    }
+    let mut res = see_other("/intern/anmelden");
+    res.headers_mut().append(header::SET_COOKIE, set_cookie(&app, SESSION_COOKIE, "", 0));
+    res
+}
+
+async fn logout_everywhere(State(app): State<Shared>, desk: Desk, Form(form): Form<CsrfForm>) -> Response {
+    if let Err(r) = desk.check_csrf(&form.csrf) {
+        return r;
+    }
+    let result: anyhow::Result<()> = async {
+        let mut c = app.store.begin().await?;
+        auth::end_all_sessions(&mut c, desk.user.id).await?;
+        journal::append(
+            &mut c,
+            journal::NewEntry {
+                author: &desk.user.username,
+                scope: &format!("user:{}", desk.user.username),
+                kind: "user.sign_out_everywhere",
+                payload: serde_json::json!({}),
+            },
+        )
+        .await?;
+        c.commit().await?;
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "sign-out everywhere failed");
+    }
+    let mut res = see_other("/intern/anmelden");
+    res.headers_mut().append(header::SET_COOKIE, set_cookie(&app, SESSION_COOKIE, "", 0));
+    res
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dashboard
+
+async fn dashboard(State(app): State<Shared>, desk: Desk) -> Response {
+    let snap = app.snapshot();
+    let p = desk.principal();
+    let all = matches!(p.role, auth::Role::Admin | auth::Role::Operator | auth::Role::Viewer);
+    let towns: Vec<Value> = snap
+        .data
+        .municipalities
+        .iter()
+        .filter(|m| all || p.scopes.contains(&m.ags))
+        .map(|m| {
+            let mut counts = render::LevelCounts::default();
+            for s in &snap.data.services {
+                counts.add(snap.availability(m, s).level);
+            }
+            context! { slug => m.slug.clone(), name => m.name.clone(), ags => m.ags.clone(), counts => render::v(&counts) }
+        })
+        .collect();
+    let districts: Vec<Value> = snap
+        .data
+        .districts
+        .iter()
+        .filter(|d| all || p.scopes.contains(&d.ags))
+        .map(|d| context! { slug => d.slug.clone(), name => d.name.clone(), ags => d.ags.clone() })
+        .collect();
+    page(&app, desk.lang, StatusCode::OK, "desk/dashboard.html", Some(&desk), context! { towns => towns, districts => districts, can_edit => p.role != auth::Role::Viewer })
+}
