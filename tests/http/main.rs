@@ -8,6 +8,7 @@ mod api;
 mod harness;
 mod import;
 mod cli;
+mod journal;
 mod public;
 
 pub use harness::*;
