@@ -12,6 +12,7 @@ mod feeds;
 mod i18n;
 mod import;
 mod journal;
+mod recovery;
 mod render;
 mod search;
 mod snapshot;
