@@ -253,8 +253,8 @@ impl Counts {
 #[derive(Serialize, ToSchema)]
 pub struct Status {
     level: Level,
-    /// Who stated it: the town, its district (for district-level services), or nobody (no
-    /// disruption reported, level `normal`).
+    /// Who stated it: the town, its district (for district-level services), `derived` from the
+    /// recovery of the procedures it needs, or nobody (no disruption reported, level `normal`).
     source: Source,
     /// Name of the town or district that stated it.
     stated_by: Option<String>,
@@ -272,6 +272,9 @@ pub struct Status {
     stated_at: Option<String>,
     /// Whether other offices accept the service instead (see the alternatives endpoint).
     has_alternatives: bool,
+    /// The procedures the service needs and how far each is rolled out in this town; when
+    /// `source` is `derived`, the level follows from these.
+    derivation: Vec<crate::snapshot::Derivation>,
 }
 
 /// A service's state in the town being looked at.
@@ -536,20 +539,21 @@ fn status(snap: &Snapshot, m: &Municipality, s: &Service, a: Availability) -> St
     let stated_by = match a.source {
         Source::Municipality => Some(m.name.clone()),
         Source::District => snap.district(&m.district_ags).map(|d| d.name.clone()),
+        Source::Derived => Some(snap.data.provider_name.clone()),
         Source::NoReport => None,
     };
-    let st = a.statement;
-    let field = |f: fn(&Statement) -> &str| st.and_then(|st| opt(f(st)));
+    let d = snap.details(m, s, &a);
     Status {
         level: a.level,
         source: a.source,
         stated_by,
-        restrictions: field(|st| st.restrictions.as_str()),
-        workaround: field(|st| st.workaround.as_str()),
-        backlog: field(|st| st.backlog.as_str()),
-        expected_return: field(|st| st.expected_return.as_str()),
-        stated_at: field(|st| st.stated_at.as_str()),
+        restrictions: opt(&d.restrictions),
+        workaround: opt(&d.workaround),
+        backlog: opt(&d.backlog),
+        expected_return: opt(&d.expected_return),
+        stated_at: opt(&d.stated_at),
         has_alternatives: snap.has_alternatives(m, s),
+        derivation: d.derivation,
     }
 }
 

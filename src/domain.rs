@@ -236,6 +236,10 @@ pub struct Dataset {
     pub referrals: Vec<Referral>,
     pub announcements: Vec<Announcement>,
     pub faq: Vec<FaqEntry>,
+    pub procedures: Vec<crate::recovery::Procedure>,
+    pub rollouts: Vec<crate::recovery::RolloutRecord>,
+    /// (service slug, procedure slug): the service needs that procedure.
+    pub service_procedures: Vec<(String, String)>,
 }
 
 /// Lower-case ASCII slug: "Menden (Sauerland)" → "menden-sauerland", "Lüdenscheid" → "luedenscheid".

@@ -71,6 +71,44 @@ impl Rollout {
     }
 }
 
+/// A specialised procedure or a piece of shared infrastructure under recovery.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Procedure {
+    pub slug: String,
+    pub name: String,
+    /// `procedure` or `infrastructure`.
+    pub kind: String,
+    /// Service area it serves (see domain::SERVICE_AREAS), empty for infrastructure.
+    pub area: String,
+    /// Lower numbers are restarted first.
+    pub priority: i64,
+    pub stage: Stage,
+    pub stage_since: String,
+    /// What basic operation lacks.
+    pub missing_functions: Vec<String>,
+    pub expected_release: String,
+    pub expected_normal: String,
+    pub depends_on: Vec<String>,
+    pub version: i64,
+}
+
+/// How far a procedure is live in one town.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RolloutRecord {
+    pub procedure_slug: String,
+    pub municipality_ags: String,
+    pub stage: Rollout,
+    pub since: String,
+    /// When the operators expect the next step there (YYYY-MM-DD or empty).
+    pub expected_date: String,
+    pub author: String,
+}
+
+/// The gate view of all procedures.
+pub fn states(procedures: &[Procedure]) -> BTreeMap<String, ProcedureState> {
+    procedures.iter().map(|p| (p.slug.clone(), ProcedureState { stage: p.stage, depends_on: p.depends_on.clone() })).collect()
+}
+
 /// What the gate rules need to know about a procedure.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcedureState {

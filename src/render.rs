@@ -197,33 +197,60 @@ pub struct AvailabilityView {
     pub expected_return: String,
     pub stated_at: String,
     pub has_alternatives: bool,
+    /// The procedures the service needs and how far they are here.
+    pub derivation: Vec<DerivationView>,
 }
 
 fn availability_view(snap: &Snapshot, m: &Municipality, s: &Service, a: Availability) -> AvailabilityView {
     let source = match a.source {
         Source::Municipality => "municipality",
         Source::District => "district",
+        Source::Derived => "derived",
         Source::NoReport => "no_report",
     };
     let source_name = match a.source {
         Source::Municipality => m.name.clone(),
         Source::District => snap.district(&m.district_ags).map(|d| d.name.clone()).unwrap_or_default(),
+        Source::Derived => snap.data.provider_name.clone(),
         Source::NoReport => String::new(),
     };
-    let st = a.statement;
+    let d = snap.details(m, s, &a);
     AvailabilityView {
         service_slug: s.slug.clone(),
         service_name: s.name.clone(),
         level: a.level.as_str(),
         source,
         source_name,
-        restrictions: st.map(|s| s.restrictions.clone()).unwrap_or_default(),
-        workaround: st.map(|s| s.workaround.clone()).unwrap_or_default(),
-        backlog: st.map(|s| s.backlog.clone()).unwrap_or_default(),
-        expected_return: st.map(|s| s.expected_return.clone()).unwrap_or_default(),
-        stated_at: st.map(|s| s.stated_at.clone()).unwrap_or_default(),
+        restrictions: d.restrictions,
+        workaround: d.workaround,
+        backlog: d.backlog,
+        expected_return: d.expected_return,
+        stated_at: d.stated_at,
         has_alternatives: snap.has_alternatives(m, s),
+        derivation: d
+            .derivation
+            .into_iter()
+            .map(|x| DerivationView {
+                name: x.name,
+                stage: x.stage.as_str(),
+                rollout: x.rollout.as_str(),
+                since: x.since,
+                expected_date: x.expected_date,
+                missing_functions: x.missing_functions,
+            })
+            .collect(),
     }
+}
+
+/// One procedure behind a service, for the sentence "basic operation since …: procedure in pilot".
+#[derive(Serialize)]
+pub struct DerivationView {
+    pub name: String,
+    pub stage: &'static str,
+    pub rollout: &'static str,
+    pub since: String,
+    pub expected_date: String,
+    pub missing_functions: Vec<String>,
 }
 
 #[derive(Serialize)]

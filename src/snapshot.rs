@@ -17,8 +17,44 @@ pub enum Source {
     Municipality,
     /// The district stated it for all its towns (district-level services such as vehicle registration).
     District,
+    /// Follows from the rollout of the procedures the service needs in this town.
+    Derived,
     /// Nobody reported a disruption.
     NoReport,
+}
+
+/// Everything said about one service in one town, whichever source applies.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Details {
+    pub restrictions: String,
+    pub workaround: String,
+    pub backlog: String,
+    pub expected_return: String,
+    pub stated_at: String,
+    /// The procedures the service needs and their rollout here (also shown when a statement
+    /// overrides them, so the page can say which applies).
+    pub derivation: Vec<Derivation>,
+}
+
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Derivation {
+    pub procedure: String,
+    pub name: String,
+    pub stage: crate::recovery::Stage,
+    pub rollout: crate::recovery::Rollout,
+    pub since: String,
+    pub expected_date: String,
+    /// What basic operation lacks (only while in pilot or basic operation).
+    pub missing_functions: Vec<String>,
+}
+
+/// One procedure a service needs, as it stands in one town.
+pub struct ProcedureInTown<'a> {
+    pub procedure: &'a crate::recovery::Procedure,
+    /// The rollout as it counts: never more than the procedure's stage allows.
+    pub rollout: crate::recovery::Rollout,
+    pub since: &'a str,
+    pub expected_date: &'a str,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -64,6 +100,11 @@ pub struct Snapshot {
     /// (town or district AGS, service slug) → referrals.
     referrals_by_target: HashMap<(String, String), Vec<usize>>,
     postal: HashMap<String, Vec<usize>>,
+    procedure_by_slug: HashMap<String, usize>,
+    /// (procedure slug, town AGS) → rollout.
+    rollout_by_town: HashMap<(String, String), usize>,
+    /// Service slug → the procedures it needs.
+    procedures_of_service: HashMap<String, Vec<usize>>,
     pub service_index: Index,
     pub municipality_index: Index,
     /// Municipality indices per district AGS, in name order.
@@ -106,6 +147,19 @@ impl Snapshot {
                 }
             }
         }
+        let procedure_by_slug = index(data.procedures.iter().map(|p| p.slug.clone()).collect());
+        let rollout_by_town = data
+            .rollouts
+            .iter()
+            .enumerate()
+            .map(|(i, r)| ((r.procedure_slug.clone(), r.municipality_ags.clone()), i))
+            .collect();
+        let mut procedures_of_service: HashMap<String, Vec<usize>> = HashMap::new();
+        for (service, procedure) in &data.service_procedures {
+            if let Some(&p) = procedure_by_slug.get(procedure) {
+                procedures_of_service.entry(service.clone()).or_default().push(p);
+            }
+        }
         let mut municipalities_by_district: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, m) in data.municipalities.iter().enumerate() {
             municipalities_by_district.entry(m.district_ags.clone()).or_default().push(i);
@@ -140,6 +194,9 @@ impl Snapshot {
             statement_by_scope,
             referrals_by_target,
             postal,
+            procedure_by_slug,
+            rollout_by_town,
+            procedures_of_service,
             service_index,
             municipality_index,
             municipalities_by_district,
@@ -197,7 +254,92 @@ impl Snapshot {
         {
             return Availability { level: st.level, source: Source::District, statement: Some(st) };
         }
+        let procedures = self.procedures_in_town(m, s);
+        if let Some(level) = procedures.iter().map(|p| crate::recovery::level_for(p.procedure.stage, p.rollout)).max() {
+            return Availability { level, source: Source::Derived, statement: None };
+        }
         Availability { level: Level::Normal, source: Source::NoReport, statement: None }
+    }
+
+    /// The facts behind an availability: the statement's, or those that follow from the rollout.
+    pub fn details(&self, m: &Municipality, s: &Service, a: &Availability) -> Details {
+        use crate::recovery::Rollout;
+        let derivation: Vec<Derivation> = self
+            .procedures_in_town(m, s)
+            .into_iter()
+            .map(|p| Derivation {
+                procedure: p.procedure.slug.clone(),
+                name: p.procedure.name.clone(),
+                stage: p.procedure.stage,
+                rollout: p.rollout,
+                since: p.since.to_string(),
+                expected_date: p.expected_date.to_string(),
+                missing_functions: if matches!(p.rollout, Rollout::Pilot | Rollout::Basic) {
+                    p.procedure.missing_functions.clone()
+                } else {
+                    Vec::new()
+                },
+            })
+            .collect();
+        if let Some(st) = a.statement {
+            return Details {
+                restrictions: st.restrictions.clone(),
+                workaround: st.workaround.clone(),
+                backlog: st.backlog.clone(),
+                expected_return: st.expected_return.clone(),
+                stated_at: st.stated_at.clone(),
+                derivation,
+            };
+        }
+        if a.source != Source::Derived {
+            return Details { derivation, ..Details::default() };
+        }
+        let missing: Vec<&str> = derivation.iter().flat_map(|d| d.missing_functions.iter().map(String::as_str)).collect();
+        // The day the service can be expected back: the latest of the procedures still missing.
+        let expected_return = derivation
+            .iter()
+            .filter(|d| d.rollout != Rollout::Normal)
+            .map(|d| d.expected_date.as_str())
+            .max()
+            .filter(|d| !d.is_empty())
+            .unwrap_or_default()
+            .to_string();
+        Details {
+            restrictions: missing.join(", "),
+            expected_return,
+            stated_at: derivation.iter().map(|d| d.since.as_str()).max().unwrap_or_default().to_string(),
+            derivation,
+            ..Details::default()
+        }
+    }
+
+    pub fn procedure(&self, slug: &str) -> Option<&crate::recovery::Procedure> {
+        self.procedure_by_slug.get(slug).map(|&i| &self.data.procedures[i])
+    }
+
+    pub fn rollout(&self, procedure: &str, ags: &str) -> Option<&crate::recovery::RolloutRecord> {
+        self.rollout_by_town.get(&(procedure.to_string(), ags.to_string())).map(|&i| &self.data.rollouts[i])
+    }
+
+    /// The procedures a service needs and how far each is live in the town.
+    pub fn procedures_in_town(&self, m: &Municipality, s: &Service) -> Vec<ProcedureInTown<'_>> {
+        use crate::recovery::{Rollout, rollout_allowed};
+        self.procedures_of_service
+            .get(&s.slug)
+            .into_iter()
+            .flatten()
+            .map(|&i| {
+                let procedure = &self.data.procedures[i];
+                let record = self.rollout(&procedure.slug, &m.ags);
+                let rollout = rollout_allowed(procedure.stage, record.map(|r| r.stage).unwrap_or(Rollout::NotStarted));
+                ProcedureInTown {
+                    procedure,
+                    rollout,
+                    since: record.map(|r| r.since.as_str()).unwrap_or(procedure.stage_since.as_str()),
+                    expected_date: record.map(|r| r.expected_date.as_str()).filter(|d| !d.is_empty()).unwrap_or(procedure.expected_release.as_str()),
+                }
+            })
+            .collect()
     }
 
     /// The status of a service at an office's own administration, for referrals.

@@ -14,6 +14,7 @@ use crate::domain::*;
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("../migrations/0001_initial.sql")),
     (2, "editors and journal", include_str!("../migrations/0002_editors_and_journal.sql")),
+    (3, "recovery", include_str!("../migrations/0003_recovery.sql")),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -463,6 +464,7 @@ pub async fn load_dataset(c: &mut AnyConnection) -> Result<Dataset> {
             updated_at: row.try_get("updated_at")?,
         });
     }
+    load_recovery(c, &mut ds).await?;
     for row in sqlx::query("SELECT * FROM faq_entries ORDER BY sort_order, id").fetch_all(&mut *c).await? {
         let kind: String = row.try_get("scope_kind")?;
         ds.faq.push(FaqEntry {
@@ -478,4 +480,125 @@ pub async fn load_dataset(c: &mut AnyConnection) -> Result<Dataset> {
         });
     }
     Ok(ds)
+}
+
+async fn load_recovery(c: &mut AnyConnection, ds: &mut Dataset) -> Result<()> {
+    use crate::recovery::{Procedure, Rollout, RolloutRecord, Stage};
+    let mut deps: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+    for row in sqlx::query("SELECT procedure_slug, depends_on FROM procedure_dependencies ORDER BY depends_on").fetch_all(&mut *c).await? {
+        deps.entry(row.try_get(0)?).or_default().push(row.try_get(1)?);
+    }
+    for row in sqlx::query("SELECT * FROM procedures ORDER BY priority, name").fetch_all(&mut *c).await? {
+        let slug: String = row.try_get("slug")?;
+        let stage: String = row.try_get("stage")?;
+        let missing: String = row.try_get("missing_functions")?;
+        ds.procedures.push(Procedure {
+            depends_on: deps.remove(&slug).unwrap_or_default(),
+            slug,
+            name: row.try_get("name")?,
+            kind: row.try_get("kind")?,
+            area: row.try_get("area")?,
+            priority: row.try_get("priority")?,
+            stage: Stage::parse(&stage).with_context(|| format!("unknown stage {stage:?}"))?,
+            stage_since: row.try_get("stage_since")?,
+            missing_functions: missing.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect(),
+            expected_release: row.try_get("expected_release")?,
+            expected_normal: row.try_get("expected_normal")?,
+            version: row.try_get("version")?,
+        });
+    }
+    for row in sqlx::query("SELECT * FROM rollouts").fetch_all(&mut *c).await? {
+        let stage: String = row.try_get("stage")?;
+        ds.rollouts.push(RolloutRecord {
+            procedure_slug: row.try_get("procedure_slug")?,
+            municipality_ags: row.try_get("municipality_ags")?,
+            stage: Rollout::parse(&stage).with_context(|| format!("unknown rollout stage {stage:?}"))?,
+            since: row.try_get("since")?,
+            expected_date: row.try_get("expected_date")?,
+            author: row.try_get("author")?,
+        });
+    }
+    for row in sqlx::query("SELECT service_slug, procedure_slug FROM service_procedures").fetch_all(&mut *c).await? {
+        ds.service_procedures.push((row.try_get(0)?, row.try_get(1)?));
+    }
+    Ok(())
+}
+
+pub async fn upsert_procedure(c: &mut AnyConnection, p: &crate::recovery::Procedure) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO procedures (slug, name, kind, area, priority, stage, stage_since, missing_functions, expected_release,
+         expected_normal, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         ON CONFLICT (slug) DO UPDATE SET name = excluded.name, kind = excluded.kind, area = excluded.area,
+         priority = excluded.priority, stage = excluded.stage, stage_since = excluded.stage_since,
+         missing_functions = excluded.missing_functions, expected_release = excluded.expected_release,
+         expected_normal = excluded.expected_normal, version = excluded.version",
+    )
+    .bind(&p.slug)
+    .bind(&p.name)
+    .bind(&p.kind)
+    .bind(&p.area)
+    .bind(p.priority)
+    .bind(p.stage.as_str())
+    .bind(&p.stage_since)
+    .bind(p.missing_functions.join("\n"))
+    .bind(&p.expected_release)
+    .bind(&p.expected_normal)
+    .bind(p.version)
+    .execute(&mut *c)
+    .await?;
+    sqlx::query("DELETE FROM procedure_dependencies WHERE procedure_slug = $1").bind(&p.slug).execute(&mut *c).await?;
+    for d in &p.depends_on {
+        sqlx::query("INSERT INTO procedure_dependencies (procedure_slug, depends_on) VALUES ($1, $2)")
+            .bind(&p.slug)
+            .bind(d)
+            .execute(&mut *c)
+            .await?;
+    }
+    Ok(())
+}
+
+pub async fn upsert_rollout(c: &mut AnyConnection, r: &crate::recovery::RolloutRecord) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO rollouts (procedure_slug, municipality_ags, stage, since, expected_date, author) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (procedure_slug, municipality_ags) DO UPDATE SET stage = excluded.stage, since = excluded.since,
+         expected_date = excluded.expected_date, author = excluded.author",
+    )
+    .bind(&r.procedure_slug)
+    .bind(&r.municipality_ags)
+    .bind(r.stage.as_str())
+    .bind(&r.since)
+    .bind(&r.expected_date)
+    .bind(&r.author)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
+pub async fn link_service_procedure(c: &mut AnyConnection, service: &str, procedure: &str) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO service_procedures (service_slug, procedure_slug) VALUES ($1, $2)
+         ON CONFLICT (service_slug, procedure_slug) DO NOTHING",
+    )
+    .bind(service)
+    .bind(procedure)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
+pub async fn insert_procedure_step(c: &mut AnyConnection, procedure: &str, from: &str, to: &str, author: &str, evidence: &str) -> Result<()> {
+    let id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM procedure_steps").fetch_one(&mut *c).await?;
+    sqlx::query(
+        "INSERT INTO procedure_steps (id, procedure_slug, from_stage, to_stage, at, author, evidence) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(id)
+    .bind(procedure)
+    .bind(from)
+    .bind(to)
+    .bind(crate::time::now_rfc3339())
+    .bind(author)
+    .bind(evidence)
+    .execute(&mut *c)
+    .await?;
+    Ok(())
 }
