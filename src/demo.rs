@@ -76,6 +76,48 @@ struct Scenario {
     contact: Vec<ContactDef>,
     announcement: Vec<AnnouncementDef>,
     faq: Vec<FaqDef>,
+    procedure: Vec<ProcedureDef>,
+    rollout: Vec<RolloutDef>,
+}
+
+#[derive(Deserialize)]
+struct ProcedureDef {
+    slug: String,
+    name: String,
+    #[serde(default = "procedure_kind")]
+    kind: String,
+    #[serde(default)]
+    area: String,
+    priority: i64,
+    stage: String,
+    days_ago: i64,
+    #[serde(default)]
+    depends_on: Vec<String>,
+    #[serde(default)]
+    missing: Vec<String>,
+    #[serde(default)]
+    services: Vec<String>,
+    /// Runs only for towns of member districts (district-level services).
+    #[serde(default)]
+    member_districts_only: bool,
+    expected_release_in_days: Option<i64>,
+    expected_normal_in_days: Option<i64>,
+}
+
+fn procedure_kind() -> String {
+    "procedure".into()
+}
+
+#[derive(Deserialize)]
+struct RolloutDef {
+    procedure: String,
+    #[serde(default)]
+    districts: Vec<String>,
+    #[serde(default)]
+    towns: Vec<String>,
+    stage: String,
+    days_ago: i64,
+    expected_in_days: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -271,6 +313,7 @@ pub async fn write_dataset(c: &mut AnyConnection, ds: &Dataset) -> Result<()> {
     for f in &ds.faq {
         store::insert_faq(c, f).await?;
     }
+    seed_procedure_history(c, ds).await?;
     Ok(())
 }
 
@@ -501,6 +544,8 @@ pub fn build(demo: Demo) -> Result<Dataset> {
         }
     }
 
+    build_recovery(&scenario, &mut ds, &district_towns, &area_names, now)?;
+
     for a in &scenario.announcement {
         let published = ago(a.days_ago);
         ds.announcements.push(Announcement {
@@ -531,6 +576,109 @@ pub fn build(demo: Demo) -> Result<Dataset> {
     Ok(ds)
 }
 
+/// Procedures with their stage history, and a rollout record for every town the provider serves.
+fn build_recovery(
+    scenario: &Scenario,
+    ds: &mut Dataset,
+    district_towns: &BTreeMap<&str, Vec<&GemeindeRow>>,
+    area: &HashMap<&str, &AreaRow>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<()> {
+    use crate::recovery::{Procedure, Rollout, RolloutRecord, Stage};
+    let today = now.date_naive();
+    let ago = |days: i64| time::format_rfc3339(now - Duration::days(days) - Duration::minutes(23 * days));
+    let in_days = |d: Option<i64>| d.map(|d| (today + Duration::days(d)).format("%Y-%m-%d").to_string()).unwrap_or_default();
+    // The provider serves its members' towns and its affected customers, not the whole country.
+    let served: Vec<&Municipality> = ds.municipalities.iter().filter(|m| area.contains_key(m.ags.as_str())).collect();
+    let member_district = |ags: &str| area.get(ags).is_some_and(|a| a.kind == "district" && a.membership == "member");
+    for def in &scenario.procedure {
+        let stage = Stage::parse(&def.stage).with_context(|| format!("procedure {}: stage", def.slug))?;
+        ds.procedures.push(Procedure {
+            slug: def.slug.clone(),
+            name: def.name.clone(),
+            kind: def.kind.clone(),
+            area: def.area.clone(),
+            priority: def.priority,
+            stage,
+            stage_since: ago(def.days_ago),
+            missing_functions: def.missing.clone(),
+            expected_release: in_days(def.expected_release_in_days),
+            expected_normal: in_days(def.expected_normal_in_days),
+            depends_on: def.depends_on.clone(),
+            version: 1,
+        });
+        for s in &def.services {
+            if !ds.services.iter().any(|x| x.slug == *s) {
+                bail!("procedure {}: unknown service {s}", def.slug);
+            }
+            ds.service_procedures.push((s.clone(), def.slug.clone()));
+        }
+        if def.kind == "procedure" {
+            for m in &served {
+                if def.member_districts_only && !member_district(&m.district_ags) {
+                    continue;
+                }
+                ds.rollouts.push(RolloutRecord {
+                    procedure_slug: def.slug.clone(),
+                    municipality_ags: m.ags.clone(),
+                    stage: Rollout::NotStarted,
+                    since: ago(def.days_ago),
+                    expected_date: String::new(),
+                    author: "Demo".into(),
+                });
+            }
+        }
+    }
+    for def in &scenario.rollout {
+        let stage = Rollout::parse(&def.stage).with_context(|| format!("rollout of {}: stage", def.procedure))?;
+        let mut towns: Vec<String> = def.towns.clone();
+        for d in &def.districts {
+            towns.extend(district_towns.get(d.as_str()).into_iter().flatten().map(|g| g.ags.clone()));
+        }
+        for r in ds.rollouts.iter_mut().filter(|r| r.procedure_slug == def.procedure && towns.contains(&r.municipality_ags)) {
+            r.stage = stage;
+            r.since = ago(def.days_ago);
+            r.expected_date = in_days(def.expected_in_days);
+        }
+    }
+    // Every demo rollout must pass the gates it would have to pass in real life.
+    for r in &ds.rollouts {
+        let p = ds.procedures.iter().find(|p| p.slug == r.procedure_slug).context("rollout of an unknown procedure")?;
+        crate::recovery::check_rollout(p.stage, Rollout::NotStarted, r.stage)
+            .map_err(|u| anyhow::anyhow!("demo rollout of {} breaks a gate: {u:?}", p.slug))?;
+    }
+    Ok(())
+}
+
+/// The stage history of each procedure, as if it had passed every gate.
+async fn seed_procedure_history(c: &mut AnyConnection, ds: &Dataset) -> Result<()> {
+    use crate::recovery::Stage;
+    let evidence = |to: Stage| match to {
+        Stage::UnderReview => "Forensische Prüfung begonnen",
+        Stage::Cleared => "Forensische Prüfung ohne Hinweise auf Kompromittierung abgeschlossen",
+        Stage::Hardened => "Neue Sicherheitsrichtlinien umgesetzt und abgenommen",
+        Stage::Released => "Freigabe für den Basisbetrieb durch den Krisenstab",
+        Stage::Normal => "Regelbetrieb wiederhergestellt",
+        Stage::Down => "",
+    };
+    for p in &ds.procedures {
+        store::upsert_procedure(c, p).await?;
+        let reached: Vec<Stage> = Stage::ALL.into_iter().filter(|s| *s > Stage::Down && *s <= p.stage).collect();
+        let mut from = Stage::Down;
+        for to in reached {
+            store::insert_procedure_step(c, &p.slug, from.as_str(), to.as_str(), "Demo", evidence(to)).await?;
+            from = to;
+        }
+    }
+    for (service, procedure) in &ds.service_procedures {
+        store::link_service_procedure(c, service, procedure).await?;
+    }
+    for r in &ds.rollouts {
+        store::upsert_rollout(c, r).await?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -545,10 +693,15 @@ mod tests {
         for area in SERVICE_AREAS {
             assert!(ds.services.iter().any(|s| s.area == area), "{area}");
         }
-        // Mid-recovery: every level occurs.
+        // Mid-recovery: every level occurs, stated or derived from the rollout.
+        let snap = crate::snapshot::Snapshot::build(ds.clone(), String::new(), 1);
         for level in Level::ALL {
-            assert!(ds.statements.iter().any(|s| s.level == level), "{level:?}");
+            let occurs = snap.data.municipalities.iter().any(|m| snap.data.services.iter().any(|s| snap.availability(m, s).level == level));
+            assert!(occurs, "{level:?}");
         }
+        let menden = snap.municipality("menden-sauerland").unwrap();
+        let wohngeld = snap.service("wohngeld").unwrap();
+        assert_eq!(snap.availability(menden, wohngeld).source, crate::snapshot::Source::Derived);
         assert!(ds.referrals.iter().any(|r| r.for_ags == "05962" && r.service_slug == "fahrzeug-zulassen"));
         assert!(ds.postal_codes.iter().any(|p| p.postal_code == "58706"));
     }

@@ -328,16 +328,18 @@ impl Snapshot {
             .get(&s.slug)
             .into_iter()
             .flatten()
-            .map(|&i| {
+            // Only procedures the provider runs for this town: those with a rollout record here.
+            .filter_map(|&i| {
                 let procedure = &self.data.procedures[i];
-                let record = self.rollout(&procedure.slug, &m.ags);
-                let rollout = rollout_allowed(procedure.stage, record.map(|r| r.stage).unwrap_or(Rollout::NotStarted));
-                ProcedureInTown {
+                let record = self.rollout(&procedure.slug, &m.ags)?;
+                let rollout = rollout_allowed(procedure.stage, record.stage);
+                let expected = if record.expected_date.is_empty() { procedure.expected_release.as_str() } else { record.expected_date.as_str() };
+                Some(ProcedureInTown {
                     procedure,
                     rollout,
-                    since: record.map(|r| r.since.as_str()).unwrap_or(procedure.stage_since.as_str()),
-                    expected_date: record.map(|r| r.expected_date.as_str()).filter(|d| !d.is_empty()).unwrap_or(procedure.expected_release.as_str()),
-                }
+                    since: if rollout == Rollout::NotStarted { procedure.stage_since.as_str() } else { record.since.as_str() },
+                    expected_date: expected,
+                })
             })
             .collect()
     }

@@ -849,3 +849,250 @@ pub async fn journal_login_burst(app: &App, username: &str, address: &str, what:
     tx.commit().await?;
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------
+// Recovery: procedures, gates, rollout
+
+use crate::recovery::{self, Procedure, Rollout, RolloutRecord, Stage, Unmet};
+
+/// A refused recovery step names every unmet condition.
+pub fn gate_error(unmet: Vec<Unmet>) -> WriteError {
+    WriteError::Conflict { current: json!({ "unmet": unmet }) }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProcedureInput {
+    pub slug: String,
+    pub name: String,
+    /// `procedure` or `infrastructure`.
+    #[serde(default = "default_kind")]
+    pub kind: String,
+    #[serde(default)]
+    pub area: String,
+    #[serde(default = "default_priority")]
+    pub priority: i64,
+    /// What basic operation lacks, one per entry.
+    #[serde(default)]
+    pub missing_functions: Vec<String>,
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    #[serde(default)]
+    pub expected_release: String,
+    #[serde(default)]
+    pub expected_normal: String,
+    /// Services that need this procedure.
+    #[serde(default)]
+    pub services: Vec<String>,
+}
+
+fn default_kind() -> String {
+    "procedure".into()
+}
+fn default_priority() -> i64 {
+    100
+}
+
+/// Creates or changes a procedure's description (not its stage). A dependency cycle is refused
+/// with the cycle named.
+pub async fn save_procedure(app: &App, who: &Principal, input: &ProcedureInput, expected_version: Option<i64>) -> WriteResult<Procedure> {
+    allow(who, Action::EditRecovery)?;
+    let snap = app.snapshot();
+    if !is_valid_slug(&input.slug) {
+        return Err(invalid("slug", "write.invalid_slug"));
+    }
+    let name = text("name", &input.name, 200)?;
+    if name.is_empty() {
+        return Err(invalid("name", "write.required"));
+    }
+    if input.kind != "procedure" && input.kind != "infrastructure" {
+        return Err(invalid("kind", "write.invalid_kind"));
+    }
+    if !input.area.is_empty() && !is_service_area(&input.area) {
+        return Err(invalid("area", "write.invalid_area"));
+    }
+    for d in &input.depends_on {
+        if snap.procedure(d).is_none() && *d != input.slug {
+            return Err(invalid("depends_on", "write.unknown_procedure"));
+        }
+    }
+    for s in &input.services {
+        snap.service(s).ok_or_else(|| invalid("services", "write.unknown_service"))?;
+    }
+    let mut graph: std::collections::BTreeMap<String, Vec<String>> =
+        snap.data.procedures.iter().map(|p| (p.slug.clone(), p.depends_on.clone())).collect();
+    graph.remove(&input.slug);
+    if let Some(cycle) = recovery::find_cycle(&graph, &input.slug, &input.depends_on) {
+        return Err(WriteError::Conflict { current: json!({ "cycle": cycle }) });
+    }
+    let missing: Vec<String> =
+        input.missing_functions.iter().map(|f| text("missing_functions", f, 300)).collect::<WriteResult<Vec<_>>>()?.into_iter().filter(|f| !f.is_empty()).collect();
+    let existing = snap.procedure(&input.slug).cloned();
+    let p = Procedure {
+        slug: input.slug.clone(),
+        name,
+        kind: input.kind.clone(),
+        area: input.area.clone(),
+        priority: input.priority,
+        stage: existing.as_ref().map(|e| e.stage).unwrap_or(Stage::Down),
+        stage_since: existing.as_ref().map(|e| e.stage_since.clone()).unwrap_or_else(time::now_rfc3339),
+        missing_functions: missing,
+        expected_release: date("expected_release", &input.expected_release)?,
+        expected_normal: date("expected_normal", &input.expected_normal)?,
+        depends_on: input.depends_on.clone(),
+        version: existing.as_ref().map(|e| e.version + 1).unwrap_or(1),
+    };
+    if let (Some(expected), Some(e)) = (expected_version, &existing)
+        && expected != e.version
+    {
+        return Err(WriteError::Conflict { current: json!({ "version": e.version }) });
+    }
+    let (who, saved, services) = (who.clone(), p.clone(), input.services.clone());
+    transaction(app, move |c| {
+        Box::pin(async move {
+            store::upsert_procedure(c, &saved).await?;
+            sqlx::query("DELETE FROM service_procedures WHERE procedure_slug = $1").bind(&saved.slug).execute(&mut *c).await?;
+            for s in &services {
+                store::link_service_procedure(c, s, &saved.slug).await?;
+            }
+            journal::append(c, entry(&who, "area", "procedure.save", json!({ "procedure": saved, "services": services }))).await?;
+            Ok(())
+        })
+    })
+    .await?;
+    Ok(p)
+}
+
+/// Moves a procedure to another stage through the gates. A step back needs a reason and pulls
+/// dependent procedures and all their rollouts back with it.
+pub async fn step_procedure(app: &App, who: &Principal, slug: &str, to: &str, evidence: &str) -> WriteResult<Vec<(String, Stage)>> {
+    allow(who, Action::EditRecovery)?;
+    let snap = app.snapshot();
+    let p = snap.procedure(slug).ok_or(WriteError::NotFound("procedure"))?;
+    let to = Stage::parse(to).ok_or_else(|| invalid("stage", "write.invalid_stage"))?;
+    let evidence = text("evidence", evidence, MAX_LINE)?;
+    let states = recovery::states(&snap.data.procedures);
+    recovery::check_step(&states, slug, to, &evidence).map_err(gate_error)?;
+    if to > p.stage && evidence.is_empty() {
+        return Err(invalid("evidence", "write.evidence_required"));
+    }
+    let changed: Vec<(String, Stage)> = recovery::cascade_back(&states, slug, to).into_iter().collect();
+    // Rollouts that the new stages no longer allow fall back with them.
+    let rollouts: Vec<RolloutRecord> = snap
+        .data
+        .rollouts
+        .iter()
+        .filter_map(|r| {
+            let stage = changed.iter().find(|(n, _)| *n == r.procedure_slug)?.1;
+            let allowed = recovery::rollout_allowed(stage, r.stage);
+            (allowed != r.stage).then(|| RolloutRecord { stage: allowed, since: time::now_rfc3339(), author: who.name.clone(), ..r.clone() })
+        })
+        .collect();
+    let (who, slug, result) = (who.clone(), slug.to_string(), changed.clone());
+    let old: std::collections::HashMap<String, Stage> = snap.data.procedures.iter().map(|p| (p.slug.clone(), p.stage)).collect();
+    transaction(app, move |c| {
+        Box::pin(async move {
+            let now = time::now_rfc3339();
+            for (name, stage) in &changed {
+                let from = old[name];
+                let note = if *name == slug { evidence.clone() } else { format!("dependency {slug} stepped back: {evidence}") };
+                sqlx::query("UPDATE procedures SET stage = $1, stage_since = $2, version = version + 1 WHERE slug = $3")
+                    .bind(stage.as_str())
+                    .bind(&now)
+                    .bind(name)
+                    .execute(&mut *c)
+                    .await?;
+                store::insert_procedure_step(c, name, from.as_str(), stage.as_str(), &who.name, &note).await?;
+                journal::append(
+                    c,
+                    entry(&who, "area", "procedure.step", json!({ "procedure": name, "from": from, "to": stage, "evidence": note })),
+                )
+                .await?;
+            }
+            for r in &rollouts {
+                store::upsert_rollout(c, r).await?;
+                journal::append(
+                    c,
+                    entry(&who, &r.municipality_ags, "rollout.pulled_back", json!({ "procedure": r.procedure_slug, "to": r.stage })),
+                )
+                .await?;
+            }
+            Ok(())
+        })
+    })
+    .await?;
+    Ok(result)
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutInput {
+    pub procedure: String,
+    /// not_started | pilot | basic | normal
+    pub stage: String,
+    /// Town slugs.
+    #[serde(default)]
+    pub municipalities: Vec<String>,
+    /// District slugs: every town of the district.
+    #[serde(default)]
+    pub districts: Vec<String>,
+    /// When the operators expect the next step there (YYYY-MM-DD or empty).
+    #[serde(default)]
+    pub expected_date: String,
+}
+
+/// Rolls a released procedure out (or back) in one town or many at once; every town's step is
+/// checked against the gate and journaled.
+pub async fn set_rollout(app: &App, who: &Principal, input: &RolloutInput) -> WriteResult<usize> {
+    allow(who, Action::EditRecovery)?;
+    let snap = app.snapshot();
+    let p = snap.procedure(&input.procedure).ok_or(WriteError::NotFound("procedure"))?;
+    let to = Rollout::parse(&input.stage).ok_or_else(|| invalid("stage", "write.invalid_stage"))?;
+    let expected_date = date("expected_date", &input.expected_date)?;
+    let mut towns: Vec<String> = Vec::new();
+    for slug in &input.municipalities {
+        towns.push(snap.municipality(slug).ok_or(WriteError::NotFound("municipality"))?.ags.clone());
+    }
+    for slug in &input.districts {
+        let d = snap.district_by_slug(slug).ok_or(WriteError::NotFound("district"))?;
+        towns.extend(snap.towns_of_district(&d.ags).map(|m| m.ags.clone()));
+    }
+    towns.sort();
+    towns.dedup();
+    if towns.is_empty() {
+        return Err(invalid("municipalities", "write.nothing_selected"));
+    }
+    for ags in &towns {
+        let from = snap.rollout(&p.slug, ags).map(|r| r.stage).unwrap_or(Rollout::NotStarted);
+        recovery::check_rollout(p.stage, from, to).map_err(gate_error)?;
+    }
+    let now = time::now_rfc3339();
+    let records: Vec<RolloutRecord> = towns
+        .iter()
+        .map(|ags| RolloutRecord {
+            procedure_slug: p.slug.clone(),
+            municipality_ags: ags.clone(),
+            stage: to,
+            since: snap.rollout(&p.slug, ags).filter(|r| r.stage == to).map(|r| r.since.clone()).unwrap_or_else(|| now.clone()),
+            expected_date: expected_date.clone(),
+            author: who.name.clone(),
+        })
+        .collect();
+    let count = records.len();
+    let who = who.clone();
+    transaction(app, move |c| {
+        Box::pin(async move {
+            for r in &records {
+                store::upsert_rollout(c, r).await?;
+                journal::append(
+                    c,
+                    entry(&who, &r.municipality_ags, "rollout.set", json!({ "procedure": r.procedure_slug, "stage": r.stage, "expected_date": r.expected_date })),
+                )
+                .await?;
+            }
+            Ok(())
+        })
+    })
+    .await?;
+    Ok(count)
+}
