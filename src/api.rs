@@ -1,4 +1,5 @@
 //! The read-only JSON API under /api/v1, documented by the OpenAPI document at /api/v1/openapi.json.
+//! The write API (`api_write`) shares its routes, errors and document.
 //!
 //! Like the public pages, every answer comes from the snapshot: the serialised JSON is cached in
 //! the snapshot's render cache, so it is built once per data change and then sent with an ETag,
@@ -33,6 +34,7 @@ pub fn router() -> Router<Shared> {
         .route("/announcements", get(announcements))
         .route("/search", get(search))
         .route("/openapi.json", get(openapi_json))
+        .merge(crate::api_write::router())
         .fallback(unknown_route)
         .method_not_allowed_fallback(other_method)
         // Added last so that it covers the fallbacks too: other sites embed these answers.
@@ -109,7 +111,7 @@ impl Problem {
 
 /// The language for error messages: the first of ours in Accept-Language (clients list their
 /// preference first; a `q=0` refusal is respected), German otherwise.
-fn message_lang(headers: &HeaderMap) -> &'static str {
+pub(crate) fn message_lang(headers: &HeaderMap) -> &'static str {
     headers
         .get(header::ACCEPT_LANGUAGE)
         .and_then(|v| v.to_str().ok())
@@ -140,7 +142,8 @@ async fn unknown_route(headers: HeaderMap) -> Response {
     problem(&headers, Problem::UnknownRoute)
 }
 
-/// Answers CORS preflights; every other method than GET/HEAD is refused, the API is read-only.
+/// Answers CORS preflights (for reading: writes are not meant for scripts on other sites) and
+/// refuses other methods a route does not have; axum adds the route's real `Allow` header.
 async fn other_method(method: Method, headers: HeaderMap) -> Response {
     if method == Method::OPTIONS {
         return (
@@ -153,9 +156,7 @@ async fn other_method(method: Method, headers: HeaderMap) -> Response {
         )
             .into_response();
     }
-    let mut res = problem(&headers, Problem::MethodNotAllowed);
-    res.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-    res
+    problem(&headers, Problem::MethodNotAllowed)
 }
 
 async fn cors(mut res: Response) -> Response {
@@ -592,7 +593,7 @@ fn office(o: &Office) -> OfficeOut {
 
 fn municipality_summary(snap: &Snapshot, public_url: &str, m: &Municipality, postal_codes: Vec<String>) -> MunicipalitySummary {
     let mut counts = Counts::default();
-    for s in &snap.data.services {
+    for s in snap.data.services.iter() {
         counts.add(snap.availability(m, s).level);
     }
     MunicipalitySummary {
@@ -612,7 +613,7 @@ fn municipality_summary(snap: &Snapshot, public_url: &str, m: &Municipality, pos
 
 fn service_summary(snap: &Snapshot, public_url: &str, s: &Service) -> ServiceSummary {
     let mut counts = Counts::default();
-    for m in &snap.data.municipalities {
+    for m in snap.data.municipalities.iter() {
         counts.add(snap.availability(m, s).level);
     }
     ServiceSummary {
@@ -667,7 +668,7 @@ async fn municipalities(State(app): State<Shared>, headers: HeaderMap) -> Respon
     cached_json(&headers, &snap, "municipalities", || {
         // One pass over the postal codes instead of one per town (10,000 towns in the big demo).
         let mut codes: HashMap<&str, Vec<String>> = HashMap::new();
-        for p in &snap.data.postal_codes {
+        for p in snap.data.postal_codes.iter() {
             let list = codes.entry(p.municipality_ags.as_str()).or_default();
             if !list.contains(&p.postal_code) {
                 list.push(p.postal_code.clone());
@@ -954,11 +955,13 @@ async fn openapi_json(headers: HeaderMap) -> Response {
 #[openapi(
     info(
         title = "notbetrieb API",
-        description = "Read-only status of municipal services during an IT outage: per town and per service, \
+        description = "Status of municipal services during an IT outage: per town and per service, \
             the level (`normal`, `limited`, `emergency`, `unavailable`), restrictions, workaround, backlog, \
             expected return and other offices that accept the request. Responses carry an ETag and are \
             answered with 304 to `If-None-Match`; gzip on `Accept-Encoding: gzip`; CORS open to every origin. \
-            Errors are `{\"error\": code, \"message\": text}` with a stable code.",
+            Errors are `{\"error\": code, \"message\": text}` with a stable code. \
+            Reading is public; writing (tags `editing`, `accounts`, `journal`) needs `Authorization: Bearer <API token>` \
+            and JSON bodies of at most 256 KiB in which unknown fields are rejected (422).",
     ),
     servers((url = "/api/v1", description = "This server")),
     paths(municipalities, municipality, alternatives, services, service, announcements, search, openapi_json),
@@ -974,7 +977,9 @@ async fn openapi_json(headers: HeaderMap) -> Response {
 struct ApiDoc;
 
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    let mut doc = ApiDoc::openapi();
+    doc.merge(crate::api_write::openapi());
+    doc
 }
 
 #[cfg(test)]

@@ -278,6 +278,7 @@ pub async fn seed(store: &Store, demo: Demo) -> Result<()> {
         Demo::Germany => "germany",
     })
     .await?;
+    store::bump_places_version(&mut tx).await?;
     store::bump_data_version(&mut tx).await?;
     tx.commit().await?;
     Ok(())
@@ -286,19 +287,19 @@ pub async fn seed(store: &Store, demo: Demo) -> Result<()> {
 pub async fn write_dataset(c: &mut AnyConnection, ds: &Dataset) -> Result<()> {
     store::set_meta(c, "area_name", &ds.area_name).await?;
     store::set_meta(c, "provider_name", &ds.provider_name).await?;
-    for d in &ds.districts {
+    for d in ds.districts.iter() {
         store::upsert_district(c, d).await?;
     }
-    for m in &ds.municipalities {
+    for m in ds.municipalities.iter() {
         store::upsert_municipality(c, m).await?;
     }
-    for p in &ds.postal_codes {
+    for p in ds.postal_codes.iter() {
         store::upsert_postal_code(c, p).await?;
     }
-    for s in &ds.services {
+    for s in ds.services.iter() {
         store::upsert_service(c, s).await?;
     }
-    for o in &ds.offices {
+    for o in ds.offices.iter() {
         store::upsert_office(c, o).await?;
     }
     for s in &ds.statements {
@@ -366,7 +367,7 @@ pub fn build(demo: Demo) -> Result<Dataset> {
             district_slugs.insert(slug.clone());
         }
         let n = members.len() as f64;
-        ds.districts.push(District {
+        std::sync::Arc::make_mut(&mut ds.districts).push(District {
             ags: ags.to_string(),
             slug,
             name,
@@ -397,7 +398,7 @@ pub fn build(demo: Demo) -> Result<Dataset> {
             email: if demo == Demo::Suedwestfalen { format!("buergerbuero@{}.example", slugify(name)) } else { String::new() },
             ..Contact::default()
         };
-        ds.municipalities.push(Municipality {
+        std::sync::Arc::make_mut(&mut ds.municipalities).push(Municipality {
             ags: g.ags.clone(),
             slug,
             name: name.clone(),
@@ -410,7 +411,7 @@ pub fn build(demo: Demo) -> Result<Dataset> {
         });
     }
     for c in &scenario.contact {
-        if let Some(m) = ds.municipalities.iter_mut().find(|m| m.ags == c.ags) {
+        if let Some(m) = std::sync::Arc::make_mut(&mut ds.municipalities).iter_mut().find(|m| m.ags == c.ags) {
             m.contact.emergency_website = c.emergency_website.clone();
             m.contact.social_media = c.social_media.clone();
         }
@@ -418,20 +419,20 @@ pub fn build(demo: Demo) -> Result<Dataset> {
 
     let town_set: HashSet<&str> = ds.municipalities.iter().map(|m| m.ags.as_str()).collect();
     let postal: Vec<PostalRow> = csv_rows("postleitzahlen-de.csv", POSTLEITZAHLEN)?;
-    ds.postal_codes = postal
+    ds.postal_codes = std::sync::Arc::new(postal
         .into_iter()
         .filter(|p| town_set.contains(p.ags.as_str()))
         .map(|p| PostalCode { postal_code: p.postal_code, municipality_ags: p.ags, place: p.place })
-        .collect();
+        .collect());
     // Every town gets at least the postal code of its seat.
     let with_code: HashSet<String> = ds.postal_codes.iter().map(|p| p.municipality_ags.clone()).collect();
     for (g, name, _) in &towns {
         if !with_code.contains(&g.ags) && g.postal_code.len() == 5 {
-            ds.postal_codes.push(PostalCode { postal_code: g.postal_code.clone(), municipality_ags: g.ags.clone(), place: name.clone() });
+            std::sync::Arc::make_mut(&mut ds.postal_codes).push(PostalCode { postal_code: g.postal_code.clone(), municipality_ags: g.ags.clone(), place: name.clone() });
         }
     }
 
-    ds.services = services()?;
+    ds.services = std::sync::Arc::new(services()?);
     let service_by_slug: HashMap<&str, &Service> = ds.services.iter().map(|s| (s.slug.as_str(), s)).collect();
 
     let now = chrono::Utc::now();
@@ -440,8 +441,8 @@ pub fn build(demo: Demo) -> Result<Dataset> {
 
     // Offices: each town's citizens' office (South Westphalia only) and the scenario's offices.
     if demo == Demo::Suedwestfalen {
-        for m in &ds.municipalities {
-            ds.offices.push(Office {
+        for m in ds.municipalities.iter() {
+            std::sync::Arc::make_mut(&mut ds.offices).push(Office {
                 slug: format!("buergerbuero-{}", m.slug),
                 name: format!("Bürgerbüro {}", m.name),
                 owner_ags: m.ags.clone(),
@@ -458,7 +459,7 @@ pub fn build(demo: Demo) -> Result<Dataset> {
         }
     }
     for o in &scenario.office {
-        ds.offices.push(Office {
+        std::sync::Arc::make_mut(&mut ds.offices).push(Office {
             slug: o.slug.clone(),
             name: o.name.clone(),
             owner_ags: o.owner_ags.clone(),

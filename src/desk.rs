@@ -79,7 +79,8 @@ pub fn page(app: &Shared, lang: &str, status: StatusCode, template: &str, who: O
             display_name => d.user.display_name.clone(),
             role => d.user.role.as_str(),
         }),
-        csrf => who.map(|d| d.session.csrf_token.clone()),
+        // Pages before the second factor pass the half-signed-in session's token themselves.
+        csrf => who.map_or_else(|| content.get_attr("csrf").unwrap_or_default(), |d| Value::from(d.session.csrf_token.clone())),
         ..content
     };
     match render::render_template(template, ctx) {
@@ -543,7 +544,7 @@ async fn dashboard(State(app): State<Shared>, desk: Desk) -> Response {
         .filter(|m| all || p.scopes.contains(&m.ags))
         .map(|m| {
             let mut counts = render::LevelCounts::default();
-            for s in &snap.data.services {
+            for s in snap.data.services.iter() {
                 counts.add(snap.availability(m, s).level);
             }
             context! { slug => m.slug.clone(), name => m.name.clone(), ags => m.ags.clone(), counts => render::v(&counts) }

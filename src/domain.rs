@@ -134,7 +134,7 @@ pub struct Office {
 }
 
 /// What a town or district stated about one of its services.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Statement {
     /// 8-digit AGS for a town, 5-digit for a district.
     pub scope_ags: String,
@@ -150,7 +150,7 @@ pub struct Statement {
     pub version: i64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Referral {
     pub id: String,
     pub office_slug: String,
@@ -193,7 +193,7 @@ impl ScopeKind {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Announcement {
     pub id: String,
     pub scope_kind: ScopeKind,
@@ -208,7 +208,7 @@ pub struct Announcement {
     pub updated_at: String,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FaqEntry {
     pub id: String,
     pub scope_kind: ScopeKind,
@@ -227,11 +227,13 @@ pub struct Dataset {
     pub area_name: String,
     pub provider_name: String,
     pub demo: bool,
-    pub districts: Vec<District>,
-    pub municipalities: Vec<Municipality>,
-    pub postal_codes: Vec<PostalCode>,
-    pub services: Vec<Service>,
-    pub offices: Vec<Office>,
+    // The places and the catalogue change rarely (imports); they are shared between snapshots
+    // so a status change does not reload or re-index them.
+    pub districts: std::sync::Arc<Vec<District>>,
+    pub municipalities: std::sync::Arc<Vec<Municipality>>,
+    pub postal_codes: std::sync::Arc<Vec<PostalCode>>,
+    pub services: std::sync::Arc<Vec<Service>>,
+    pub offices: std::sync::Arc<Vec<Office>>,
     pub statements: Vec<Statement>,
     pub referrals: Vec<Referral>,
     pub announcements: Vec<Announcement>,

@@ -844,7 +844,7 @@ fn build(records: &BTreeMap<Kind, Vec<Record>>, ex: &Existing, problems: &mut Pr
         }
         slugs.push((r.at("slug"), ags.clone(), slug.clone()));
         count(&mut counts, Kind::Districts, ex.districts.contains_key(&ags));
-        ds.districts.push(District {
+        std::sync::Arc::make_mut(&mut ds.districts).push(District {
             ags,
             slug,
             name: r.get("name").into(),
@@ -870,7 +870,7 @@ fn build(records: &BTreeMap<Kind, Vec<Record>>, ex: &Existing, problems: &mut Pr
         }
         slugs.push((r.at("slug"), ags.clone(), slug.clone()));
         count(&mut counts, Kind::Municipalities, ex.municipalities.contains_key(&ags));
-        ds.municipalities.push(Municipality {
+        std::sync::Arc::make_mut(&mut ds.municipalities).push(Municipality {
             ags,
             slug,
             name: r.get("name").into(),
@@ -901,7 +901,7 @@ fn build(records: &BTreeMap<Kind, Vec<Record>>, ex: &Existing, problems: &mut Pr
             continue;
         }
         count(&mut counts, Kind::PostalCodes, ex.postal_codes.contains(&key));
-        ds.postal_codes.push(crate::domain::PostalCode {
+        std::sync::Arc::make_mut(&mut ds.postal_codes).push(crate::domain::PostalCode {
             postal_code: code.into(),
             municipality_ags: ags.into(),
             place: r.get("place").into(),
@@ -924,7 +924,7 @@ fn build(records: &BTreeMap<Kind, Vec<Record>>, ex: &Existing, problems: &mut Pr
             next_order - 1
         });
         count(&mut counts, Kind::Services, ex.services.contains_key(&slug));
-        ds.services.push(Service {
+        std::sync::Arc::make_mut(&mut ds.services).push(Service {
             responsibility: crate::domain::Responsibility::parse(r.get("responsibility"))
                 .unwrap_or(crate::domain::Responsibility::Municipality),
             synonyms: r.get("synonyms").split('|').filter(|s| !s.is_empty()).map(str::to_string).collect(),
@@ -936,7 +936,7 @@ fn build(records: &BTreeMap<Kind, Vec<Record>>, ex: &Existing, problems: &mut Pr
             sort_order,
         });
     }
-    for s in &ds.services {
+    for s in ds.services.iter() {
         responsibility.insert(s.slug.as_str(), s.responsibility.as_str());
     }
 
@@ -950,7 +950,7 @@ fn build(records: &BTreeMap<Kind, Vec<Record>>, ex: &Existing, problems: &mut Pr
             continue;
         }
         count(&mut counts, Kind::Offices, ex.offices.contains_key(&slug));
-        ds.offices.push(Office {
+        std::sync::Arc::make_mut(&mut ds.offices).push(Office {
             slug,
             name: r.get("name").into(),
             owner_ags: owner.into(),
@@ -1062,19 +1062,19 @@ fn build(records: &BTreeMap<Kind, Vec<Record>>, ex: &Existing, problems: &mut Pr
 }
 
 async fn write(c: &mut AnyConnection, ds: &Dataset) -> Result<()> {
-    for d in &ds.districts {
+    for d in ds.districts.iter() {
         store::upsert_district(c, d).await?;
     }
-    for m in &ds.municipalities {
+    for m in ds.municipalities.iter() {
         store::upsert_municipality(c, m).await?;
     }
-    for p in &ds.postal_codes {
+    for p in ds.postal_codes.iter() {
         store::upsert_postal_code(c, p).await?;
     }
-    for s in &ds.services {
+    for s in ds.services.iter() {
         store::upsert_service(c, s).await?;
     }
-    for o in &ds.offices {
+    for o in ds.offices.iter() {
         store::upsert_office(c, o).await?;
     }
     for s in &ds.statements {
@@ -1083,6 +1083,7 @@ async fn write(c: &mut AnyConnection, ds: &Dataset) -> Result<()> {
     for r in &ds.referrals {
         store::upsert_referral(c, r).await?;
     }
+    store::bump_places_version(c).await?;
     store::bump_data_version(c).await
 }
 

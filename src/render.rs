@@ -37,6 +37,16 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("desk/message.html", include_str!("../templates/desk/message.html")),
     ("desk/refused.html", include_str!("../templates/desk/refused.html")),
     ("desk/dashboard.html", include_str!("../templates/desk/dashboard.html")),
+    ("desk/forms.html", include_str!("../templates/desk/forms.html")),
+    ("desk/place.html", include_str!("../templates/desk/place.html")),
+    ("desk/statement.html", include_str!("../templates/desk/statement.html")),
+    ("desk/editorial_list.html", include_str!("../templates/desk/editorial_list.html")),
+    ("desk/editorial.html", include_str!("../templates/desk/editorial.html")),
+    ("desk/journal.html", include_str!("../templates/desk/journal.html")),
+    ("desk/tokens.html", include_str!("../templates/desk/tokens.html")),
+    ("desk/users.html", include_str!("../templates/desk/users.html")),
+    ("desk/user_fields.html", include_str!("../templates/desk/user_fields.html")),
+    ("desk/user.html", include_str!("../templates/desk/user.html")),
 ];
 
 /// Renders any template with a prepared context (the editing desk's pages).
@@ -358,7 +368,7 @@ pub fn district(snap: &Snapshot, lang: &str, d: &District) -> Result<String> {
         .towns_of_district(&d.ags)
         .map(|m| {
             let mut counts = LevelCounts::default();
-            for s in &snap.data.services {
+            for s in snap.data.services.iter() {
                 counts.add(snap.availability(m, s).level);
             }
             context! { town => v(town_link(snap, m)), counts => v(counts) }
@@ -387,8 +397,8 @@ pub fn district(snap: &Snapshot, lang: &str, d: &District) -> Result<String> {
 
 pub fn home(snap: &Snapshot, lang: &str) -> Result<String> {
     let mut counts = LevelCounts::default();
-    for m in &snap.data.municipalities {
-        for s in &snap.data.services {
+    for m in snap.data.municipalities.iter() {
+        for s in snap.data.services.iter() {
             counts.add(snap.availability(m, s).level);
         }
     }
@@ -423,7 +433,7 @@ pub fn search_towns<'a>(snap: &'a Snapshot, place: &str) -> Vec<&'a Municipality
     if place.len() == 5 && place.bytes().all(|b| b.is_ascii_digit()) {
         return snap.municipalities_for_postal_code(place);
     }
-    let hits = snap.municipality_index.search(place, 10);
+    let hits = snap.places.municipality_index.search(place, 10);
     // An exact name wins outright ("Olpe" is also in "Kreis Olpe").
     if let Some(&(i, score)) = hits.first()
         && score >= 10.0
@@ -434,7 +444,7 @@ pub fn search_towns<'a>(snap: &'a Snapshot, place: &str) -> Vec<&'a Municipality
 }
 
 pub fn search_services<'a>(snap: &'a Snapshot, query: &str) -> Vec<&'a Service> {
-    snap.service_index.search(query, 12).into_iter().map(|(i, _)| &snap.data.services[i]).collect()
+    snap.places.service_index.search(query, 12).into_iter().map(|(i, _)| &snap.data.services[i]).collect()
 }
 
 pub fn search(snap: &Snapshot, lang: &str, outcome: &SearchOutcome) -> Result<String> {
@@ -596,7 +606,7 @@ pub fn services(snap: &Snapshot, lang: &str) -> Result<String> {
                 .filter(|s| s.area == *area)
                 .map(|s| {
                     let mut counts = LevelCounts::default();
-                    for m in &snap.data.municipalities {
+                    for m in snap.data.municipalities.iter() {
                         counts.add(snap.availability(m, s).level);
                     }
                     context! { slug => v(&s.slug), name => v(&s.name), synonyms => v(&s.synonyms), counts => v(counts) }

@@ -81,39 +81,91 @@ pub struct CachedPage {
     pub etag: String,
 }
 
-pub struct Snapshot {
-    pub data: Dataset,
-    /// When the data last changed (RFC 3339), shown as "Stand" where nothing more specific applies.
-    pub changed_at: String,
-    pub data_version: i64,
-    /// When this snapshot was built: what "now" means for scheduled publications in it.
-    pub built_at: String,
-    /// The next scheduled publication after `built_at`, when the snapshot must be rebuilt.
-    pub next_publication: Option<String>,
+/// Lookups over the rarely changing part of the data: towns, districts, postal codes, services, offices.
+pub struct PlaceIndex {
     municipality_by_slug: HashMap<String, usize>,
     municipality_by_ags: HashMap<String, usize>,
     district_by_ags: HashMap<String, usize>,
     district_by_slug: HashMap<String, usize>,
     service_by_slug: HashMap<String, usize>,
     office_by_slug: HashMap<String, usize>,
+    postal: HashMap<String, Vec<usize>>,
+    pub service_index: Index,
+    pub municipality_index: Index,
+    /// Municipality indices per district AGS, in name order.
+    municipalities_by_district: HashMap<String, Vec<usize>>,
+}
+
+fn index_of(keys: impl Iterator<Item = String>) -> HashMap<String, usize> {
+    keys.enumerate().map(|(i, k)| (k, i)).collect()
+}
+
+impl PlaceIndex {
+    pub fn build(data: &Dataset) -> PlaceIndex {
+        let municipality_by_ags = index_of(data.municipalities.iter().map(|m| m.ags.clone()));
+        let mut postal: HashMap<String, Vec<usize>> = HashMap::new();
+        for p in data.postal_codes.iter() {
+            if let Some(&m) = municipality_by_ags.get(&p.municipality_ags) {
+                let list = postal.entry(p.postal_code.clone()).or_default();
+                if !list.contains(&m) {
+                    list.push(m);
+                }
+            }
+        }
+        let mut municipalities_by_district: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, m) in data.municipalities.iter().enumerate() {
+            municipalities_by_district.entry(m.district_ags.clone()).or_default().push(i);
+        }
+        PlaceIndex {
+            municipality_by_slug: index_of(data.municipalities.iter().map(|m| m.slug.clone())),
+            municipality_by_ags,
+            district_by_ags: index_of(data.districts.iter().map(|d| d.ags.clone())),
+            district_by_slug: index_of(data.districts.iter().map(|d| d.slug.clone())),
+            service_by_slug: index_of(data.services.iter().map(|s| s.slug.clone())),
+            office_by_slug: index_of(data.offices.iter().map(|o| o.slug.clone())),
+            postal,
+            service_index: Index::new(
+                data.services.iter().map(|s| std::iter::once(s.name.clone()).chain(s.synonyms.iter().cloned()).collect()).collect(),
+            ),
+            municipality_index: Index::new(data.municipalities.iter().map(|m| vec![m.name.clone()]).collect()),
+            municipalities_by_district,
+        }
+    }
+}
+
+pub struct Snapshot {
+    pub data: Dataset,
+    /// When the data last changed (RFC 3339), shown as "Stand" where nothing more specific applies.
+    pub changed_at: String,
+    pub data_version: i64,
+    /// The places version it was loaded at (see store::bump_places_version).
+    pub places_version: i64,
+    /// When this snapshot was built: what "now" means for scheduled publications in it.
+    pub built_at: String,
+    /// The next scheduled publication after `built_at`, when the snapshot must be rebuilt.
+    pub next_publication: Option<String>,
+    /// Indexes of the places and the catalogue, shared with the previous snapshot when those
+    /// did not change.
+    pub places: Arc<PlaceIndex>,
     statement_by_scope: HashMap<(String, String), usize>,
     /// (town or district AGS, service slug) → referrals.
     referrals_by_target: HashMap<(String, String), Vec<usize>>,
-    postal: HashMap<String, Vec<usize>>,
     procedure_by_slug: HashMap<String, usize>,
     /// (procedure slug, town AGS) → rollout.
     rollout_by_town: HashMap<(String, String), usize>,
     /// Service slug → the procedures it needs.
     procedures_of_service: HashMap<String, Vec<usize>>,
-    pub service_index: Index,
-    pub municipality_index: Index,
-    /// Municipality indices per district AGS, in name order.
-    pub municipalities_by_district: HashMap<String, Vec<usize>>,
     cache: RwLock<HashMap<String, Arc<CachedPage>>>,
 }
 
 impl Snapshot {
-    pub fn build(mut data: Dataset, changed_at: String, data_version: i64) -> Snapshot {
+    pub fn build(data: Dataset, changed_at: String, data_version: i64) -> Snapshot {
+        let places = Arc::new(PlaceIndex::build(&data));
+        Snapshot::build_with_places(data, changed_at, data_version, places)
+    }
+
+    /// Builds a snapshot reusing the place indexes of an earlier one (the places did not change).
+    pub fn build_with_places(mut data: Dataset, changed_at: String, data_version: i64, places: Arc<PlaceIndex>) -> Snapshot {
         // A database filled only by import has no names yet; the site still needs a title.
         if data.area_name.is_empty() {
             data.area_name = crate::i18n::t(crate::i18n::DEFAULT_LANG, "site.default_name");
@@ -122,12 +174,6 @@ impl Snapshot {
             data.provider_name = crate::i18n::t(crate::i18n::DEFAULT_LANG, "site.default_provider");
         }
         let index = |keys: Vec<String>| keys.into_iter().enumerate().map(|(i, k)| (k, i)).collect::<HashMap<_, _>>();
-        let municipality_by_slug = index(data.municipalities.iter().map(|m| m.slug.clone()).collect());
-        let municipality_by_ags = index(data.municipalities.iter().map(|m| m.ags.clone()).collect());
-        let district_by_ags = index(data.districts.iter().map(|d| d.ags.clone()).collect());
-        let district_by_slug = index(data.districts.iter().map(|d| d.slug.clone()).collect());
-        let service_by_slug = index(data.services.iter().map(|s| s.slug.clone()).collect());
-        let office_by_slug = index(data.offices.iter().map(|o| o.slug.clone()).collect());
         let statement_by_scope = data
             .statements
             .iter()
@@ -137,15 +183,6 @@ impl Snapshot {
         let mut referrals_by_target: HashMap<(String, String), Vec<usize>> = HashMap::new();
         for (i, r) in data.referrals.iter().enumerate() {
             referrals_by_target.entry((r.for_ags.clone(), r.service_slug.clone())).or_default().push(i);
-        }
-        let mut postal: HashMap<String, Vec<usize>> = HashMap::new();
-        for p in &data.postal_codes {
-            if let Some(&m) = municipality_by_ags.get(&p.municipality_ags) {
-                let list = postal.entry(p.postal_code.clone()).or_default();
-                if !list.contains(&m) {
-                    list.push(m);
-                }
-            }
         }
         let procedure_by_slug = index(data.procedures.iter().map(|p| p.slug.clone()).collect());
         let rollout_by_town = data
@@ -160,17 +197,6 @@ impl Snapshot {
                 procedures_of_service.entry(service.clone()).or_default().push(p);
             }
         }
-        let mut municipalities_by_district: HashMap<String, Vec<usize>> = HashMap::new();
-        for (i, m) in data.municipalities.iter().enumerate() {
-            municipalities_by_district.entry(m.district_ags.clone()).or_default().push(i);
-        }
-        let service_index = Index::new(
-            data.services
-                .iter()
-                .map(|s| std::iter::once(s.name.clone()).chain(s.synonyms.iter().cloned()).collect())
-                .collect(),
-        );
-        let municipality_index = Index::new(data.municipalities.iter().map(|m| vec![m.name.clone()]).collect());
         let built_at = crate::time::now_rfc3339();
         let next_publication = data
             .announcements
@@ -183,49 +209,41 @@ impl Snapshot {
             data,
             changed_at,
             data_version,
+            places_version: 0,
             built_at,
             next_publication,
-            municipality_by_slug,
-            municipality_by_ags,
-            district_by_ags,
-            district_by_slug,
-            service_by_slug,
-            office_by_slug,
+            places,
             statement_by_scope,
             referrals_by_target,
-            postal,
             procedure_by_slug,
             rollout_by_town,
             procedures_of_service,
-            service_index,
-            municipality_index,
-            municipalities_by_district,
             cache: RwLock::new(HashMap::new()),
         }
     }
 
     pub fn municipality(&self, slug: &str) -> Option<&Municipality> {
-        self.municipality_by_slug.get(slug).map(|&i| &self.data.municipalities[i])
+        self.places.municipality_by_slug.get(slug).map(|&i| &self.data.municipalities[i])
     }
     pub fn municipality_by_ags(&self, ags: &str) -> Option<&Municipality> {
-        self.municipality_by_ags.get(ags).map(|&i| &self.data.municipalities[i])
+        self.places.municipality_by_ags.get(ags).map(|&i| &self.data.municipalities[i])
     }
     pub fn district(&self, ags: &str) -> Option<&District> {
-        self.district_by_ags.get(ags).map(|&i| &self.data.districts[i])
+        self.places.district_by_ags.get(ags).map(|&i| &self.data.districts[i])
     }
     pub fn district_by_slug(&self, slug: &str) -> Option<&District> {
-        self.district_by_slug.get(slug).map(|&i| &self.data.districts[i])
+        self.places.district_by_slug.get(slug).map(|&i| &self.data.districts[i])
     }
     pub fn service(&self, slug: &str) -> Option<&Service> {
-        self.service_by_slug.get(slug).map(|&i| &self.data.services[i])
+        self.places.service_by_slug.get(slug).map(|&i| &self.data.services[i])
     }
     pub fn office(&self, slug: &str) -> Option<&Office> {
-        self.office_by_slug.get(slug).map(|&i| &self.data.offices[i])
+        self.places.office_by_slug.get(slug).map(|&i| &self.data.offices[i])
     }
 
     /// Towns of the area (members and affected customers), for listings.
     pub fn towns_of_district(&self, district_ags: &str) -> impl Iterator<Item = &Municipality> {
-        self.municipalities_by_district
+        self.places.municipalities_by_district
             .get(district_ags)
             .into_iter()
             .flatten()
@@ -234,7 +252,7 @@ impl Snapshot {
 
     /// Districts that have at least one town in the snapshot, in name order.
     pub fn districts_with_towns(&self) -> impl Iterator<Item = &District> {
-        self.data.districts.iter().filter(|d| self.municipalities_by_district.contains_key(&d.ags))
+        self.data.districts.iter().filter(|d| self.places.municipalities_by_district.contains_key(&d.ags))
     }
 
     fn statement(&self, scope_ags: &str, service: &str) -> Option<&Statement> {
@@ -385,7 +403,7 @@ impl Snapshot {
 
     /// Towns whose postal codes include `code`.
     pub fn municipalities_for_postal_code(&self, code: &str) -> Vec<&Municipality> {
-        self.postal.get(code).into_iter().flatten().map(|&i| &self.data.municipalities[i]).collect()
+        self.places.postal.get(code).into_iter().flatten().map(|&i| &self.data.municipalities[i]).collect()
     }
 
     pub fn postal_codes_of(&self, m: &Municipality) -> Vec<&str> {
@@ -559,24 +577,24 @@ mod tests {
 
     fn snapshot() -> Snapshot {
         let data = Dataset {
-            municipalities: vec![town("01001001", "01001", 50.0), town("01001002", "01001", 50.1), town("02002001", "02002", 51.0)],
-            services: vec![service("car", Responsibility::District), service("id", Responsibility::Municipality)],
+            municipalities: std::sync::Arc::new(vec![town("01001001", "01001", 50.0), town("01001002", "01001", 50.1), town("02002001", "02002", 51.0)]),
+            services: std::sync::Arc::new(vec![service("car", Responsibility::District), service("id", Responsibility::Municipality)]),
             statements: vec![
                 statement("01001", "car", Level::Unavailable),
                 statement("01001002", "car", Level::Limited),
                 statement("01001", "id", Level::Emergency),
                 statement("02002001", "car", Level::Emergency),
             ],
-            offices: vec![office("far", "", 52.0), office("near", "02002001", 50.5), office("old", "", 50.0)],
+            offices: std::sync::Arc::new(vec![office("far", "", 52.0), office("near", "02002001", 50.5), office("old", "", 50.0)]),
             referrals: vec![
                 referral("r1", "far", "01001", ""),
                 referral("r2", "near", "01001", "2999-12-31"),
                 referral("r3", "old", "01001", "2000-01-01"),
             ],
-            postal_codes: vec![
+            postal_codes: std::sync::Arc::new(vec![
                 PostalCode { postal_code: "11111".into(), municipality_ags: "01001001".into(), place: "A".into() },
                 PostalCode { postal_code: "11111".into(), municipality_ags: "01001002".into(), place: "B".into() },
-            ],
+            ]),
             ..Dataset::default()
         };
         Snapshot::build(data, "2026-01-01T00:00:00Z".into(), 1)

@@ -116,6 +116,28 @@ impl Store {
         let mut c = self.pool.acquire().await?;
         load_dataset(&mut c).await
     }
+
+    /// Loads only what changes often, sharing the places of `previous`.
+    pub async fn load_changing(&self, previous: &Dataset) -> Result<Dataset> {
+        let mut c = self.pool.acquire().await?;
+        let mut ds = Dataset {
+            districts: previous.districts.clone(),
+            municipalities: previous.municipalities.clone(),
+            postal_codes: previous.postal_codes.clone(),
+            services: previous.services.clone(),
+            offices: previous.offices.clone(),
+            ..Dataset::default()
+        };
+        load_changing(&mut c, &mut ds).await?;
+        Ok(ds)
+    }
+
+    /// Bumped whenever towns, districts, postal codes, services or offices change.
+    pub async fn places_version(&self) -> Result<i64> {
+        let v: Option<String> =
+            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'places_version'").fetch_optional(&self.pool).await?;
+        Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -133,6 +155,13 @@ pub async fn set_meta(c: &mut AnyConnection, key: &str, value: &str) -> Result<(
 
 pub async fn get_meta(c: &mut AnyConnection, key: &str) -> Result<Option<String>> {
     Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1").bind(key).fetch_optional(&mut *c).await?)
+}
+
+/// Marks the places (towns, districts, postal codes, services, offices) as changed, so servers
+/// reload them too; call in addition to `bump_data_version`.
+pub async fn bump_places_version(c: &mut AnyConnection) -> Result<()> {
+    let current = get_meta(c, "places_version").await?.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+    set_meta(c, "places_version", &(current + 1).to_string()).await
 }
 
 /// Marks the data as changed; call once in every write transaction.
@@ -353,15 +382,18 @@ fn contact(row: &sqlx::any::AnyRow) -> Result<Contact> {
 }
 
 pub async fn load_dataset(c: &mut AnyConnection) -> Result<Dataset> {
-    let mut ds = Dataset {
-        area_name: get_meta(c, "area_name").await?.unwrap_or_default(),
-        provider_name: get_meta(c, "provider_name").await?.unwrap_or_default(),
-        demo: get_meta(c, "demo").await?.is_some(),
-        ..Dataset::default()
-    };
+    let mut ds = Dataset::default();
+    load_places(c, &mut ds).await?;
+    load_changing(c, &mut ds).await?;
+    Ok(ds)
+}
+
+/// Towns, districts, postal codes, services and offices: what changes only by import or a
+/// contact edit (see `bump_places_version`).
+pub async fn load_places(c: &mut AnyConnection, ds: &mut Dataset) -> Result<()> {
 
     for row in sqlx::query("SELECT * FROM districts ORDER BY name").fetch_all(&mut *c).await? {
-        ds.districts.push(District {
+        std::sync::Arc::make_mut(&mut ds.districts).push(District {
             ags: row.try_get("ags")?,
             slug: row.try_get("slug")?,
             name: row.try_get("name")?,
@@ -372,7 +404,7 @@ pub async fn load_dataset(c: &mut AnyConnection) -> Result<Dataset> {
         });
     }
     for row in sqlx::query("SELECT * FROM municipalities ORDER BY name").fetch_all(&mut *c).await? {
-        ds.municipalities.push(Municipality {
+        std::sync::Arc::make_mut(&mut ds.municipalities).push(Municipality {
             ags: row.try_get("ags")?,
             slug: row.try_get("slug")?,
             name: row.try_get("name")?,
@@ -388,7 +420,7 @@ pub async fn load_dataset(c: &mut AnyConnection) -> Result<Dataset> {
         .fetch_all(&mut *c)
         .await?
     {
-        ds.postal_codes.push(PostalCode {
+        std::sync::Arc::make_mut(&mut ds.postal_codes).push(PostalCode {
             postal_code: row.try_get(0)?,
             municipality_ags: row.try_get(1)?,
             place: row.try_get(2)?,
@@ -397,7 +429,7 @@ pub async fn load_dataset(c: &mut AnyConnection) -> Result<Dataset> {
     for row in sqlx::query("SELECT * FROM services ORDER BY sort_order, name").fetch_all(&mut *c).await? {
         let synonyms: String = row.try_get("synonyms")?;
         let responsibility: String = row.try_get("responsibility")?;
-        ds.services.push(Service {
+        std::sync::Arc::make_mut(&mut ds.services).push(Service {
             slug: row.try_get("slug")?,
             name: row.try_get("name")?,
             area: row.try_get("area")?,
@@ -409,7 +441,7 @@ pub async fn load_dataset(c: &mut AnyConnection) -> Result<Dataset> {
         });
     }
     for row in sqlx::query("SELECT * FROM offices ORDER BY name").fetch_all(&mut *c).await? {
-        ds.offices.push(Office {
+        std::sync::Arc::make_mut(&mut ds.offices).push(Office {
             slug: row.try_get("slug")?,
             name: row.try_get("name")?,
             owner_ags: row.try_get("owner_ags")?,
@@ -424,6 +456,14 @@ pub async fn load_dataset(c: &mut AnyConnection) -> Result<Dataset> {
             opening_hours: row.try_get("opening_hours")?,
         });
     }
+    Ok(())
+}
+
+/// Everything else: names, statements, referrals, announcements, FAQ and the recovery.
+pub async fn load_changing(c: &mut AnyConnection, ds: &mut Dataset) -> Result<()> {
+    ds.area_name = get_meta(c, "area_name").await?.unwrap_or_default();
+    ds.provider_name = get_meta(c, "provider_name").await?.unwrap_or_default();
+    ds.demo = get_meta(c, "demo").await?.is_some();
     for row in sqlx::query("SELECT * FROM statements").fetch_all(&mut *c).await? {
         let level: String = row.try_get("level")?;
         ds.statements.push(Statement {
@@ -464,7 +504,7 @@ pub async fn load_dataset(c: &mut AnyConnection) -> Result<Dataset> {
             updated_at: row.try_get("updated_at")?,
         });
     }
-    load_recovery(c, &mut ds).await?;
+    load_recovery(c, ds).await?;
     for row in sqlx::query("SELECT * FROM faq_entries ORDER BY sort_order, id").fetch_all(&mut *c).await? {
         let kind: String = row.try_get("scope_kind")?;
         ds.faq.push(FaqEntry {
@@ -479,7 +519,7 @@ pub async fn load_dataset(c: &mut AnyConnection) -> Result<Dataset> {
             updated_at: row.try_get("updated_at")?,
         });
     }
-    Ok(ds)
+    Ok(())
 }
 
 async fn load_recovery(c: &mut AnyConnection, ds: &mut Dataset) -> Result<()> {

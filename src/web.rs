@@ -34,7 +34,8 @@ impl App {
 
     /// Loads the public state from the database.
     pub async fn load(store: Store, public_url: String) -> anyhow::Result<App> {
-        let snap = Snapshot::build(store.load_dataset().await?, store.changed_at().await?, store.data_version().await?);
+        let mut snap = Snapshot::build(store.load_dataset().await?, store.changed_at().await?, store.data_version().await?);
+        snap.places_version = store.places_version().await?;
         Ok(App { snapshot: ArcSwap::from_pointee(snap), store, public_url, refresh_lock: tokio::sync::Mutex::new(()) })
     }
 
@@ -43,11 +44,20 @@ impl App {
         let _one_at_a_time = self.refresh_lock.lock().await;
         let started = std::time::Instant::now();
         let version = self.store.data_version().await?;
-        let data = self.store.load_dataset().await?;
+        let places_version = self.store.places_version().await?;
         let changed_at = self.store.changed_at().await?;
-        let snap = Snapshot::build(data, changed_at, version);
+        let current = self.snapshot();
+        // A status change reloads only what changes often; towns and catalogue stay shared.
+        let reuse = places_version == current.places_version;
+        let mut snap = if reuse {
+            let data = self.store.load_changing(&current.data).await?;
+            Snapshot::build_with_places(data, changed_at, version, current.places.clone())
+        } else {
+            Snapshot::build(self.store.load_dataset().await?, changed_at, version)
+        };
+        snap.places_version = places_version;
         self.snapshot.store(Arc::new(snap));
-        tracing::info!(version, elapsed_ms = started.elapsed().as_millis() as u64, "snapshot rebuilt");
+        tracing::info!(version, places_reused = reuse, elapsed_ms = started.elapsed().as_millis() as u64, "snapshot rebuilt");
         Ok(())
     }
 }

@@ -664,6 +664,7 @@ pub async fn set_contact(app: &App, who: &Principal, ags: &str, input: &ContactI
                 .execute(&mut *c)
                 .await?;
             journal::append(c, entry(&who, &ags, "contact.set", json!({ "contact": contact, "version": version + 1 }))).await?;
+            store::bump_places_version(c).await?;
             Ok(())
         })
     })
