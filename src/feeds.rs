@@ -83,3 +83,36 @@ pub fn municipality(snap: &Snapshot, lang: &str, public_url: &str, m: &Municipal
         snap.announcements_for(m),
     ))
 }
+
+/// The Fahrplan as iCalendar (RFC 5545): one all-day event per service and expected date, so a
+/// calendar shows when a service is expected back; for the area or one town.
+pub fn fahrplan_ics(snap: &Snapshot, lang: &str, public_url: &str, town: Option<&Municipality>) -> Result<String> {
+    use icalendar::{Calendar, Component, Event, EventLike};
+    let mut cal = Calendar::new();
+    let title = match town {
+        Some(m) => i18n::tf(lang, "fahrplan.calendar_town", &[("town", m.name.clone())]),
+        None => i18n::tf(lang, "fahrplan.calendar_area", &[("area", snap.data.area_name.clone())]),
+    };
+    cal.name(&title);
+    let scope = town.map(|m| m.slug.as_str()).unwrap_or("area");
+    for r in snap.expected_returns(town) {
+        let Some(date) = time::parse_date(&r.date) else { continue };
+        let names: Vec<&str> = r.towns.iter().map(|m| m.name.as_str()).collect();
+        let summary = i18n::tf(lang, "fahrplan.event", &[("service", r.service.name.clone()), ("count", r.towns.len().to_string())]);
+        let url = match town {
+            Some(m) => format!("{public_url}{}/kommunen/{}/leistungen/{}", render::base(lang), m.slug, r.service.slug),
+            None => format!("{public_url}{}/leistungen/{}", render::base(lang), r.service.slug),
+        };
+        cal.push(
+            Event::new()
+                .uid(&format!("{}-{}-{}@notbetrieb", r.service.slug, r.date, scope))
+                .summary(&summary)
+                .description(&names.join(", "))
+                .url(&url)
+                .all_day(date)
+                .timestamp(time::parse_rfc3339(&snap.changed_at).unwrap_or_default())
+                .done(),
+        );
+    }
+    Ok(cal.done().to_string())
+}

@@ -25,6 +25,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("services.html", include_str!("../templates/services.html")),
     ("service.html", include_str!("../templates/service.html")),
     ("announcements.html", include_str!("../templates/announcements.html")),
+    ("fahrplan.html", include_str!("../templates/fahrplan.html")),
     ("announcement.html", include_str!("../templates/announcement.html")),
     ("faq.html", include_str!("../templates/faq.html")),
     ("sources.html", include_str!("../templates/sources.html")),
@@ -647,6 +648,34 @@ pub fn service(snap: &Snapshot, lang: &str, s: &Service) -> Result<String> {
     let mut p = page(snap, lang, format!("/leistungen/{}", s.slug), "services");
     p.changed_at = snap.changed_at_for_service(s);
     p.render("service.html", context! { service => v(s), counts => v(counts), districts => v(districts) })
+}
+
+/// The public "Fahrplan": what is expected back when, for the area or one town.
+pub fn fahrplan(snap: &Snapshot, lang: &str, town: Option<&Municipality>) -> Result<String> {
+    let mut dates: Vec<Value> = Vec::new();
+    let mut current: Option<(String, Vec<Value>)> = None;
+    for r in snap.expected_returns(town) {
+        if current.as_ref().is_some_and(|(d, _)| *d != r.date) {
+            let (d, items) = current.take().unwrap();
+            dates.push(context! { date => v(d), items => v(items) });
+        }
+        let entry = current.get_or_insert_with(|| (r.date.clone(), Vec::new()));
+        entry.1.push(context! {
+            service => v(&r.service.slug), name => v(&r.service.name), count => v(r.towns.len()),
+            towns => v(r.towns.iter().take(LIST_ALL_TOWNS_UP_TO).map(|m| town_link(snap, m)).collect::<Vec<_>>()),
+        });
+    }
+    if let Some((d, items)) = current {
+        dates.push(context! { date => v(d), items => v(items) });
+    }
+    let path = match town {
+        Some(m) => format!("/kommunen/{}/fahrplan", m.slug),
+        None => "/fahrplan".to_string(),
+    };
+    page(snap, lang, path, "fahrplan").render(
+        "fahrplan.html",
+        context! { dates => v(dates), town => v(town.map(|m| town_link(snap, m))) },
+    )
 }
 
 pub fn announcements(snap: &Snapshot, lang: &str) -> Result<String> {

@@ -48,6 +48,13 @@ pub struct Derivation {
     pub missing_functions: Vec<String>,
 }
 
+/// A service expected back on a date in some towns.
+pub struct ExpectedReturn<'a> {
+    pub date: String,
+    pub service: &'a Service,
+    pub towns: Vec<&'a Municipality>,
+}
+
 /// One procedure a service needs, as it stands in one town.
 pub struct ProcedureInTown<'a> {
     pub procedure: &'a crate::recovery::Procedure,
@@ -329,6 +336,34 @@ impl Snapshot {
             derivation,
             ..Details::default()
         }
+    }
+
+    /// The "Fahrplan": services expected back, by date, with the towns they return in; for one
+    /// town or the whole area. Only what is not in normal operation and has an expected date.
+    pub fn expected_returns<'a>(&'a self, town: Option<&'a Municipality>) -> Vec<ExpectedReturn<'a>> {
+        let today = crate::time::today_utc().format("%Y-%m-%d").to_string();
+        let mut by_date_service: std::collections::BTreeMap<(String, i64, &str), Vec<&Municipality>> = Default::default();
+        let towns: Vec<&Municipality> = match town {
+            Some(m) => vec![m],
+            None => self.data.municipalities.iter().collect(),
+        };
+        for m in towns {
+            for s in self.data.services.iter() {
+                let a = self.availability(m, s);
+                if a.level == Level::Normal || a.source == Source::NoReport {
+                    continue;
+                }
+                let date = self.details(m, s, &a).expected_return;
+                if date.is_empty() || date < today {
+                    continue;
+                }
+                by_date_service.entry((date, s.sort_order, s.slug.as_str())).or_default().push(m);
+            }
+        }
+        by_date_service
+            .into_iter()
+            .filter_map(|((date, _, slug), towns)| Some(ExpectedReturn { date, service: self.service(slug)?, towns }))
+            .collect()
     }
 
     pub fn procedure(&self, slug: &str) -> Option<&crate::recovery::Procedure> {

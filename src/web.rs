@@ -69,6 +69,7 @@ pub struct Lang(pub &'static str);
 pub const HTML: &str = "text/html; charset=utf-8";
 pub const ATOM: &str = "application/atom+xml; charset=utf-8";
 pub const JSON: &str = "application/json";
+pub const ICS: &str = "text/calendar; charset=utf-8";
 const STYLE: &str = include_str!("../static/style.css");
 
 pub fn router(app: Shared) -> Router {
@@ -87,6 +88,10 @@ pub fn router(app: Shared) -> Router {
             .route("/meldungen/{id}", get(announcement))
             .route("/feeds/meldungen.atom", get(area_feed))
             .route("/fragen", get(faq))
+            .route("/fahrplan", get(fahrplan))
+            .route("/fahrplan.ics", get(fahrplan_ics))
+            .route("/kommunen/{slug}/fahrplan", get(town_fahrplan))
+            .route("/kommunen/{slug}/fahrplan.ics", get(town_fahrplan_ics))
             .route("/quellen", get(sources))
             .fallback(not_found)
             .layer(Extension(Lang(lang)))
@@ -288,6 +293,38 @@ async fn announcement(
     let snap = app.snapshot();
     let Some(a) = snap.announcement(&id) else { return not_found_page(&headers, &snap, lang) };
     cached_page(&headers, &snap, lang, &format!("news:{id}"), HTML, || render::announcement(&snap, lang, a))
+}
+
+async fn fahrplan(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lang>, headers: HeaderMap) -> Response {
+    let snap = app.snapshot();
+    cached_page(&headers, &snap, lang, "fahrplan", HTML, || render::fahrplan(&snap, lang, None))
+}
+
+async fn fahrplan_ics(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lang>, headers: HeaderMap) -> Response {
+    let snap = app.snapshot();
+    cached_page(&headers, &snap, lang, "fahrplan.ics", ICS, || crate::feeds::fahrplan_ics(&snap, lang, &app.public_url, None))
+}
+
+async fn town_fahrplan(
+    State(app): State<Shared>,
+    Extension(Lang(lang)): Extension<Lang>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let snap = app.snapshot();
+    let Some(m) = snap.municipality(&slug) else { return not_found_page(&headers, &snap, lang) };
+    cached_page(&headers, &snap, lang, &format!("fahrplan:{slug}"), HTML, || render::fahrplan(&snap, lang, Some(m)))
+}
+
+async fn town_fahrplan_ics(
+    State(app): State<Shared>,
+    Extension(Lang(lang)): Extension<Lang>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let snap = app.snapshot();
+    let Some(m) = snap.municipality(&slug) else { return not_found_page(&headers, &snap, lang) };
+    cached_page(&headers, &snap, lang, &format!("fahrplan.ics:{slug}"), ICS, || crate::feeds::fahrplan_ics(&snap, lang, &app.public_url, Some(m)))
 }
 
 async fn faq(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lang>, headers: HeaderMap) -> Response {

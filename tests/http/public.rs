@@ -15,6 +15,7 @@ on_both_engines!(
     announcements_faq_and_drafts,
     atom_feeds_are_valid,
     english_interface,
+    fahrplan_lists_expected_returns_with_a_calendar,
 );
 
 async fn home_page_asks_what_and_where(engine: Engine) {
@@ -262,4 +263,29 @@ async fn hostile_input_gets_clean_errors_and_is_never_reflected_as_markup() {
     assert!(status == 400 || status == 200, "{status}");
     let (status, _) = s.text("/suche?q=a&q=b").await;
     assert!(status < 500, "{status}");
+}
+
+async fn fahrplan_lists_expected_returns_with_a_calendar(engine: Engine) {
+    let s = Server::demo(engine).await;
+    let (status, html) = s.text("/fahrplan").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Fahrplan: Wann geht was wieder?"));
+    assert!(html.contains("Fahrzeug zulassen"));
+    let res = s.get("/fahrplan.ics").await;
+    assert_eq!(res.status().as_u16(), 200);
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/calendar"));
+    let ics = res.text().await.unwrap();
+    assert!(ics.starts_with("BEGIN:VCALENDAR"));
+    assert!(ics.contains("BEGIN:VEVENT") && ics.contains("DTSTART;VALUE=DATE:"));
+    assert!(ics.trim_end().ends_with("END:VCALENDAR"));
+    // Dates in the calendar are the same as on the page.
+    let first = ics.split("DTSTART;VALUE=DATE:").nth(1).unwrap()[..8].to_string();
+    let german = format!("{}.{}.{}", &first[6..8], &first[4..6], &first[..4]);
+    assert!(html.contains(&german), "{german}");
+    let (status, html) = s.text("/kommunen/menden-sauerland/fahrplan").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Fahrplan für Menden (Sauerland)"));
+    assert!(html.contains("Wohnsitz anmelden"), "Menden's appointment-only registration has an expected date");
+    let (status, _) = s.text("/kommunen/atlantis/fahrplan.ics").await;
+    assert_eq!(status, 404);
 }
