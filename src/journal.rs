@@ -18,7 +18,7 @@ pub struct NewEntry<'a> {
     pub payload: serde_json::Value,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Entry {
     pub seq: i64,
     pub at: String,

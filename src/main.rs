@@ -2,6 +2,7 @@
 //! administration's IT is down, and where else to go.
 
 mod api;
+mod api_write;
 mod auth;
 mod authz;
 mod demo;
@@ -80,6 +81,11 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// API tokens for the write API: add prints the secret once.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// The tamper-evident journal of every change.
     Journal {
         #[command(subcommand)]
@@ -124,6 +130,30 @@ enum UserCommand {
 }
 
 #[derive(Subcommand)]
+enum TokenCommand {
+    /// Create an API token for a user and print its secret (shown only this once).
+    Add {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        /// The user the token acts for.
+        #[arg(long, value_name = "NAME")]
+        user: String,
+        /// A name to recognise the token by, shown in the journal as token:NAME.
+        #[arg(long, value_name = "TOKENNAME")]
+        name: String,
+        /// The token's role (default: the user's); it never acts with more than its user has.
+        #[arg(long, value_parser = ["admin", "operator", "editor", "viewer"])]
+        role: Option<String>,
+        /// AGS a token with the editor role may change (default: the user's scope); repeat for more.
+        #[arg(long = "scope", value_name = "AGS")]
+        scopes: Vec<String>,
+        /// Expiry time, RFC 3339 (default: none).
+        #[arg(long, value_name = "TIME")]
+        expires: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum JournalCommand {
     /// Check the hash chain; names the first entry that was altered, removed or reordered.
     Verify {
@@ -160,6 +190,7 @@ async fn run(cli: Cli) -> Result<()> {
             import::run(&store, &files, kind).await
         }
         Command::User { command } => user_command(command).await,
+        Command::Token { command } => token_command(command).await,
         Command::Journal { command } => journal_command(command).await,
     }
 }
@@ -203,6 +234,28 @@ async fn user_command(command: UserCommand) -> Result<()> {
                 let state = if u.disabled { "disabled" } else if u.password_hash.is_empty() { "setup pending" } else { "active" };
                 println!("{}\t{}\t{}\t{}", u.username, u.role.as_str(), u.scopes.join(","), state);
             }
+        }
+    }
+    Ok(())
+}
+
+async fn token_command(command: TokenCommand) -> Result<()> {
+    match command {
+        TokenCommand::Add { db, user, name, role, scopes, expires } => {
+            let app = cli_app(&db, "").await?;
+            let mut c = app.store.begin().await?;
+            let owner = auth::user_by_name(&mut c, &user).await?.with_context(|| format!("no user {user}"))?;
+            drop(c);
+            let input = writes::TokenInput {
+                name,
+                role: role.unwrap_or_else(|| owner.role.as_str().to_string()),
+                scopes: if scopes.is_empty() { owner.scopes.clone() } else { scopes },
+                user_id: Some(owner.id),
+                expires_at: expires.unwrap_or_default(),
+            };
+            let (_, secret) = writes::create_token(&app, &auth::Principal::cli(), &input).await.map_err(write_error)?;
+            eprintln!("token created; its secret (shown only now) follows on standard output");
+            println!("{secret}");
         }
     }
     Ok(())

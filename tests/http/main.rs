@@ -5,6 +5,7 @@
 //! are skipped with a message, so a plain `cargo nextest run` works on a machine without one).
 
 mod api;
+mod api_write;
 mod harness;
 mod import;
 mod cli;
