@@ -287,27 +287,7 @@ pub async fn seed(store: &Store, demo: Demo) -> Result<()> {
 pub async fn write_dataset(c: &mut AnyConnection, ds: &Dataset) -> Result<()> {
     store::set_meta(c, "area_name", &ds.area_name).await?;
     store::set_meta(c, "provider_name", &ds.provider_name).await?;
-    for d in ds.districts.iter() {
-        store::upsert_district(c, d).await?;
-    }
-    for m in ds.municipalities.iter() {
-        store::upsert_municipality(c, m).await?;
-    }
-    for p in ds.postal_codes.iter() {
-        store::upsert_postal_code(c, p).await?;
-    }
-    for s in ds.services.iter() {
-        store::upsert_service(c, s).await?;
-    }
-    for o in ds.offices.iter() {
-        store::upsert_office(c, o).await?;
-    }
-    for s in &ds.statements {
-        store::upsert_statement(c, s).await?;
-    }
-    for r in &ds.referrals {
-        store::upsert_referral(c, r).await?;
-    }
+    store::upsert_dataset(c, ds).await?;
     for a in &ds.announcements {
         store::insert_announcement(c, a).await?;
     }

@@ -1062,27 +1062,7 @@ fn build(records: &BTreeMap<Kind, Vec<Record>>, ex: &Existing, problems: &mut Pr
 }
 
 async fn write(c: &mut AnyConnection, ds: &Dataset) -> Result<()> {
-    for d in ds.districts.iter() {
-        store::upsert_district(c, d).await?;
-    }
-    for m in ds.municipalities.iter() {
-        store::upsert_municipality(c, m).await?;
-    }
-    for p in ds.postal_codes.iter() {
-        store::upsert_postal_code(c, p).await?;
-    }
-    for s in ds.services.iter() {
-        store::upsert_service(c, s).await?;
-    }
-    for o in ds.offices.iter() {
-        store::upsert_office(c, o).await?;
-    }
-    for s in &ds.statements {
-        store::upsert_statement(c, s).await?;
-    }
-    for r in &ds.referrals {
-        store::upsert_referral(c, r).await?;
-    }
+    store::upsert_dataset(c, ds).await?;
     store::bump_places_version(c).await?;
     store::bump_data_version(c).await
 }

@@ -330,6 +330,33 @@ pub async fn upsert_referral(c: &mut AnyConnection, r: &Referral) -> Result<()> 
     Ok(())
 }
 
+/// Inserts or replaces the places, catalogue, offices, statements and referrals of `ds`
+/// (imports and demos); nothing is deleted.
+pub async fn upsert_dataset(c: &mut AnyConnection, ds: &Dataset) -> Result<()> {
+    for d in ds.districts.iter() {
+        upsert_district(c, d).await?;
+    }
+    for m in ds.municipalities.iter() {
+        upsert_municipality(c, m).await?;
+    }
+    for p in ds.postal_codes.iter() {
+        upsert_postal_code(c, p).await?;
+    }
+    for s in ds.services.iter() {
+        upsert_service(c, s).await?;
+    }
+    for o in ds.offices.iter() {
+        upsert_office(c, o).await?;
+    }
+    for s in &ds.statements {
+        upsert_statement(c, s).await?;
+    }
+    for r in &ds.referrals {
+        upsert_referral(c, r).await?;
+    }
+    Ok(())
+}
+
 pub async fn insert_announcement(c: &mut AnyConnection, a: &Announcement) -> Result<()> {
     sqlx::query(
         "INSERT INTO announcements (id, scope_kind, scope_ref, lang, title, body, author, published_at, updated_at)
@@ -491,18 +518,7 @@ pub async fn load_changing(c: &mut AnyConnection, ds: &mut Dataset) -> Result<()
         });
     }
     for row in sqlx::query("SELECT * FROM announcements ORDER BY published_at DESC, id").fetch_all(&mut *c).await? {
-        let kind: String = row.try_get("scope_kind")?;
-        ds.announcements.push(Announcement {
-            id: row.try_get("id")?,
-            scope_kind: ScopeKind::parse(&kind).unwrap_or(ScopeKind::Area),
-            scope_ref: row.try_get("scope_ref")?,
-            lang: row.try_get("lang")?,
-            title: row.try_get("title")?,
-            body: row.try_get("body")?,
-            author: row.try_get("author")?,
-            published_at: row.try_get("published_at")?,
-            updated_at: row.try_get("updated_at")?,
-        });
+        ds.announcements.push(row_to_announcement(&row)?);
     }
     load_recovery(c, ds).await?;
     for row in sqlx::query("SELECT * FROM faq_entries ORDER BY sort_order, id").fetch_all(&mut *c).await? {
@@ -520,6 +536,21 @@ pub async fn load_changing(c: &mut AnyConnection, ds: &mut Dataset) -> Result<()
         });
     }
     Ok(())
+}
+
+pub fn row_to_announcement(row: &sqlx::any::AnyRow) -> Result<Announcement> {
+    let kind: String = row.try_get("scope_kind")?;
+    Ok(Announcement {
+        id: row.try_get("id")?,
+        scope_kind: ScopeKind::parse(&kind).unwrap_or(ScopeKind::Area),
+        scope_ref: row.try_get("scope_ref")?,
+        lang: row.try_get("lang")?,
+        title: row.try_get("title")?,
+        body: row.try_get("body")?,
+        author: row.try_get("author")?,
+        published_at: row.try_get("published_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
 }
 
 async fn load_recovery(c: &mut AnyConnection, ds: &mut Dataset) -> Result<()> {

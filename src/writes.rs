@@ -353,21 +353,7 @@ fn journal_scope(kind: &ScopeKind, r: &str) -> String {
 async fn load_announcement(c: &mut AnyConnection, id: &str) -> WriteResult<(Announcement, i64)> {
     let row = sqlx::query("SELECT * FROM announcements WHERE id = $1").bind(id).fetch_optional(&mut *c).await?;
     let row = row.ok_or(WriteError::NotFound("announcement"))?;
-    let kind: String = row.try_get("scope_kind")?;
-    Ok((
-        Announcement {
-            id: row.try_get("id")?,
-            scope_kind: ScopeKind::parse(&kind).unwrap_or(ScopeKind::Area),
-            scope_ref: row.try_get("scope_ref")?,
-            lang: row.try_get("lang")?,
-            title: row.try_get("title")?,
-            body: row.try_get("body")?,
-            author: row.try_get("author")?,
-            published_at: row.try_get("published_at")?,
-            updated_at: row.try_get("updated_at")?,
-        },
-        row.try_get("version")?,
-    ))
+    Ok((store::row_to_announcement(&row)?, row.try_get("version")?))
 }
 
 /// Edits an announcement. Once published, an edit is a correction: the public sees
