@@ -94,7 +94,7 @@ mod tests {
     #[test]
     fn every_key_used_in_templates_and_code_exists() {
         let mut sources: Vec<String> = Vec::new();
-        for dir in ["templates", "src"] {
+        for dir in ["templates", "templates/desk", "src"] {
             for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/").to_string() + dir).unwrap() {
                 let path = entry.unwrap().path();
                 if path.is_file() {

@@ -9,6 +9,7 @@ mod api_write;
 mod harness;
 mod import;
 mod cli;
+mod desk;
 mod journal;
 mod public;
 
