@@ -88,8 +88,14 @@ impl Store {
         Ok(())
     }
 
+    /// A transaction. On SQLite it takes the write lock at once (BEGIN IMMEDIATE): a deferred
+    /// transaction that reads and then writes can fail with "database is locked" when another
+    /// writer got in between, instead of waiting its turn.
     pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
-        Ok(self.pool.begin().await?)
+        Ok(match self.engine {
+            Engine::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Engine::Postgres => self.pool.begin().await?,
+        })
     }
 
     pub async fn is_empty(&self) -> Result<bool> {
@@ -672,4 +678,34 @@ pub async fn insert_procedure_step(c: &mut AnyConnection, procedure: &str, from:
     .execute(&mut *c)
     .await?;
     Ok(())
+}
+
+/// One recorded stage change of a procedure, with its evidence (the board's history).
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ProcedureStep {
+    pub from_stage: String,
+    pub to_stage: String,
+    /// RFC 3339, UTC.
+    pub at: String,
+    pub author: String,
+    pub evidence: String,
+}
+
+/// A procedure's stage history, newest first.
+pub async fn procedure_steps(c: &mut AnyConnection, procedure: &str) -> Result<Vec<ProcedureStep>> {
+    let rows = sqlx::query("SELECT from_stage, to_stage, at, author, evidence FROM procedure_steps WHERE procedure_slug = $1 ORDER BY id DESC")
+        .bind(procedure)
+        .fetch_all(&mut *c)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(ProcedureStep {
+                from_stage: r.try_get(0)?,
+                to_stage: r.try_get(1)?,
+                at: r.try_get(2)?,
+                author: r.try_get(3)?,
+                evidence: r.try_get(4)?,
+            })
+        })
+        .collect()
 }

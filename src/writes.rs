@@ -381,7 +381,11 @@ pub async fn update_announcement(app: &App, who: &Principal, id: &str, input: &A
                 return Err(WriteError::Conflict { current: announcement_payload(&old, version) });
             }
             // A published announcement stays published with its original time; a draft follows `publish`.
-            let published_at = if old.published_at.is_some() && publish != "draft" { old.published_at.clone() } else { publication(&publish)? };
+            // Once public, an announcement keeps its publication time (edits are corrections);
+            // a draft or a scheduled one follows `publish` and can be rescheduled.
+            let now = time::now_rfc3339();
+            let public = old.published_at.as_deref().is_some_and(|p| p <= now.as_str());
+            let published_at = if public && publish != "draft" { old.published_at.clone() } else { publication(&publish)? };
             let a = Announcement {
                 id: id.clone(),
                 scope_kind: kind,
@@ -407,7 +411,7 @@ pub async fn update_announcement(app: &App, who: &Principal, id: &str, input: &A
             .bind(&a.id)
             .execute(&mut *c)
             .await?;
-            let kind = if old.published_at.is_some() { "announcement.correct" } else { "announcement.update" };
+            let kind = if public { "announcement.correct" } else { "announcement.update" };
             let scope = journal_scope(&a.scope_kind, &a.scope_ref);
             journal::append(c, entry(&who, &scope, kind, announcement_payload(&a, version + 1))).await?;
             Ok(a)
@@ -791,11 +795,11 @@ pub async fn create_token(app: &App, who: &Principal, input: &TokenInput) -> Wri
     let who = who.clone();
     transaction(app, move |c| {
         Box::pin(async move {
-            auth::user_by_id(c, for_user).await?.ok_or(WriteError::NotFound("user"))?;
+            let owner = auth::user_by_id(c, for_user).await?.ok_or(WriteError::NotFound("user"))?;
             let (id, secret) = auth::create_token(c, for_user, &name, role, &scopes, &expires_at).await?;
             journal::append(
                 c,
-                entry(&who, &format!("user:{for_user}"), "token.create", json!({ "id": id, "name": name, "role": role, "scopes": scopes })),
+                entry(&who, &format!("user:{}", owner.username), "token.create", json!({ "id": id, "name": name, "role": role, "scopes": scopes })),
             )
             .await?;
             Ok((id, secret))
@@ -818,7 +822,8 @@ pub async fn revoke_token(app: &App, who: &Principal, id: i64) -> WriteResult<()
             if !auth::revoke_token(c, id).await? {
                 return Err(WriteError::NotFound("token"));
             }
-            journal::append(c, entry(&who, &format!("user:{owner}"), "token.revoke", json!({ "id": id }))).await?;
+            let owner_name = auth::user_by_id(c, owner).await?.map(|u| u.username).unwrap_or_else(|| owner.to_string());
+            journal::append(c, entry(&who, &format!("user:{owner_name}"), "token.revoke", json!({ "id": id }))).await?;
             Ok(())
         })
     })
