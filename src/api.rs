@@ -35,6 +35,7 @@ pub fn router() -> Router<Shared> {
         .route("/search", get(search))
         .route("/openapi.json", get(openapi_json))
         .merge(crate::api_write::router())
+        .merge(crate::api_recovery::router())
         .fallback(unknown_route)
         .method_not_allowed_fallback(other_method)
         // Added last so that it covers the fallbacks too: other sites embed these answers.
@@ -61,7 +62,7 @@ pub struct ApiError {
 
 /// Everything that can go wrong, each with its status, code and catalogue message.
 #[derive(Clone, Copy, Debug)]
-enum Problem {
+pub(crate) enum Problem {
     UnknownRoute,
     NoSuchMunicipality,
     NoSuchService,
@@ -128,7 +129,7 @@ pub(crate) fn message_lang(headers: &HeaderMap) -> &'static str {
         .unwrap_or(i18n::DEFAULT_LANG)
 }
 
-fn problem(headers: &HeaderMap, p: Problem) -> Response {
+pub(crate) fn problem(headers: &HeaderMap, p: Problem) -> Response {
     let body = ApiError { error: p.code().to_string(), message: p.message(message_lang(headers)) };
     (
         p.status(),
@@ -168,7 +169,7 @@ async fn cors(mut res: Response) -> Response {
 }
 
 /// Checks a slug from the path before it is looked up.
-fn valid_slug(s: &str) -> Result<&str, Problem> {
+pub(crate) fn valid_slug(s: &str) -> Result<&str, Problem> {
     if s.len() > 100 {
         Err(Problem::TooLong)
     } else if is_valid_slug(s) {
@@ -183,7 +184,7 @@ fn valid_slug(s: &str) -> Result<&str, Problem> {
 
 /// Serialises (once per snapshot) and sends a response; `key` must be bounded by the data, never
 /// free text from the request, or the cache would grow with every hostile query.
-fn cached_json<T: Serialize>(headers: &HeaderMap, snap: &Snapshot, key: &str, build: impl FnOnce() -> T) -> Response {
+pub(crate) fn cached_json<T: Serialize>(headers: &HeaderMap, snap: &Snapshot, key: &str, build: impl FnOnce() -> T) -> Response {
     match snap.cached(&format!("api:{key}"), web::JSON, || Ok(serde_json::to_string(&build())?)) {
         Ok(page) => web::send(headers, &page, StatusCode::OK),
         Err(e) => {
@@ -528,11 +529,11 @@ fn district_ref(snap: &Snapshot, m: &Municipality) -> Option<DistrictRef> {
     snap.district(&m.district_ags).map(|d| DistrictRef { slug: d.slug.clone(), name: d.name.clone(), ags: d.ags.clone() })
 }
 
-fn municipality_ref(snap: &Snapshot, m: &Municipality) -> MunicipalityRef {
+pub(crate) fn municipality_ref(snap: &Snapshot, m: &Municipality) -> MunicipalityRef {
     MunicipalityRef { slug: m.slug.clone(), name: m.name.clone(), ags: m.ags.clone(), district: district_ref(snap, m) }
 }
 
-fn service_ref(s: &Service) -> ServiceRef {
+pub(crate) fn service_ref(s: &Service) -> ServiceRef {
     ServiceRef { slug: s.slug.clone(), name: s.name.clone(), area: s.area.clone() }
 }
 
@@ -979,6 +980,7 @@ struct ApiDoc;
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.merge(crate::api_write::openapi());
+    doc.merge(crate::api_recovery::openapi());
     doc
 }
 

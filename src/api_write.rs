@@ -106,7 +106,7 @@ pub struct ApiProblem {
 
 /// Why a request was not carried out, with its status, code and message key.
 #[derive(Debug)]
-struct Fail {
+pub(crate) struct Fail {
     status: StatusCode,
     code: &'static str,
     key: &'static str,
@@ -115,22 +115,26 @@ struct Fail {
 }
 
 impl Fail {
-    fn new(status: StatusCode, code: &'static str, key: &'static str) -> Fail {
+    pub(crate) fn new(status: StatusCode, code: &'static str, key: &'static str) -> Fail {
         Fail { status, code, key, field: None, current: None }
     }
-    fn bad_request(key: &'static str) -> Fail {
+    pub(crate) fn bad_request(key: &'static str) -> Fail {
         Fail::new(StatusCode::BAD_REQUEST, "bad_request", key)
     }
-    fn not_found(key: &'static str) -> Fail {
+    pub(crate) fn not_found(key: &'static str) -> Fail {
         Fail::new(StatusCode::NOT_FOUND, "not_found", key)
     }
-    fn forbidden() -> Fail {
+    pub(crate) fn forbidden() -> Fail {
         Fail::new(StatusCode::FORBIDDEN, "forbidden", "write.forbidden")
     }
-    fn invalid(field: &str, key: &'static str) -> Fail {
+    pub(crate) fn invalid(field: &str, key: &'static str) -> Fail {
         Fail { field: Some(field.to_string()), ..Fail::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", key) }
     }
-    fn internal(e: impl std::fmt::Display) -> Fail {
+    /// 409 with what is stored now (or, for a refused recovery step, every unmet condition).
+    pub(crate) fn conflict(key: &'static str, current: Value) -> Fail {
+        Fail { current: Some(current), ..Fail::new(StatusCode::CONFLICT, "conflict", key) }
+    }
+    pub(crate) fn internal(e: impl std::fmt::Display) -> Fail {
         tracing::error!(error = %e, "write API failed");
         Fail::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "api.internal")
     }
@@ -158,9 +162,7 @@ impl From<WriteError> for Fail {
                 _ => "write.not_found",
             }),
             WriteError::Invalid { field, message } => Fail::invalid(&field, message),
-            WriteError::Conflict { current } => {
-                Fail { current: Some(current), ..Fail::new(StatusCode::CONFLICT, "conflict", "write.conflict") }
-            }
+            WriteError::Conflict { current } => Fail::conflict("write.conflict", current),
             WriteError::Internal(e) => Fail::internal(e),
         }
     }
@@ -175,7 +177,7 @@ impl From<anyhow::Error> for Fail {
 /// The refusals every route may answer, for the OpenAPI document.
 #[derive(IntoResponses)]
 #[allow(dead_code)]
-enum Refusals {
+pub(crate) enum Refusals {
     /// No token, or one that is unknown, revoked or expired (`unauthorized`); comes with `WWW-Authenticate: Bearer`.
     #[response(status = 401)]
     Unauthorized(ApiProblem),
@@ -188,7 +190,7 @@ enum Refusals {
 #[derive(IntoParams)]
 #[into_params(names("Idempotency-Key"), parameter_in = Header)]
 #[allow(dead_code)]
-struct IdempotencyKey(
+pub(crate) struct IdempotencyKey(
     /// 1–200 printable ASCII characters. A retry with the same key and the same body gets the
     /// first answer again (with `Idempotent-Replayed: true`) instead of acting twice; keys are
     /// remembered for 24 hours.
@@ -199,7 +201,7 @@ struct IdempotencyKey(
 #[derive(IntoResponses)]
 #[response(status = 409)]
 #[allow(dead_code)]
-struct KeyInUse(ApiProblem);
+pub(crate) struct KeyInUse(ApiProblem);
 
 /// The answers of every DELETE, for the OpenAPI document.
 #[derive(IntoResponses)]
@@ -216,7 +218,7 @@ enum Removal {
 /// What a request body can be refused for, for the OpenAPI document.
 #[derive(IntoResponses)]
 #[allow(dead_code)]
-enum BodyErrors {
+pub(crate) enum BodyErrors {
     /// The body is not well-formed JSON, or a header (`If-Match`, `Idempotency-Key`) is malformed (`bad_request`).
     #[response(status = 400)]
     BadRequest(ApiProblem),
@@ -237,7 +239,7 @@ enum BodyErrors {
 // Authentication
 
 /// The principal behind the request's bearer token.
-pub struct Caller(Principal);
+pub struct Caller(pub(crate) Principal);
 
 impl FromRequestParts<Shared> for Caller {
     type Rejection = Response;
@@ -264,10 +266,10 @@ async fn caller(headers: &HeaderMap, app: &App) -> Result<Principal, Fail> {
 // ---------------------------------------------------------------------------------------------
 // Reading requests
 
-type Body = Result<Bytes, BytesRejection>;
+pub(crate) type Body = Result<Bytes, BytesRejection>;
 
 /// What a JSON body can be read into: `Default` and `Serialize` tell which fields exist.
-trait Input: DeserializeOwned + Serialize + Default {}
+pub(crate) trait Input: DeserializeOwned + Serialize + Default {}
 impl<T: DeserializeOwned + Serialize + Default> Input for T {}
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -360,7 +362,7 @@ fn expected_version(headers: &HeaderMap, in_body: Option<i64>) -> Result<Option<
     }
 }
 
-fn check_slug(slug: &str) -> Result<&str, Fail> {
+pub(crate) fn check_slug(slug: &str) -> Result<&str, Fail> {
     if is_valid_slug(slug) { Ok(slug) } else { Err(Fail::bad_request("api.invalid_slug")) }
 }
 
@@ -395,14 +397,14 @@ fn statement_path<const D: bool>(snap: &Snapshot, path: Result<Path<(String, Str
 // Answering
 
 /// A successful answer: its status and JSON body (none for 204).
-struct Reply {
+pub(crate) struct Reply {
     status: StatusCode,
     body: Option<Value>,
     /// Replayed from an earlier request with the same Idempotency-Key.
     replayed: bool,
 }
 
-fn reply<T: Serialize>(status: StatusCode, value: &T) -> Result<Reply, Fail> {
+pub(crate) fn reply<T: Serialize>(status: StatusCode, value: &T) -> Result<Reply, Fail> {
     Ok(Reply { status, body: Some(serde_json::to_value(value).map_err(Fail::internal)?), replayed: false })
 }
 
@@ -411,7 +413,7 @@ fn no_content() -> Result<Reply, Fail> {
 }
 
 /// Sends a result. Answers with a `version` carry it as ETag, ready for the next `If-Match`.
-fn respond(headers: &HeaderMap, result: Result<Reply, Fail>) -> Response {
+pub(crate) fn respond(headers: &HeaderMap, result: Result<Reply, Fail>) -> Response {
     let r = match result {
         Ok(r) => r,
         Err(f) => return f.response(headers),
@@ -454,7 +456,7 @@ async fn version_after(app: &App, expected: Option<i64>, sql: &'static str, key:
 // The shapes of write requests
 
 /// A POST: reads the body as `T`, acts once per Idempotency-Key, and answers.
-async fn post_json<T: Input, Fut>(app: &App, who: &Principal, headers: &HeaderMap, uri: &Uri, body: Body, act: impl FnOnce(T) -> Fut) -> Response
+pub(crate) async fn post_json<T: Input, Fut>(app: &App, who: &Principal, headers: &HeaderMap, uri: &Uri, body: Body, act: impl FnOnce(T) -> Fut) -> Response
 where
     Fut: Future<Output = Result<Reply, Fail>>,
 {
@@ -471,7 +473,7 @@ where
 }
 
 /// A PUT: reads the body as `T` with an optional version, which `If-Match` may give instead.
-async fn put_json<T: Input, Fut>(headers: &HeaderMap, body: Body, act: impl FnOnce(T, Option<i64>) -> Fut) -> Result<Reply, Fail>
+pub(crate) async fn put_json<T: Input, Fut>(headers: &HeaderMap, body: Body, act: impl FnOnce(T, Option<i64>) -> Fut) -> Result<Reply, Fail>
 where
     Fut: Future<Output = Result<Reply, Fail>>,
 {
@@ -1381,7 +1383,7 @@ const DISTRICT_TWINS: [(&str, &str); 2] = [
 /// utoipa documents `#[serde(flatten)]` as `allOf` of the parts, and a part whose type denies
 /// unknown fields then forbids the other parts' fields to strict validators. One object with
 /// every field (and the parts' `additionalProperties: false`) says exactly what is accepted.
-fn merge_flattened(doc: &mut utoipa::openapi::OpenApi) {
+pub(crate) fn merge_flattened(doc: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::RefOr;
     use utoipa::openapi::schema::{Object, Schema};
     let Some(components) = doc.components.as_mut() else { return };

@@ -33,6 +33,7 @@ pub fn router() -> Router<Shared> {
         .route("/abmelden", post(logout))
         .route("/ueberall-abmelden", post(logout_everywhere))
         .merge(crate::desk_pages::router())
+        .merge(crate::board::router())
 }
 
 // ---------------------------------------------------------------------------------------------

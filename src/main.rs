@@ -3,8 +3,10 @@
 
 mod api;
 mod api_write;
+mod api_recovery;
 mod auth;
 mod authz;
+mod board;
 mod demo;
 mod desk;
 mod desk_pages;
@@ -90,6 +92,24 @@ enum Command {
     Journal {
         #[command(subcommand)]
         command: JournalCommand,
+    },
+    /// The built-in demo's scripted scenario.
+    Demo {
+        #[command(subcommand)]
+        command: DemoCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DemoCommand {
+    /// Walk the South Westphalia demo's recovery the next steps forward (gated and journaled as
+    /// the CLI); a running server shows them within its poll interval.
+    Advance {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        /// How many steps of the script to take.
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        steps: usize,
     },
 }
 
@@ -192,6 +212,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::User { command } => user_command(command).await,
         Command::Token { command } => token_command(command).await,
         Command::Journal { command } => journal_command(command).await,
+        Command::Demo { command: DemoCommand::Advance { db, steps } } => demo_advance(&db, steps).await,
     }
 }
 
@@ -284,6 +305,94 @@ async fn journal_command(command: JournalCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// One move of the demo's scripted recovery.
+enum Move {
+    /// A procedure passes its next gate (or any step) with this evidence.
+    Step { procedure: &'static str, to: recovery::Stage, evidence: &'static str },
+    /// A procedure is rolled out to every town of these districts (AGS), next step expected in some days.
+    Rollout { procedure: &'static str, districts: &'static [&'static str], to: recovery::Rollout, expected_in_days: i64 },
+}
+
+/// The scenario `demo advance` walks, a step per call: later steps rely on earlier ones, so
+/// every one passes the gates. A move counts as done once the state has reached it.
+const SCRIPT: [Move; 11] = {
+    use recovery::{Rollout as R, Stage as S};
+    [
+        Move::Step { procedure: "fahrerlaubnis", to: S::Cleared, evidence: "Forensische Prüfung ohne Hinweise auf Kompromittierung abgeschlossen" },
+        Move::Step { procedure: "fernzugang", to: S::Released, evidence: "Fernzugang nur noch mit zweitem Faktor; Abnahme durch den Krisenstab" },
+        Move::Rollout { procedure: "kfz", districts: &["05974"], to: R::Pilot, expected_in_days: 7 },
+        Move::Rollout { procedure: "meldewesen", districts: &["05962"], to: R::Pilot, expected_in_days: 10 },
+        Move::Step { procedure: "fahrerlaubnis", to: S::Hardened, evidence: "Neue Sicherheitsrichtlinien umgesetzt und abgenommen" },
+        Move::Step { procedure: "fahrerlaubnis", to: S::Released, evidence: "Freigabe für den Basisbetrieb durch den Krisenstab" },
+        Move::Rollout { procedure: "fahrerlaubnis", districts: &["05958"], to: R::Pilot, expected_in_days: 10 },
+        Move::Step { procedure: "personenstand", to: S::Normal, evidence: "Alle Funktionen wiederhergestellt, Altregister angebunden" },
+        Move::Rollout { procedure: "personenstand", districts: &["05958"], to: R::Normal, expected_in_days: 0 },
+        Move::Step { procedure: "gewerbe", to: S::Cleared, evidence: "Forensische Prüfung ohne Hinweise auf Kompromittierung abgeschlossen" },
+        Move::Rollout { procedure: "meldewesen", districts: &["05962"], to: R::Basic, expected_in_days: 21 },
+    ]
+};
+
+impl Move {
+    fn done(&self, snap: &snapshot::Snapshot) -> bool {
+        match self {
+            Move::Step { procedure, to, .. } => snap.procedure(procedure).is_some_and(|p| p.stage >= *to),
+            Move::Rollout { procedure, districts, to, .. } => snap.procedure(procedure).is_some_and(|p| {
+                districts.iter().flat_map(|d| snap.towns_of_district(d)).all(|m| board::effective(snap, p, &m.ags).is_some_and(|r| r >= *to))
+            }),
+        }
+    }
+}
+
+/// A refused move, with every unmet gate condition in words.
+fn refused(snap: &snapshot::Snapshot, e: writes::WriteError) -> anyhow::Error {
+    match e {
+        writes::WriteError::Conflict { current } => anyhow::anyhow!("refused: {}", board::explain("en", snap, &current).join(" ")),
+        other => write_error(other),
+    }
+}
+
+/// Takes the next `steps` moves of the demo script through `writes`, as the CLI.
+async fn demo_advance(db: &DatabaseArgs, steps: usize) -> Result<()> {
+    let app = cli_app(db, "").await?;
+    let cli = auth::Principal::cli();
+    for _ in 0..steps {
+        let snap = app.snapshot();
+        let Some((n, next)) = SCRIPT.iter().enumerate().find(|(_, m)| !m.done(&snap)) else {
+            println!("the demo scenario is complete: nothing left to advance");
+            return Ok(());
+        };
+        let name = |slug: &str| snap.procedure(slug).map_or_else(|| slug.to_string(), |p| p.name.clone());
+        match next {
+            Move::Step { procedure, to, evidence } => {
+                let from = snap.procedure(procedure).with_context(|| format!("the demo has no procedure {procedure}"))?.stage;
+                writes::step_procedure(&app, &cli, procedure, to.as_str(), evidence).await.map_err(|e| refused(&snap, e))?;
+                println!("step {}/{}: {} ({procedure}) {} -> {}", n + 1, SCRIPT.len(), name(procedure), from.as_str(), to.as_str());
+            }
+            Move::Rollout { procedure, districts, to, expected_in_days } => {
+                let slugs: Vec<String> = districts.iter().filter_map(|d| snap.district(d)).map(|d| d.slug.clone()).collect();
+                let expected_date = if *expected_in_days > 0 {
+                    (time::today_utc() + chrono::Duration::days(*expected_in_days)).format("%Y-%m-%d").to_string()
+                } else {
+                    String::new()
+                };
+                let input = writes::RolloutInput {
+                    procedure: procedure.to_string(),
+                    stage: to.as_str().into(),
+                    municipalities: Vec::new(),
+                    districts: slugs.clone(),
+                    expected_date,
+                };
+                let towns = writes::set_rollout(&app, &cli, &input).await.map_err(|e| refused(&snap, e))?;
+                println!("step {}/{}: {} ({procedure}) rolled out to {} ({towns} towns): {}", n + 1, SCRIPT.len(), name(procedure), slugs.join(", "), to.as_str());
+            }
+        }
+    }
+    if SCRIPT.iter().all(|m| m.done(&app.snapshot())) {
+        println!("the demo scenario is complete: nothing left to advance");
+    }
+    Ok(())
 }
 
 async fn serve(

@@ -48,6 +48,11 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("desk/users.html", include_str!("../templates/desk/users.html")),
     ("desk/user_fields.html", include_str!("../templates/desk/user_fields.html")),
     ("desk/user.html", include_str!("../templates/desk/user.html")),
+    ("desk/recovery.html", include_str!("../templates/desk/recovery.html")),
+    ("desk/board.html", include_str!("../templates/desk/board.html")),
+    ("desk/procedure.html", include_str!("../templates/desk/procedure.html")),
+    ("desk/procedure_new.html", include_str!("../templates/desk/procedure_new.html")),
+    ("desk/plan.html", include_str!("../templates/desk/plan.html")),
 ];
 
 /// Renders any template with a prepared context (the editing desk's pages).

@@ -379,6 +379,7 @@ async fn openapi_document_describes_every_served_path(engine: Engine) {
         documented,
         [
             "/announcements",
+            "/fahrplan",
             "/municipalities",
             "/municipalities/{slug}",
             "/municipalities/{slug}/services/{service}/alternatives",

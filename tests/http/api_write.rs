@@ -24,7 +24,7 @@ const LUEDENSCHEID: (&str, &str) = ("luedenscheid", "05962032");
 const OFFICE: &str = "buergerbuero-menden-sauerland";
 
 /// A new API token for a demo account, from the command line.
-fn token(s: &Server, user: &str) -> String {
+pub(crate) fn token(s: &Server, user: &str) -> String {
     let out = s.command(&["token", "add", "--user", user, "--name", &format!("test-{user}")]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let secret = String::from_utf8(out.stdout).unwrap().trim().to_string();
@@ -33,7 +33,7 @@ fn token(s: &Server, user: &str) -> String {
 }
 
 /// Sends a request to /api/v1`path` with a bearer token and an optional JSON body.
-async fn call(s: &Server, token: &str, method: Method, path: &str, body: Option<&Value>) -> (u16, Value) {
+pub(crate) async fn call(s: &Server, token: &str, method: Method, path: &str, body: Option<&Value>) -> (u16, Value) {
     let mut req = s.client.request(method, s.url(&format!("/api/v1{path}"))).bearer_auth(token);
     if let Some(body) = body {
         req = req.json(body);

@@ -12,5 +12,6 @@ mod cli;
 mod desk;
 mod journal;
 mod public;
+mod recovery;
 
 pub use harness::*;
