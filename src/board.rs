@@ -562,7 +562,6 @@ async fn create_procedure(State(app): State<Shared>, desk: Desk, Form(pairs): Fo
         Err(e) => Err(e),
         // A new procedure must not silently replace an existing one, nor hide a page of the board.
         Ok(_) if app.snapshot().procedure(&slug).is_some() => Err(WriteError::Invalid { field: "slug".into(), message: "write.exists" }),
-        Ok(_) if ["plan", "neu"].contains(&slug.as_str()) => Err(WriteError::Invalid { field: "slug".into(), message: "write.invalid_slug" }),
         Ok(input) => writes::save_procedure(&app, &desk.principal(), &input, None).await.map(|_| input),
     };
     match result {

@@ -890,7 +890,8 @@ fn default_priority() -> i64 {
 pub async fn save_procedure(app: &App, who: &Principal, input: &ProcedureInput, expected_version: Option<i64>) -> WriteResult<Procedure> {
     allow(who, Action::EditRecovery)?;
     let snap = app.snapshot();
-    if !is_valid_slug(&input.slug) {
+    // "plan" and "neu" are pages of the board, not procedures.
+    if !is_valid_slug(&input.slug) || ["plan", "neu"].contains(&input.slug.as_str()) {
         return Err(invalid("slug", "write.invalid_slug"));
     }
     let name = text("name", &input.name, 200)?;
