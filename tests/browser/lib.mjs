@@ -54,8 +54,8 @@ export async function newPage(browser, width = 1280, height = 900, { javaScript 
   return { context, page };
 }
 
-/** The words the UI uses for each availability level, read from the message catalogues. */
-export function levelWords(lang) {
+/** The message catalogue of `lang` (messages/LANG.toml) as { section: { key: text } }. */
+export function messages(lang) {
   const text = readFileSync(join(here, '..', '..', 'messages', `${lang}.toml`), 'utf8');
   const sections = {};
   let section = '';
@@ -66,8 +66,14 @@ export function levelWords(lang) {
       continue;
     }
     const kv = line.match(/^\s*([A-Za-z0-9_]+)\s*=\s*"((?:[^"\\]|\\.)*)"/);
-    if (kv) (sections[section] ||= {})[kv[1]] = kv[2];
+    if (kv) (sections[section] ||= {})[kv[1]] = kv[2].replace(/\\(["\\])/g, '$1');
   }
+  return sections;
+}
+
+/** The words the UI uses for each availability level, read from the message catalogues. */
+export function levelWords(lang) {
+  const sections = messages(lang);
   const words = {};
   for (const level of ['normal', 'limited', 'emergency', 'unavailable']) {
     const candidates = [];
