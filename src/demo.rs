@@ -644,11 +644,14 @@ async fn seed_procedure_history(c: &mut AnyConnection, ds: &Dataset) -> Result<(
     };
     for p in &ds.procedures {
         store::upsert_procedure(c, p).await?;
+        // The steps up to the current stage, a few days apart, the last one at `stage_since`.
         let reached: Vec<Stage> = Stage::ALL.into_iter().filter(|s| *s > Stage::Down && *s <= p.stage).collect();
+        let last = time::parse_rfc3339(&p.stage_since).unwrap_or_else(chrono::Utc::now);
         let mut from = Stage::Down;
-        for to in reached {
-            store::insert_procedure_step(c, &p.slug, from.as_str(), to.as_str(), "Demo", evidence(to)).await?;
-            from = to;
+        for (i, to) in reached.iter().enumerate() {
+            let at = time::format_rfc3339(last - Duration::days(2 * (reached.len() - 1 - i) as i64));
+            store::insert_procedure_step(c, &p.slug, from.as_str(), to.as_str(), &at, "Demo", evidence(*to)).await?;
+            from = *to;
         }
     }
     for (service, procedure) in &ds.service_procedures {

@@ -492,18 +492,25 @@ impl Snapshot {
             .filter(|s| s.scope_ags == m.ags || s.scope_ags == m.district_ags)
             .map(|s| s.stated_at.as_str());
         let announcements = self.announcements_for(m).into_iter().map(|a| a.updated_at.as_str());
-        statements.chain(announcements).max().unwrap_or(self.changed_at.as_str()).to_string()
+        // The recovery changes a town's availability too: its rollouts and its procedures' stages.
+        let rollouts = self.data.rollouts.iter().filter(|r| r.municipality_ags == m.ags).flat_map(|r| {
+            let stage_since = self.procedure(&r.procedure_slug).map(|p| p.stage_since.as_str());
+            std::iter::once(r.since.as_str()).chain(stage_since)
+        });
+        statements.chain(announcements).chain(rollouts).max().unwrap_or(self.changed_at.as_str()).to_string()
     }
 
     pub fn changed_at_for_service(&self, s: &Service) -> String {
-        self.data
-            .statements
+        let statements = self.data.statements.iter().filter(|st| st.service_slug == s.slug).map(|st| st.stated_at.as_str());
+        let procedures: Vec<&str> = self.procedures_of_service.get(&s.slug).into_iter().flatten().map(|&i| self.data.procedures[i].slug.as_str()).collect();
+        let recovery = self
+            .data
+            .rollouts
             .iter()
-            .filter(|st| st.service_slug == s.slug)
-            .map(|st| st.stated_at.as_str())
-            .max()
-            .unwrap_or(self.changed_at.as_str())
-            .to_string()
+            .filter(|r| procedures.contains(&r.procedure_slug.as_str()))
+            .map(|r| r.since.as_str())
+            .chain(procedures.iter().filter_map(|p| self.procedure(p)).map(|p| p.stage_since.as_str()));
+        statements.chain(recovery).max().unwrap_or(self.changed_at.as_str()).to_string()
     }
 
     /// Returns the cached rendering of `key`, rendering it on first use.

@@ -663,7 +663,7 @@ pub async fn link_service_procedure(c: &mut AnyConnection, service: &str, proced
     Ok(())
 }
 
-pub async fn insert_procedure_step(c: &mut AnyConnection, procedure: &str, from: &str, to: &str, author: &str, evidence: &str) -> Result<()> {
+pub async fn insert_procedure_step(c: &mut AnyConnection, procedure: &str, from: &str, to: &str, at: &str, author: &str, evidence: &str) -> Result<()> {
     let id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM procedure_steps").fetch_one(&mut *c).await?;
     sqlx::query(
         "INSERT INTO procedure_steps (id, procedure_slug, from_stage, to_stage, at, author, evidence) VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -672,7 +672,7 @@ pub async fn insert_procedure_step(c: &mut AnyConnection, procedure: &str, from:
     .bind(procedure)
     .bind(from)
     .bind(to)
-    .bind(crate::time::now_rfc3339())
+    .bind(at)
     .bind(author)
     .bind(evidence)
     .execute(&mut *c)

@@ -995,7 +995,7 @@ pub async fn step_procedure(app: &App, who: &Principal, slug: &str, to: &str, ev
                     .bind(name)
                     .execute(&mut *c)
                     .await?;
-                store::insert_procedure_step(c, name, from.as_str(), stage.as_str(), &who.name, &note).await?;
+                store::insert_procedure_step(c, name, from.as_str(), stage.as_str(), &now, &who.name, &note).await?;
                 journal::append(
                     c,
                     entry(&who, "area", "procedure.step", json!({ "procedure": name, "from": from, "to": stage, "evidence": note })),
