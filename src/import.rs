@@ -1063,7 +1063,15 @@ fn build(records: &BTreeMap<Kind, Vec<Record>>, ex: &Existing, problems: &mut Pr
 
 async fn write(c: &mut AnyConnection, ds: &Dataset) -> Result<()> {
     store::upsert_dataset(c, ds).await?;
-    store::bump_places_version(c).await?;
+    // Servers re-index towns and catalogue only when those changed, not for statements or referrals.
+    let places_changed = !(ds.districts.is_empty()
+        && ds.municipalities.is_empty()
+        && ds.postal_codes.is_empty()
+        && ds.services.is_empty()
+        && ds.offices.is_empty());
+    if places_changed {
+        store::bump_places_version(c).await?;
+    }
     store::bump_data_version(c).await
 }
 
