@@ -86,6 +86,8 @@ pub struct CachedPage {
     pub body: bytes::Bytes,
     pub gzip: bytes::Bytes,
     pub etag: String,
+    /// The ETag ready to send, so answering costs no conversion per request.
+    pub etag_header: axum::http::HeaderValue,
 }
 
 /// Lookups over the rarely changing part of the data: towns, districts, postal codes, services, offices.
@@ -538,7 +540,8 @@ impl CachedPage {
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         enc.write_all(body.as_bytes()).expect("writing to memory");
         let gzip = enc.finish().expect("writing to memory");
-        CachedPage { content_type, body: body.into(), gzip: gzip.into(), etag }
+        let etag_header = axum::http::HeaderValue::from_str(&etag).expect("hex is ASCII");
+        CachedPage { content_type, body: body.into(), gzip: gzip.into(), etag, etag_header }
     }
 }
 

@@ -136,7 +136,7 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
 
 /// Answers with a cached page: 304 when the client has it, gzip when the client takes it.
 pub fn send(headers: &HeaderMap, page: &CachedPage, status: StatusCode) -> Response {
-    let etag = HeaderValue::from_str(&page.etag).expect("etag is ASCII");
+    let etag = page.etag_header.clone();
     let vary = HeaderValue::from_static("accept-encoding");
     let cache = HeaderValue::from_static("no-cache");
     if status == StatusCode::OK
