@@ -120,6 +120,11 @@ async fn security_headers(mut res: Response) -> Response {
     );
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    // A refused oversized body was not read to its end: the connection cannot carry another
+    // request, so say so rather than let the client reuse it and fail.
+    if res.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     res
 }
 
