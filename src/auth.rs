@@ -174,7 +174,8 @@ pub fn check_totp(secret_base32: &str, code: &str, now_unix: u64) -> Option<u64>
     totp(secret_base32)?.check(&code, now_unix)
 }
 
-/// The current code; for tests and the demo instructions.
+/// The current code (tests).
+#[cfg(test)]
 pub fn current_totp(secret_base32: &str, now_unix: u64) -> String {
     totp(secret_base32).map(|t| t.generate(now_unix).to_string()).unwrap_or_default()
 }
@@ -226,7 +227,6 @@ pub struct User {
     pub role: Role,
     pub password_hash: String,
     pub totp_secret: String,
-    pub totp_last_step: i64,
     pub demo: bool,
     pub disabled: bool,
     pub failed_logins: i64,
@@ -261,7 +261,6 @@ fn row_to_user(row: &sqlx::any::AnyRow) -> Result<User> {
         role: Role::parse(&role).with_context(|| format!("unknown role {role}"))?,
         password_hash: row.try_get("password_hash")?,
         totp_secret: row.try_get("totp_secret")?,
-        totp_last_step: row.try_get("totp_last_step")?,
         demo: row.try_get::<i64, _>("demo")? != 0,
         disabled: row.try_get::<i64, _>("disabled")? != 0,
         failed_logins: row.try_get("failed_logins")?,

@@ -44,7 +44,6 @@ struct AreaRow {
     ags: String,
     name: String,
     kind: String,
-    district_ags: String,
     membership: String,
 }
 

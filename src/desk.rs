@@ -471,7 +471,6 @@ fn dummy_user() -> User {
         role: auth::Role::Viewer,
         password_hash: String::new(),
         totp_secret: String::new(),
-        totp_last_step: 0,
         demo: false,
         disabled: true,
         failed_logins: 0,

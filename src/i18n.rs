@@ -41,6 +41,7 @@ fn flatten(prefix: &str, table: &toml::Table, out: &mut Messages) {
 }
 
 /// A language we have, from a user's choice; anything else falls back to German.
+#[cfg(test)]
 pub fn lang(requested: &str) -> &'static str {
     LANGS.iter().find(|l| **l == requested).copied().unwrap_or(DEFAULT_LANG)
 }
@@ -65,10 +66,12 @@ pub fn tf(lang: &str, key: &str, args: &[(&str, String)]) -> String {
     s
 }
 
+#[cfg(test)]
 pub fn has(lang: &str, key: &str) -> bool {
     catalogue().get(lang).is_some_and(|m| m.contains_key(key))
 }
 
+#[cfg(test)]
 pub fn keys(lang: &str) -> Vec<String> {
     let mut k: Vec<String> = catalogue()[lang].keys().cloned().collect();
     k.sort();

@@ -126,24 +126,6 @@ pub fn http_url(s: &str) -> &str {
     if (lower.starts_with("https://") || lower.starts_with("http://")) && !t.contains(char::is_whitespace) { t } else { "" }
 }
 
-/// Plain-text summary of Markdown (feeds, API, previews).
-pub fn markdown_to_text(source: &str) -> String {
-    use pulldown_cmark::{Event, Parser};
-    let mut out = String::new();
-    for ev in Parser::new(source) {
-        match ev {
-            Event::Text(t) | Event::Code(t) => out.push_str(&t),
-            Event::SoftBreak | Event::HardBreak | Event::End(_) => {
-                if !out.ends_with(' ') {
-                    out.push(' ')
-                }
-            }
-            _ => {}
-        }
-    }
-    out.trim().to_string()
-}
-
 /// The prefix of every public URL in a language: "" for German, "/en" for English.
 pub fn base(lang: &str) -> &'static str {
     if lang == "en" { "/en" } else { "" }

@@ -73,10 +73,6 @@ impl Store {
         Ok(store)
     }
 
-    pub fn engine(&self) -> Engine {
-        self.engine
-    }
-
     async fn migrate(&self) -> Result<()> {
         let migrations = MIGRATIONS
             .iter()

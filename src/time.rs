@@ -1,6 +1,6 @@
 //! Time: storage keeps UTC in RFC 3339; citizens read German local time.
 
-use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc, Weekday};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc, Weekday};
 
 pub fn now_rfc3339() -> String {
     format_rfc3339(Utc::now())
@@ -62,8 +62,9 @@ pub fn today_utc() -> NaiveDate {
     Utc::now().date_naive()
 }
 
+#[cfg(test)]
 pub fn utc(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(y, m, d, h, min, 0).unwrap()
+    chrono::TimeZone::with_ymd_and_hms(&Utc, y, m, d, h, min, 0).unwrap()
 }
 
 #[cfg(test)]
