@@ -269,31 +269,29 @@ fn row_to_user(row: &sqlx::any::AnyRow) -> Result<User> {
     })
 }
 
-pub async fn user_by_name(c: &mut AnyConnection, username: &str) -> Result<Option<User>> {
-    let Some(row) = sqlx::query("SELECT * FROM users WHERE username = $1").bind(username).fetch_optional(&mut *c).await? else {
-        return Ok(None);
-    };
+/// The user a row describes, with the scopes stored beside it.
+async fn user_with_scopes(c: &mut AnyConnection, row: Option<sqlx::any::AnyRow>) -> Result<Option<User>> {
+    let Some(row) = row else { return Ok(None) };
     let mut u = row_to_user(&row)?;
     u.scopes = load_scopes(c, u.id).await?;
     Ok(Some(u))
 }
 
+pub async fn user_by_name(c: &mut AnyConnection, username: &str) -> Result<Option<User>> {
+    let row = sqlx::query("SELECT * FROM users WHERE username = $1").bind(username).fetch_optional(&mut *c).await?;
+    user_with_scopes(c, row).await
+}
+
 pub async fn user_by_id(c: &mut AnyConnection, id: i64) -> Result<Option<User>> {
-    let Some(row) = sqlx::query("SELECT * FROM users WHERE id = $1").bind(id).fetch_optional(&mut *c).await? else {
-        return Ok(None);
-    };
-    let mut u = row_to_user(&row)?;
-    u.scopes = load_scopes(c, u.id).await?;
-    Ok(Some(u))
+    let row = sqlx::query("SELECT * FROM users WHERE id = $1").bind(id).fetch_optional(&mut *c).await?;
+    user_with_scopes(c, row).await
 }
 
 pub async fn all_users(c: &mut AnyConnection) -> Result<Vec<User>> {
     let rows = sqlx::query("SELECT * FROM users ORDER BY username").fetch_all(&mut *c).await?;
     let mut users = Vec::new();
     for row in rows {
-        let mut u = row_to_user(&row)?;
-        u.scopes = load_scopes(c, u.id).await?;
-        users.push(u);
+        users.extend(user_with_scopes(c, Some(row)).await?);
     }
     Ok(users)
 }

@@ -297,6 +297,16 @@ pub async fn write_dataset(c: &mut AnyConnection, ds: &Dataset) -> Result<()> {
     Ok(())
 }
 
+/// A time `days` before `now`, a little off the full hour so the demo reads like real life.
+fn days_ago(now: chrono::DateTime<chrono::Utc>, days: i64) -> String {
+    time::format_rfc3339(now - Duration::days(days) - Duration::minutes(37 * days))
+}
+
+/// The date `days` after `today` (negative: before), as YYYY-MM-DD.
+fn date_in(today: chrono::NaiveDate, days: i64) -> String {
+    (today + Duration::days(days)).format("%Y-%m-%d").to_string()
+}
+
 /// Builds the demo dataset in memory.
 pub fn build(demo: Demo) -> Result<Dataset> {
     let gemeinden: Vec<GemeindeRow> = csv_rows("gemeinden-de.csv", GEMEINDEN)?;
@@ -416,7 +426,7 @@ pub fn build(demo: Demo) -> Result<Dataset> {
 
     let now = chrono::Utc::now();
     let today = now.date_naive();
-    let ago = |days: i64| time::format_rfc3339(now - Duration::days(days) - Duration::minutes(37 * days));
+    let ago = |days: i64| days_ago(now, days);
 
     // Offices: each town's citizens' office (South Westphalia only) and the scenario's offices.
     if demo == Demo::Suedwestfalen {
@@ -475,10 +485,7 @@ pub fn build(demo: Demo) -> Result<Dataset> {
             restrictions: rule.restrictions.clone(),
             workaround: rule.workaround.clone(),
             backlog: rule.backlog.clone(),
-            expected_return: rule
-                .return_in_days
-                .map(|d| (today + Duration::days(d)).format("%Y-%m-%d").to_string())
-                .unwrap_or_default(),
+            expected_return: rule.return_in_days.map(|d| date_in(today, d)).unwrap_or_default(),
             author: "Demo".into(),
             stated_at: ago(rule.days_ago),
             version: 1,
@@ -517,8 +524,8 @@ pub fn build(demo: Demo) -> Result<Dataset> {
                     service_slug: s.clone(),
                     for_ags: target.clone(),
                     conditions: r.conditions.clone(),
-                    valid_from: (today - Duration::days(10)).format("%Y-%m-%d").to_string(),
-                    valid_until: (today + Duration::days(r.valid_for_days)).format("%Y-%m-%d").to_string(),
+                    valid_from: date_in(today, -10),
+                    valid_until: date_in(today, r.valid_for_days),
                 });
             }
         }
@@ -566,8 +573,8 @@ fn build_recovery(
 ) -> Result<()> {
     use crate::recovery::{Procedure, Rollout, RolloutRecord, Stage};
     let today = now.date_naive();
-    let ago = |days: i64| time::format_rfc3339(now - Duration::days(days) - Duration::minutes(23 * days));
-    let in_days = |d: Option<i64>| d.map(|d| (today + Duration::days(d)).format("%Y-%m-%d").to_string()).unwrap_or_default();
+    let ago = |days: i64| days_ago(now, days);
+    let in_days = |d: Option<i64>| d.map(|d| date_in(today, d)).unwrap_or_default();
     // The provider serves its members' towns and its affected customers, not the whole country.
     let served: Vec<&Municipality> = ds.municipalities.iter().filter(|m| area.contains_key(m.ags.as_str())).collect();
     let member_district = |ags: &str| area.get(ags).is_some_and(|a| a.kind == "district" && a.membership == "member");

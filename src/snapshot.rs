@@ -182,7 +182,6 @@ impl Snapshot {
         if data.provider_name.is_empty() {
             data.provider_name = crate::i18n::t(crate::i18n::DEFAULT_LANG, "site.default_provider");
         }
-        let index = |keys: Vec<String>| keys.into_iter().enumerate().map(|(i, k)| (k, i)).collect::<HashMap<_, _>>();
         let statement_by_scope = data
             .statements
             .iter()
@@ -193,7 +192,7 @@ impl Snapshot {
         for (i, r) in data.referrals.iter().enumerate() {
             referrals_by_target.entry((r.for_ags.clone(), r.service_slug.clone())).or_default().push(i);
         }
-        let procedure_by_slug = index(data.procedures.iter().map(|p| p.slug.clone()).collect());
+        let procedure_by_slug = index_of(data.procedures.iter().map(|p| p.slug.clone()));
         let rollout_by_town = data
             .rollouts
             .iter()
