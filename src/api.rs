@@ -131,12 +131,7 @@ pub(crate) fn message_lang(headers: &HeaderMap) -> &'static str {
 
 pub(crate) fn problem(headers: &HeaderMap, p: Problem) -> Response {
     let body = ApiError { error: p.code().to_string(), message: p.message(message_lang(headers)) };
-    (
-        p.status(),
-        [(header::CACHE_CONTROL, "no-cache"), (header::VARY, "accept-language")],
-        Json(body),
-    )
-        .into_response()
+    (p.status(), [(header::CACHE_CONTROL, "no-cache"), (header::VARY, "accept-language")], Json(body)).into_response()
 }
 
 async fn unknown_route(headers: HeaderMap) -> Response {
@@ -184,7 +179,12 @@ pub(crate) fn valid_slug(s: &str) -> Result<&str, Problem> {
 
 /// Serialises (once per snapshot) and sends a response; `key` must be bounded by the data, never
 /// free text from the request, or the cache would grow with every hostile query.
-pub(crate) fn cached_json<T: Serialize>(headers: &HeaderMap, snap: &Snapshot, key: &str, build: impl FnOnce() -> T) -> Response {
+pub(crate) fn cached_json<T: Serialize>(
+    headers: &HeaderMap,
+    snap: &Snapshot,
+    key: &str,
+    build: impl FnOnce() -> T,
+) -> Response {
     match snap.cached(&format!("api:{key}"), web::JSON, || Ok(serde_json::to_string(&build())?)) {
         Ok(page) => web::send(headers, &page, StatusCode::OK),
         Err(e) => {
@@ -526,7 +526,11 @@ fn opt_url(s: &str) -> Option<String> {
 }
 
 fn district_ref(snap: &Snapshot, m: &Municipality) -> Option<DistrictRef> {
-    snap.district(&m.district_ags).map(|d| DistrictRef { slug: d.slug.clone(), name: d.name.clone(), ags: d.ags.clone() })
+    snap.district(&m.district_ags).map(|d| DistrictRef {
+        slug: d.slug.clone(),
+        name: d.name.clone(),
+        ags: d.ags.clone(),
+    })
 }
 
 pub(crate) fn municipality_ref(snap: &Snapshot, m: &Municipality) -> MunicipalityRef {
@@ -592,7 +596,12 @@ fn office(o: &Office) -> OfficeOut {
     }
 }
 
-fn municipality_summary(snap: &Snapshot, public_url: &str, m: &Municipality, postal_codes: Vec<String>) -> MunicipalitySummary {
+fn municipality_summary(
+    snap: &Snapshot,
+    public_url: &str,
+    m: &Municipality,
+    postal_codes: Vec<String>,
+) -> MunicipalitySummary {
     let mut counts = Counts::default();
     for s in snap.data.services.iter() {
         counts.add(snap.availability(m, s).level);
@@ -681,7 +690,9 @@ async fn municipalities(State(app): State<Shared>, headers: HeaderMap) -> Respon
                 .data
                 .municipalities
                 .iter()
-                .map(|m| municipality_summary(&snap, &app.public_url, m, codes.remove(m.ags.as_str()).unwrap_or_default()))
+                .map(|m| {
+                    municipality_summary(&snap, &app.public_url, m, codes.remove(m.ags.as_str()).unwrap_or_default())
+                })
                 .collect(),
         }
     })
@@ -704,7 +715,11 @@ async fn municipalities(State(app): State<Shared>, headers: HeaderMap) -> Respon
         (status = 404, description = "No town with this slug.", body = ApiError),
     )
 )]
-async fn municipality(State(app): State<Shared>, path: Result<Path<String>, PathRejection>, headers: HeaderMap) -> Response {
+async fn municipality(
+    State(app): State<Shared>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Response {
     let snap = app.snapshot();
     let m = match path.map_err(|_| Problem::InvalidParameters).and_then(|Path(slug)| {
         let slug = valid_slug(&slug)?;
@@ -728,7 +743,10 @@ async fn municipality(State(app): State<Shared>, path: Result<Path<String>, Path
                 .data
                 .services
                 .iter()
-                .map(|s| ServiceStatus { service: service_ref(s), status: status(&snap, m, s, snap.availability(m, s)) })
+                .map(|s| ServiceStatus {
+                    service: service_ref(s),
+                    status: status(&snap, m, s, snap.availability(m, s)),
+                })
                 .collect(),
         }
     })
@@ -843,7 +861,10 @@ async fn service(State(app): State<Shared>, path: Result<Path<String>, PathRejec
             .data
             .municipalities
             .iter()
-            .map(|m| MunicipalityStatus { municipality: municipality_ref(&snap, m), status: status(&snap, m, s, snap.availability(m, s)) })
+            .map(|m| MunicipalityStatus {
+                municipality: municipality_ref(&snap, m),
+                status: status(&snap, m, s, snap.availability(m, s)),
+            })
             .collect(),
     })
 }
@@ -875,10 +896,12 @@ async fn announcements(
     // An empty value, as a form sends it, means no filter.
     let town = match params.municipality.as_deref().filter(|s| !s.is_empty()) {
         None => None,
-        Some(slug) => match valid_slug(slug).and_then(|slug| snap.municipality(slug).ok_or(Problem::NoSuchMunicipality)) {
-            Ok(m) => Some(m),
-            Err(p) => return problem(&headers, p),
-        },
+        Some(slug) => {
+            match valid_slug(slug).and_then(|slug| snap.municipality(slug).ok_or(Problem::NoSuchMunicipality)) {
+                Ok(m) => Some(m),
+                Err(p) => return problem(&headers, p),
+            }
+        }
     };
     let key = town.map_or("announcements".to_string(), |m| format!("announcements:{}", m.slug));
     cached_json(&headers, &snap, &key, || {
@@ -910,7 +933,11 @@ async fn announcements(
         (status = 400, description = "Neither `q` nor `place` given, or one is too long or malformed.", body = ApiError),
     )
 )]
-async fn search(State(app): State<Shared>, params: Result<Query<SearchParams>, QueryRejection>, headers: HeaderMap) -> Response {
+async fn search(
+    State(app): State<Shared>,
+    params: Result<Query<SearchParams>, QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
     let snap = app.snapshot();
     let Ok(Query(params)) = params else { return problem(&headers, Problem::InvalidParameters) };
     let (q, place) = (params.q.unwrap_or_default(), params.place.unwrap_or_default());
@@ -927,7 +954,10 @@ async fn search(State(app): State<Shared>, params: Result<Query<SearchParams>, Q
         place_unknown: !place.is_empty() && towns.is_empty(),
         services: render::search_services(&snap, q)
             .into_iter()
-            .map(|s| SearchHit { service: service_ref(s), availability: town.map(|m| status(&snap, m, s, snap.availability(m, s))) })
+            .map(|s| SearchHit {
+                service: service_ref(s),
+                availability: town.map(|m| status(&snap, m, s, snap.availability(m, s))),
+            })
             .collect(),
         municipalities: towns.iter().map(|m| municipality_ref(&snap, m)).collect(),
     };
@@ -948,7 +978,8 @@ async fn search(State(app): State<Shared>, params: Result<Query<SearchParams>, Q
 async fn openapi_json(headers: HeaderMap) -> Response {
     // The document depends only on the code, so it is built once per process.
     static DOC: OnceLock<CachedPage> = OnceLock::new();
-    let page = DOC.get_or_init(|| CachedPage::new(web::JSON, openapi().to_json().expect("the OpenAPI document serialises")));
+    let page =
+        DOC.get_or_init(|| CachedPage::new(web::JSON, openapi().to_json().expect("the OpenAPI document serialises")));
     web::send(&headers, page, StatusCode::OK)
 }
 

@@ -8,18 +8,20 @@
 
 use std::future::Future;
 
+use axum::Router;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::Router;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::api::{self, MunicipalityRef, Problem, ServiceRef};
-use crate::api_write::{self, ApiProblem, Body, BodyErrors, Caller, Fail, IdempotencyKey, Input, KeyInUse, Refusals, Reply, Versioned};
+use crate::api_write::{
+    self, ApiProblem, Body, BodyErrors, Caller, Fail, IdempotencyKey, Input, KeyInUse, Refusals, Reply, Versioned,
+};
 use crate::auth::Principal;
 use crate::authz::{Action, authorize};
 use crate::board::{self, Progress};
@@ -90,15 +92,21 @@ pub struct ExpectedReturn {
         (status = 404, description = "No town with this slug.", body = api::ApiError),
     )
 )]
-async fn fahrplan(State(app): State<Shared>, params: Result<Query<FahrplanParams>, QueryRejection>, headers: HeaderMap) -> Response {
+async fn fahrplan(
+    State(app): State<Shared>,
+    params: Result<Query<FahrplanParams>, QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
     let snap = app.snapshot();
     let Ok(Query(params)) = params else { return api::problem(&headers, Problem::InvalidParameters) };
     let town = match params.municipality.as_deref().filter(|s| !s.is_empty()) {
         None => None,
-        Some(slug) => match api::valid_slug(slug).and_then(|slug| snap.municipality(slug).ok_or(Problem::NoSuchMunicipality)) {
-            Ok(m) => Some(m),
-            Err(p) => return api::problem(&headers, p),
-        },
+        Some(slug) => {
+            match api::valid_slug(slug).and_then(|slug| snap.municipality(slug).ok_or(Problem::NoSuchMunicipality)) {
+                Ok(m) => Some(m),
+                Err(p) => return api::problem(&headers, p),
+            }
+        }
     };
     let key = town.map_or("fahrplan".to_string(), |m| format!("fahrplan:{}", m.slug));
     api::cached_json(&headers, &snap, &key, || Fahrplan {
@@ -169,8 +177,20 @@ fn procedure_out(snap: &Snapshot, p: &Procedure, towns: &[&crate::domain::Munici
         stage_since: p.stage_since.clone(),
         missing_functions: p.missing_functions.clone(),
         depends_on: p.depends_on.clone(),
-        dependents: snap.data.procedures.iter().filter(|o| o.depends_on.contains(&p.slug)).map(|o| o.slug.clone()).collect(),
-        services: snap.data.service_procedures.iter().filter(|(_, proc)| *proc == p.slug).map(|(s, _)| s.clone()).collect(),
+        dependents: snap
+            .data
+            .procedures
+            .iter()
+            .filter(|o| o.depends_on.contains(&p.slug))
+            .map(|o| o.slug.clone())
+            .collect(),
+        services: snap
+            .data
+            .service_procedures
+            .iter()
+            .filter(|(_, proc)| *proc == p.slug)
+            .map(|(s, _)| s.clone())
+            .collect(),
         expected_release: p.expected_release.clone(),
         expected_normal: p.expected_normal.clone(),
         rollout: Progress::of(snap, p, towns),
@@ -245,7 +265,8 @@ async fn list_procedures(State(app): State<Shared>, Caller(who): Caller, headers
         may_read(&who)?;
         let snap = app.snapshot();
         let towns = board::served_towns(&snap);
-        let procedures = board::restart_order(&snap.data.procedures).into_iter().map(|p| procedure_out(&snap, p, &towns)).collect();
+        let procedures =
+            board::restart_order(&snap.data.procedures).into_iter().map(|p| procedure_out(&snap, p, &towns)).collect();
         api_write::reply(StatusCode::OK, &ProcedureList { procedures })
     })();
     api_write::respond(&headers, result)
@@ -264,7 +285,12 @@ async fn list_procedures(State(app): State<Shared>, Caller(who): Caller, headers
     ),
     security(("bearer" = []))
 )]
-async fn get_procedure(State(app): State<Shared>, Caller(who): Caller, path: Result<Path<String>, PathRejection>, headers: HeaderMap) -> Response {
+async fn get_procedure(
+    State(app): State<Shared>,
+    Caller(who): Caller,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Response {
     let result = async {
         may_read(&who)?;
         let snap = app.snapshot();
@@ -273,7 +299,11 @@ async fn get_procedure(State(app): State<Shared>, Caller(who): Caller, path: Res
         let towns = board::served_towns(&snap);
         let next_stage = board::next_stage(p.stage);
         let unmet = match next_stage {
-            Some(next) => crate::recovery::check_step(&crate::recovery::states(&snap.data.procedures), &p.slug, next, "-").err().unwrap_or_default(),
+            Some(next) => {
+                crate::recovery::check_step(&crate::recovery::states(&snap.data.procedures), &p.slug, next, "-")
+                    .err()
+                    .unwrap_or_default()
+            }
             None => Vec::new(),
         };
         let unmet = serde_json::json!(unmet);
@@ -295,7 +325,12 @@ async fn get_procedure(State(app): State<Shared>, Caller(who): Caller, path: Res
         let history = store::procedure_steps(&mut c, &p.slug).await?;
         api_write::reply(
             StatusCode::OK,
-            &ProcedureDetail { procedure: procedure_out(&snap, p, &towns), gate: Gate { next_stage, unmet, messages }, rollouts, history },
+            &ProcedureDetail {
+                procedure: procedure_out(&snap, p, &towns),
+                gate: Gate { next_stage, unmet, messages },
+                rollouts,
+                history,
+            },
         )
     };
     api_write::respond(&headers, result.await)
@@ -336,7 +371,13 @@ fn saved(app: &App, slug: &str) -> Result<ProcedureOut, Fail> {
     ),
     security(("bearer" = []))
 )]
-async fn post_procedure(State(app): State<Shared>, Caller(who): Caller, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+async fn post_procedure(
+    State(app): State<Shared>,
+    Caller(who): Caller,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let (app, who, h) = (&app, &who, &headers);
     api_write::post_json(app, who, &headers, &uri, body, |input: ProcedureInput| async move {
         let snap = app.snapshot();
@@ -369,7 +410,13 @@ async fn post_procedure(State(app): State<Shared>, Caller(who): Caller, uri: Uri
     ),
     security(("bearer" = []))
 )]
-async fn put_procedure(State(app): State<Shared>, Caller(who): Caller, path: Result<Path<String>, PathRejection>, headers: HeaderMap, body: Body) -> Response {
+async fn put_procedure(
+    State(app): State<Shared>,
+    Caller(who): Caller,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let (app, who, h) = (&app, &who, &headers);
     let result = async {
         let snap = app.snapshot();
@@ -445,7 +492,9 @@ async fn post_step(
     let (app, who, h) = (&app, &who, &headers);
     post_on(app, who, path, &uri, &headers, body, |slug, input: StepInput| async move {
         let snap = app.snapshot();
-        let changed = writes::step_procedure(app, who, &slug, &input.to, &input.evidence).await.map_err(|e| refusal(h, &snap, e))?;
+        let changed = writes::step_procedure(app, who, &slug, &input.to, &input.evidence)
+            .await
+            .map_err(|e| refusal(h, &snap, e))?;
         let changed = changed.into_iter().map(|(procedure, stage)| StageChange { procedure, stage }).collect();
         api_write::reply(StatusCode::OK, &StepResult { procedure: saved(app, &slug)?, changed })
     })
@@ -560,6 +609,9 @@ mod tests {
         assert!(doc["paths"]["/procedures/{slug}/steps"]["post"]["responses"]["409"].is_object());
         assert_eq!(doc["components"]["schemas"]["Stage"]["enum"][0], "down");
         let versioned = &doc["components"]["schemas"]["Versioned_ProcedureInput"];
-        assert!(versioned["properties"]["depends_on"].is_object() && versioned["properties"]["version"].is_object(), "{versioned}");
+        assert!(
+            versioned["properties"]["depends_on"].is_object() && versioned["properties"]["version"].is_object(),
+            "{versioned}"
+        );
     }
 }

@@ -37,7 +37,9 @@ use crate::domain::*;
 use crate::journal::{self, Entry};
 use crate::snapshot::Snapshot;
 use crate::web::{App, Shared};
-use crate::writes::{self, AnnouncementInput, ContactInput, FaqInput, ReferralInput, StatementInput, TokenInput, UserInput, WriteError};
+use crate::writes::{
+    self, AnnouncementInput, ContactInput, FaqInput, ReferralInput, StatementInput, TokenInput, UserInput, WriteError,
+};
 use crate::{i18n, time};
 
 /// Largest request body on these routes. A maximal announcement (20,000 characters, which may be
@@ -56,8 +58,14 @@ const JOURNAL_LIMIT_MAX: i64 = 100_000;
 
 pub fn router() -> Router<Shared> {
     Router::new()
-        .route("/municipalities/{slug}/services/{service}/statement", put(put_statement::<TOWN>).delete(delete_statement::<TOWN>))
-        .route("/districts/{slug}/services/{service}/statement", put(put_statement::<DISTRICT>).delete(delete_statement::<DISTRICT>))
+        .route(
+            "/municipalities/{slug}/services/{service}/statement",
+            put(put_statement::<TOWN>).delete(delete_statement::<TOWN>),
+        )
+        .route(
+            "/districts/{slug}/services/{service}/statement",
+            put(put_statement::<DISTRICT>).delete(delete_statement::<DISTRICT>),
+        )
         .route("/statements", post(post_statements))
         .route("/announcements", post(post_announcement))
         .route("/announcements/{id}", put(put_announcement).delete(delete_announcement))
@@ -141,11 +149,18 @@ impl Fail {
 
     fn response(self, headers: &HeaderMap) -> Response {
         let lang = crate::api::message_lang(headers);
-        let body = ApiProblem { error: self.code, message: i18n::t(lang, self.key), field: self.field, current: self.current };
-        let mut res = (self.status, [(header::CACHE_CONTROL, "no-store"), (header::VARY, "accept-language")], Json(body)).into_response();
+        let body =
+            ApiProblem { error: self.code, message: i18n::t(lang, self.key), field: self.field, current: self.current };
+        let mut res =
+            (self.status, [(header::CACHE_CONTROL, "no-store"), (header::VARY, "accept-language")], Json(body))
+                .into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             // RFC 6750: no error code when no token was given, `invalid_token` when it was bad.
-            let challenge = if self.key == "api.token_invalid" { r#"Bearer realm="notbetrieb", error="invalid_token""# } else { r#"Bearer realm="notbetrieb""# };
+            let challenge = if self.key == "api.token_invalid" {
+                r#"Bearer realm="notbetrieb", error="invalid_token""#
+            } else {
+                r#"Bearer realm="notbetrieb""#
+            };
             res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         }
         res
@@ -386,7 +401,10 @@ fn place_ags<const D: bool>(snap: &Snapshot, slug: &str) -> Result<String, Fail>
 }
 
 /// The AGS and service slug a statement path names.
-fn statement_path<const D: bool>(snap: &Snapshot, path: Result<Path<(String, String)>, PathRejection>) -> Result<(String, String), Fail> {
+fn statement_path<const D: bool>(
+    snap: &Snapshot,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<(String, String), Fail> {
     let Ok(Path((slug, service))) = path else { return Err(Fail::bad_request("api.invalid_slug")) };
     let ags = place_ags::<D>(snap, &slug)?;
     let service = snap.service(check_slug(&service)?).ok_or_else(|| Fail::not_found("api.no_such_service"))?;
@@ -456,7 +474,14 @@ async fn version_after(app: &App, expected: Option<i64>, sql: &'static str, key:
 // The shapes of write requests
 
 /// A POST: reads the body as `T`, acts once per Idempotency-Key, and answers.
-pub(crate) async fn post_json<T: Input, Fut>(app: &App, who: &Principal, headers: &HeaderMap, uri: &Uri, body: Body, act: impl FnOnce(T) -> Fut) -> Response
+pub(crate) async fn post_json<T: Input, Fut>(
+    app: &App,
+    who: &Principal,
+    headers: &HeaderMap,
+    uri: &Uri,
+    body: Body,
+    act: impl FnOnce(T) -> Fut,
+) -> Response
 where
     Fut: Future<Output = Result<Reply, Fail>>,
 {
@@ -473,7 +498,11 @@ where
 }
 
 /// A PUT: reads the body as `T` with an optional version, which `If-Match` may give instead.
-pub(crate) async fn put_json<T: Input, Fut>(headers: &HeaderMap, body: Body, act: impl FnOnce(T, Option<i64>) -> Fut) -> Result<Reply, Fail>
+pub(crate) async fn put_json<T: Input, Fut>(
+    headers: &HeaderMap,
+    body: Body,
+    act: impl FnOnce(T, Option<i64>) -> Fut,
+) -> Result<Reply, Fail>
 where
     Fut: Future<Output = Result<Reply, Fail>>,
 {
@@ -522,11 +551,19 @@ enum Claim {
 /// nothing, so its key is released and a corrected retry may act. What remains is a crash
 /// between the write's commit and the recording: the claim is then taken over after
 /// ABANDONED_CLAIM_SECONDS and the retry acts again. Keys are forgotten after IDEMPOTENCY_HOURS.
-async fn idempotent(app: &App, who: &Principal, key: &str, hash: &str, act: impl Future<Output = Result<Reply, Fail>>) -> Result<Reply, Fail> {
+async fn idempotent(
+    app: &App,
+    who: &Principal,
+    key: &str,
+    hash: &str,
+    act: impl Future<Output = Result<Reply, Fail>>,
+) -> Result<Reply, Fail> {
     let principal = format!("{}:{}", who.user_id, who.name);
     match claim(app, &principal, key, hash).await? {
         Claim::Done(reply) => Ok(reply),
-        Claim::Reused => Err(Fail::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused", "api.idempotency_key_reused")),
+        Claim::Reused => {
+            Err(Fail::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused", "api.idempotency_key_reused"))
+        }
         Claim::InUse => Err(Fail::new(StatusCode::CONFLICT, "idempotency_key_in_use", "api.idempotency_key_in_use")),
         Claim::New => {
             let result = act.await;
@@ -559,11 +596,13 @@ async fn claim(app: &App, principal: &str, key: &str, hash: &str) -> anyhow::Res
     let outcome = if claimed == 1 {
         Claim::New
     } else {
-        let row = sqlx::query("SELECT request_hash, status, response, created_at FROM idempotency_keys WHERE principal = $1 AND key = $2")
-            .bind(principal)
-            .bind(key)
-            .fetch_one(&mut *tx)
-            .await?;
+        let row = sqlx::query(
+            "SELECT request_hash, status, response, created_at FROM idempotency_keys WHERE principal = $1 AND key = $2",
+        )
+        .bind(principal)
+        .bind(key)
+        .fetch_one(&mut *tx)
+        .await?;
         let (stored_hash, status, response, created_at): (String, i64, String, String) =
             (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
         let abandoned = created_at < time::format_rfc3339(now - chrono::Duration::seconds(ABANDONED_CLAIM_SECONDS));
@@ -610,7 +649,11 @@ async fn settle(app: &App, principal: &str, key: &str, result: &Result<Reply, Fa
                 .await?;
         }
         Err(_) => {
-            sqlx::query("DELETE FROM idempotency_keys WHERE principal = $1 AND key = $2").bind(principal).bind(key).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM idempotency_keys WHERE principal = $1 AND key = $2")
+                .bind(principal)
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
         }
     }
     tx.commit().await?;
@@ -739,7 +782,13 @@ pub struct StatementList {
     ),
     security(("bearer" = []))
 )]
-async fn post_statements(State(app): State<Shared>, Caller(who): Caller, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+async fn post_statements(
+    State(app): State<Shared>,
+    Caller(who): Caller,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let (app, who) = (&app, &who);
     post_json(app, who, &headers, &uri, body, |bulk: BulkStatements| async move {
         let snap = app.snapshot();
@@ -754,17 +803,22 @@ async fn post_statements(State(app): State<Shared>, Caller(who): Caller, uri: Ur
 fn selection(snap: &Snapshot, bulk: &BulkStatements) -> Result<(Vec<String>, Vec<String>), Fail> {
     let mut targets = Vec::new();
     for slug in &bulk.municipalities {
-        targets.push(snap.municipality(slug).ok_or_else(|| Fail::invalid("municipalities", "write.unknown_town"))?.ags.clone());
+        targets.push(
+            snap.municipality(slug).ok_or_else(|| Fail::invalid("municipalities", "write.unknown_town"))?.ags.clone(),
+        );
     }
     for slug in &bulk.districts {
-        targets.push(snap.district_by_slug(slug).ok_or_else(|| Fail::invalid("districts", "write.unknown_town"))?.ags.clone());
+        targets.push(
+            snap.district_by_slug(slug).ok_or_else(|| Fail::invalid("districts", "write.unknown_town"))?.ags.clone(),
+        );
     }
     if targets.is_empty() {
         return Err(Fail::invalid("municipalities", "write.nothing_selected"));
     }
     let mut services = Vec::new();
     for slug in &bulk.services {
-        services.push(snap.service(slug).ok_or_else(|| Fail::invalid("services", "write.unknown_service"))?.slug.clone());
+        services
+            .push(snap.service(slug).ok_or_else(|| Fail::invalid("services", "write.unknown_service"))?.slug.clone());
     }
     for area in &bulk.areas {
         if !is_service_area(area) {
@@ -800,7 +854,13 @@ fn unique(mut list: Vec<String>) -> Vec<String> {
     ),
     security(("bearer" = []))
 )]
-async fn post_announcement(State(app): State<Shared>, Caller(who): Caller, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+async fn post_announcement(
+    State(app): State<Shared>,
+    Caller(who): Caller,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let (app, who) = (&app, &who);
     post_json(app, who, &headers, &uri, body, |input: AnnouncementInput| async move {
         let item = writes::create_announcement(app, who, &input).await?;
@@ -829,7 +889,13 @@ async fn post_announcement(State(app): State<Shared>, Caller(who): Caller, uri: 
     ),
     security(("bearer" = []))
 )]
-async fn put_announcement(State(app): State<Shared>, Caller(who): Caller, path: Result<Path<String>, PathRejection>, headers: HeaderMap, body: Body) -> Response {
+async fn put_announcement(
+    State(app): State<Shared>,
+    Caller(who): Caller,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let (app, who) = (&app, &who);
     let result = async {
         let id = check_id(path)?;
@@ -853,7 +919,12 @@ async fn put_announcement(State(app): State<Shared>, Caller(who): Caller, path: 
     responses(Removal, Refusals),
     security(("bearer" = []))
 )]
-async fn delete_announcement(State(app): State<Shared>, Caller(who): Caller, path: Result<Path<String>, PathRejection>, headers: HeaderMap) -> Response {
+async fn delete_announcement(
+    State(app): State<Shared>,
+    Caller(who): Caller,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Response {
     let result = async {
         writes::withdraw_announcement(&app, &who, &check_id(path)?).await?;
         no_content()
@@ -875,7 +946,13 @@ async fn delete_announcement(State(app): State<Shared>, Caller(who): Caller, pat
     ),
     security(("bearer" = []))
 )]
-async fn post_faq(State(app): State<Shared>, Caller(who): Caller, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+async fn post_faq(
+    State(app): State<Shared>,
+    Caller(who): Caller,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let (app, who) = (&app, &who);
     post_json(app, who, &headers, &uri, body, |input: FaqInput| async move {
         let item = writes::save_faq(app, who, None, &input, None).await?;
@@ -903,7 +980,13 @@ async fn post_faq(State(app): State<Shared>, Caller(who): Caller, uri: Uri, head
     ),
     security(("bearer" = []))
 )]
-async fn put_faq(State(app): State<Shared>, Caller(who): Caller, path: Result<Path<String>, PathRejection>, headers: HeaderMap, body: Body) -> Response {
+async fn put_faq(
+    State(app): State<Shared>,
+    Caller(who): Caller,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let (app, who) = (&app, &who);
     let result = async {
         let id = check_id(path)?;
@@ -934,7 +1017,13 @@ async fn put_faq(State(app): State<Shared>, Caller(who): Caller, path: Result<Pa
     ),
     security(("bearer" = []))
 )]
-async fn post_referral(State(app): State<Shared>, Caller(who): Caller, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+async fn post_referral(
+    State(app): State<Shared>,
+    Caller(who): Caller,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let (app, who) = (&app, &who);
     post_json(app, who, &headers, &uri, body, |input: ReferralInput| async move {
         reply(StatusCode::CREATED, &writes::save_referral(app, who, None, &input).await?)
@@ -957,7 +1046,13 @@ async fn post_referral(State(app): State<Shared>, Caller(who): Caller, uri: Uri,
     ),
     security(("bearer" = []))
 )]
-async fn put_referral(State(app): State<Shared>, Caller(who): Caller, path: Result<Path<String>, PathRejection>, headers: HeaderMap, body: Body) -> Response {
+async fn put_referral(
+    State(app): State<Shared>,
+    Caller(who): Caller,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let result = async {
         let id = check_id(path)?;
         let input = parse::<ReferralInput>(&body_bytes(&headers, body)?)?;
@@ -975,7 +1070,12 @@ async fn put_referral(State(app): State<Shared>, Caller(who): Caller, path: Resu
     responses(Removal, Refusals),
     security(("bearer" = []))
 )]
-async fn delete_referral(State(app): State<Shared>, Caller(who): Caller, path: Result<Path<String>, PathRejection>, headers: HeaderMap) -> Response {
+async fn delete_referral(
+    State(app): State<Shared>,
+    Caller(who): Caller,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Response {
     let result = async {
         writes::delete_referral(&app, &who, &check_id(path)?).await?;
         no_content()
@@ -1019,7 +1119,10 @@ async fn put_contact<const D: bool>(
             let snap = app.snapshot();
             let (item, sql) = match snap.municipality_by_ags(&ags) {
                 Some(m) => (m.contact.clone(), "SELECT version FROM municipalities WHERE ags = $1"),
-                None => (snap.district(&ags).map(|d| d.contact.clone()).unwrap_or_default(), "SELECT version FROM districts WHERE ags = $1"),
+                None => (
+                    snap.district(&ags).map(|d| d.contact.clone()).unwrap_or_default(),
+                    "SELECT version FROM districts WHERE ags = $1",
+                ),
             };
             let version = version_after(app, expected, sql, &ags).await?;
             reply(StatusCode::OK, &Stored { item, version })
@@ -1081,13 +1184,23 @@ async fn list_tokens(State(app): State<Shared>, Caller(who): Caller, headers: He
     ),
     security(("bearer" = []))
 )]
-async fn post_token(State(app): State<Shared>, Caller(who): Caller, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+async fn post_token(
+    State(app): State<Shared>,
+    Caller(who): Caller,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let (app, who) = (&app, &who);
     post_json(app, who, &headers, &uri, body, |input: TokenInput| async move {
         let (id, secret) = writes::create_token(app, who, &input).await?;
         let mut c = app.store.begin().await?;
         let owner = input.user_id.unwrap_or(who.user_id);
-        let token = auth::tokens(&mut c, Some(owner)).await?.into_iter().find(|t| t.id == id).ok_or_else(|| Fail::internal("new token not found"))?;
+        let token = auth::tokens(&mut c, Some(owner))
+            .await?
+            .into_iter()
+            .find(|t| t.id == id)
+            .ok_or_else(|| Fail::internal("new token not found"))?;
         reply(StatusCode::CREATED, &CreatedToken { token, secret })
     })
     .await
@@ -1103,7 +1216,12 @@ async fn post_token(State(app): State<Shared>, Caller(who): Caller, uri: Uri, he
     responses((status = 400, description = "The id is not a number.", body = ApiProblem), Removal, Refusals),
     security(("bearer" = []))
 )]
-async fn delete_token(State(app): State<Shared>, Caller(who): Caller, path: Result<Path<i64>, PathRejection>, headers: HeaderMap) -> Response {
+async fn delete_token(
+    State(app): State<Shared>,
+    Caller(who): Caller,
+    path: Result<Path<i64>, PathRejection>,
+    headers: HeaderMap,
+) -> Response {
     let result = async {
         let Ok(Path(id)) = path else { return Err(Fail::bad_request("api.invalid_id")) };
         writes::revoke_token(&app, &who, id).await?;
@@ -1167,7 +1285,10 @@ async fn list_users(State(app): State<Shared>, Caller(who): Caller, headers: Hea
     let result = async {
         authorize(&who, &Action::ManageUsers).map_err(|_| Fail::forbidden())?;
         let mut c = app.store.begin().await?;
-        reply(StatusCode::OK, &UserList { users: auth::all_users(&mut c).await?.into_iter().map(UserOut::from).collect() })
+        reply(
+            StatusCode::OK,
+            &UserList { users: auth::all_users(&mut c).await?.into_iter().map(UserOut::from).collect() },
+        )
     };
     respond(&headers, result.await)
 }
@@ -1186,7 +1307,13 @@ async fn list_users(State(app): State<Shared>, Caller(who): Caller, headers: Hea
     ),
     security(("bearer" = []))
 )]
-async fn post_user(State(app): State<Shared>, Caller(who): Caller, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+async fn post_user(
+    State(app): State<Shared>,
+    Caller(who): Caller,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let (app, who) = (&app, &who);
     post_json(app, who, &headers, &uri, body, |input: UserInput| async move {
         let (id, token) = writes::create_user(app, who, &input).await?;
@@ -1261,7 +1388,12 @@ fn text_filter(field: &str, value: Option<String>) -> Result<String, Fail> {
     ),
     security(("bearer" = []))
 )]
-async fn journal(State(app): State<Shared>, Caller(who): Caller, params: Result<Query<JournalParams>, QueryRejection>, headers: HeaderMap) -> Response {
+async fn journal(
+    State(app): State<Shared>,
+    Caller(who): Caller,
+    params: Result<Query<JournalParams>, QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
     let result = async {
         authorize(&who, &Action::ReadInternal).map_err(|_| Fail::forbidden())?;
         let Ok(Query(p)) = params else { return Err(Fail::bad_request("api.invalid_parameters")) };
@@ -1286,7 +1418,10 @@ async fn journal(State(app): State<Shared>, Caller(who): Caller, params: Result<
     match result.await {
         Err(f) => f.response(&headers),
         Ok((true, entries)) => match journal::export(&entries, "csv") {
-            Ok(text) => ([(header::CONTENT_TYPE, "text/csv; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], text).into_response(),
+            Ok(text) => {
+                ([(header::CONTENT_TYPE, "text/csv; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], text)
+                    .into_response()
+            }
             Err(e) => Fail::internal(e).response(&headers),
         },
         Ok((false, entries)) => respond(&headers, reply(StatusCode::OK, &JournalPage { entries })),
@@ -1302,7 +1437,8 @@ async fn visible_entries(app: &App, who: &Principal, filter: journal::Filter, li
     let scopes: Vec<&String> = who.scopes.iter().filter(|s| filter.scope.is_empty() || **s == filter.scope).collect();
     let mut entries = Vec::new();
     for scope in scopes {
-        entries.extend(journal::list(&mut c, &journal::Filter { scope: scope.clone(), ..filter.clone() }, limit).await?);
+        entries
+            .extend(journal::list(&mut c, &journal::Filter { scope: scope.clone(), ..filter.clone() }, limit).await?);
     }
     entries.sort_by(|a, b| b.seq.cmp(&a.seq));
     entries.truncate(limit as usize);
@@ -1336,7 +1472,10 @@ async fn journal_verify(State(app): State<Shared>, Caller(who): Caller, headers:
         let entries = journal::all(&mut c).await?;
         let (head_seq, head_hash) = journal::head(&mut c).await?;
         let problem = journal::verify(&entries, (head_seq, &head_hash)).err().map(|p| p.to_string());
-        reply(StatusCode::OK, &JournalCheck { intact: problem.is_none(), entries: entries.len(), head_seq, head_hash, problem })
+        reply(
+            StatusCode::OK,
+            &JournalCheck { intact: problem.is_none(), entries: entries.len(), head_seq, head_hash, problem },
+        )
     };
     respond(&headers, result.await)
 }
@@ -1447,14 +1586,19 @@ mod tests {
         let err = |body: &str| parse::<Versioned<StatementInput>>(body.as_bytes()).map(|_| ()).unwrap_err();
         assert!(parse::<Versioned<StatementInput>>(br#"{"level": "limited", "version": 2}"#).is_ok());
         let e = err(r#"{"level": "limited", "colour": "red"}"#);
-        assert_eq!((e.status, e.field.as_deref(), e.key), (StatusCode::UNPROCESSABLE_ENTITY, Some("colour"), "api.unknown_field"));
+        assert_eq!(
+            (e.status, e.field.as_deref(), e.key),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("colour"), "api.unknown_field")
+        );
         let e = err(r#"{"level": "limited", "backlog": 3}"#);
         assert_eq!((e.field.as_deref(), e.key), (Some("backlog"), "api.wrong_type"));
         let e = err(r#"{"workaround": "x"}"#);
         assert_eq!((e.field.as_deref(), e.key), (Some("level"), "write.required"));
         assert_eq!(err(r#"{"level": "#).status, StatusCode::BAD_REQUEST);
         assert_eq!(err("[1, 2]").field.as_deref(), Some("body"));
-        let e = parse::<BulkStatements>(br#"{"municipalities": ["a"], "level": "limited", "servics": []}"#).map(|_| ()).unwrap_err();
+        let e = parse::<BulkStatements>(br#"{"municipalities": ["a"], "level": "limited", "servics": []}"#)
+            .map(|_| ())
+            .unwrap_err();
         assert_eq!(e.field.as_deref(), Some("servics"));
     }
 
@@ -1510,7 +1654,10 @@ mod tests {
         let bulk = &doc["components"]["schemas"]["BulkStatements"];
         assert_eq!(bulk["additionalProperties"], false, "{bulk}");
         assert!(bulk["properties"]["municipalities"].is_object() && bulk["properties"]["level"].is_object(), "{bulk}");
-        assert_eq!(doc["components"]["schemas"]["Versioned_StatementInput"]["properties"]["version"]["format"], "int64");
+        assert_eq!(
+            doc["components"]["schemas"]["Versioned_StatementInput"]["properties"]["version"]["format"],
+            "int64"
+        );
         assert_ne!(
             doc["paths"]["/districts/{slug}/contact"]["put"]["operationId"],
             doc["paths"]["/municipalities/{slug}/contact"]["put"]["operationId"]

@@ -85,7 +85,8 @@ pub const MIN_PASSWORD_CHARS: usize = 12;
 
 pub fn hash_password(password: &str) -> Result<String> {
     use argon2::password_hash::PasswordHasher;
-    let hash = argon2::Argon2::default().hash_password(password.as_bytes()).map_err(|e| anyhow::anyhow!("hashing: {e}"))?;
+    let hash =
+        argon2::Argon2::default().hash_password(password.as_bytes()).map_err(|e| anyhow::anyhow!("hashing: {e}"))?;
     Ok(hash.to_string())
 }
 
@@ -245,11 +246,15 @@ impl User {
 }
 
 pub fn valid_username(s: &str) -> bool {
-    (2..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.' || b == b'_')
+    (2..=64).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.' || b == b'_')
 }
 
 async fn load_scopes(c: &mut AnyConnection, user_id: i64) -> Result<Vec<String>> {
-    Ok(sqlx::query_scalar("SELECT ags FROM user_scopes WHERE user_id = $1 ORDER BY ags").bind(user_id).fetch_all(&mut *c).await?)
+    Ok(sqlx::query_scalar("SELECT ags FROM user_scopes WHERE user_id = $1 ORDER BY ags")
+        .bind(user_id)
+        .fetch_all(&mut *c)
+        .await?)
 }
 
 fn row_to_user(row: &sqlx::any::AnyRow) -> Result<User> {
@@ -297,7 +302,13 @@ pub async fn all_users(c: &mut AnyConnection) -> Result<Vec<User>> {
 }
 
 /// Creates an account without password; returns its id. The caller journals it.
-pub async fn insert_user(c: &mut AnyConnection, username: &str, display_name: &str, role: Role, scopes: &[String]) -> Result<i64> {
+pub async fn insert_user(
+    c: &mut AnyConnection,
+    username: &str,
+    display_name: &str,
+    role: Role,
+    scopes: &[String],
+) -> Result<i64> {
     if !valid_username(username) {
         bail!("invalid user name {username:?}: 2–64 characters a-z, 0-9, '.', '-', '_'");
     }
@@ -320,7 +331,11 @@ pub async fn insert_user(c: &mut AnyConnection, username: &str, display_name: &s
 pub async fn set_scopes(c: &mut AnyConnection, user_id: i64, scopes: &[String]) -> Result<()> {
     sqlx::query("DELETE FROM user_scopes WHERE user_id = $1").bind(user_id).execute(&mut *c).await?;
     for ags in scopes {
-        sqlx::query("INSERT INTO user_scopes (user_id, ags) VALUES ($1, $2)").bind(user_id).bind(ags).execute(&mut *c).await?;
+        sqlx::query("INSERT INTO user_scopes (user_id, ags) VALUES ($1, $2)")
+            .bind(user_id)
+            .bind(ags)
+            .execute(&mut *c)
+            .await?;
     }
     Ok(())
 }
@@ -342,11 +357,12 @@ pub async fn user_by_setup_token(c: &mut AnyConnection, token: &str) -> Result<O
     if token.is_empty() || token.len() > 100 {
         return Ok(None);
     }
-    let id: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE setup_token_hash = $1 AND setup_expires_at > $2")
-        .bind(token_hash(token))
-        .bind(time::now_rfc3339())
-        .fetch_optional(&mut *c)
-        .await?;
+    let id: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM users WHERE setup_token_hash = $1 AND setup_expires_at > $2")
+            .bind(token_hash(token))
+            .bind(time::now_rfc3339())
+            .fetch_optional(&mut *c)
+            .await?;
     match id {
         Some(id) => user_by_id(c, id).await,
         None => Ok(None),
@@ -354,7 +370,13 @@ pub async fn user_by_setup_token(c: &mut AnyConnection, token: &str) -> Result<O
 }
 
 /// Finishes the setup: password and second factor together; the link is used up.
-pub async fn complete_setup(c: &mut AnyConnection, user_id: i64, password_hash: &str, totp_secret: &str, step: u64) -> Result<()> {
+pub async fn complete_setup(
+    c: &mut AnyConnection,
+    user_id: i64,
+    password_hash: &str,
+    totp_secret: &str,
+    step: u64,
+) -> Result<()> {
     sqlx::query(
         "UPDATE users SET password_hash = $1, totp_secret = $2, totp_last_step = $3, setup_token_hash = '',
          setup_expires_at = '', failed_logins = 0, locked_until = '' WHERE id = $4",
@@ -388,13 +410,14 @@ pub async fn new_recovery_codes(c: &mut AnyConnection, user_id: i64) -> Result<V
 /// Uses up a recovery code; true if it was valid and unused.
 pub async fn use_recovery_code(c: &mut AnyConnection, user_id: i64, code: &str) -> Result<bool> {
     let code = code.trim().to_lowercase();
-    let n = sqlx::query("UPDATE recovery_codes SET used_at = $1 WHERE user_id = $2 AND code_hash = $3 AND used_at = ''")
-        .bind(time::now_rfc3339())
-        .bind(user_id)
-        .bind(token_hash(&code))
-        .execute(&mut *c)
-        .await?
-        .rows_affected();
+    let n =
+        sqlx::query("UPDATE recovery_codes SET used_at = $1 WHERE user_id = $2 AND code_hash = $3 AND used_at = ''")
+            .bind(time::now_rfc3339())
+            .bind(user_id)
+            .bind(token_hash(&code))
+            .execute(&mut *c)
+            .await?
+            .rows_affected();
     Ok(n == 1)
 }
 
@@ -430,12 +453,19 @@ pub async fn recent_failures_from(c: &mut AnyConnection, address: &str) -> Resul
 
 /// Records a failed attempt; returns true when this failure locked the account (a burst worth journaling).
 pub async fn record_failure(c: &mut AnyConnection, address: &str, user: Option<&User>) -> Result<bool> {
-    sqlx::query("INSERT INTO login_failures (address, at) VALUES ($1, $2)").bind(address).bind(time::now_rfc3339()).execute(&mut *c).await?;
+    sqlx::query("INSERT INTO login_failures (address, at) VALUES ($1, $2)")
+        .bind(address)
+        .bind(time::now_rfc3339())
+        .execute(&mut *c)
+        .await?;
     let Some(user) = user else { return Ok(false) };
     let failures = user.failed_logins + 1;
     let lock = failures % LOCK_AFTER_FAILURES == 0;
-    let locked_until =
-        if lock { time::format_rfc3339(chrono::Utc::now() + chrono::Duration::minutes(LOCK_MINUTES)) } else { user.locked_until.clone() };
+    let locked_until = if lock {
+        time::format_rfc3339(chrono::Utc::now() + chrono::Duration::minutes(LOCK_MINUTES))
+    } else {
+        user.locked_until.clone()
+    };
     sqlx::query("UPDATE users SET failed_logins = $1, locked_until = $2 WHERE id = $3")
         .bind(failures)
         .bind(locked_until)
@@ -446,7 +476,10 @@ pub async fn record_failure(c: &mut AnyConnection, address: &str, user: Option<&
 }
 
 pub async fn clear_failures(c: &mut AnyConnection, user_id: i64) -> Result<()> {
-    sqlx::query("UPDATE users SET failed_logins = 0, locked_until = '' WHERE id = $1").bind(user_id).execute(&mut *c).await?;
+    sqlx::query("UPDATE users SET failed_logins = 0, locked_until = '' WHERE id = $1")
+        .bind(user_id)
+        .execute(&mut *c)
+        .await?;
     Ok(())
 }
 
@@ -506,7 +539,11 @@ pub async fn session(c: &mut AnyConnection, cookie_value: &str) -> Result<Option
     .fetch_optional(&mut *c)
     .await?;
     let Some(row) = row else { return Ok(None) };
-    sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2").bind(time::format_rfc3339(now)).bind(&hash).execute(&mut *c).await?;
+    sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2")
+        .bind(time::format_rfc3339(now))
+        .bind(&hash)
+        .execute(&mut *c)
+        .await?;
     Ok(Some(Session {
         id_hash: row.try_get(0)?,
         user_id: row.try_get(1)?,
@@ -547,7 +584,14 @@ pub struct ApiToken {
 }
 
 /// Creates a token; returns (id, secret). The secret is shown once and stored only hashed.
-pub async fn create_token(c: &mut AnyConnection, user_id: i64, name: &str, role: Role, scopes: &[String], expires_at: &str) -> Result<(i64, String)> {
+pub async fn create_token(
+    c: &mut AnyConnection,
+    user_id: i64,
+    name: &str,
+    role: Role,
+    scopes: &[String],
+    expires_at: &str,
+) -> Result<(i64, String)> {
     let secret = format!("nb_{}", random_token());
     let id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM api_tokens").fetch_one(&mut *c).await?;
     sqlx::query(
@@ -563,7 +607,11 @@ pub async fn create_token(c: &mut AnyConnection, user_id: i64, name: &str, role:
     .execute(&mut *c)
     .await?;
     for ags in scopes {
-        sqlx::query("INSERT INTO api_token_scopes (token_id, ags) VALUES ($1, $2)").bind(id).bind(ags).execute(&mut *c).await?;
+        sqlx::query("INSERT INTO api_token_scopes (token_id, ags) VALUES ($1, $2)")
+            .bind(id)
+            .bind(ags)
+            .execute(&mut *c)
+            .await?;
     }
     Ok((id, secret))
 }
@@ -590,7 +638,10 @@ pub async fn tokens(c: &mut AnyConnection, user_id: Option<i64>) -> Result<Vec<A
     let mut out = Vec::new();
     for row in rows {
         let mut t = row_to_token(&row)?;
-        t.scopes = sqlx::query_scalar("SELECT ags FROM api_token_scopes WHERE token_id = $1 ORDER BY ags").bind(t.id).fetch_all(&mut *c).await?;
+        t.scopes = sqlx::query_scalar("SELECT ags FROM api_token_scopes WHERE token_id = $1 ORDER BY ags")
+            .bind(t.id)
+            .fetch_all(&mut *c)
+            .await?;
         out.push(t);
     }
     Ok(out)
@@ -613,11 +664,13 @@ pub async fn principal_for_token(c: &mut AnyConnection, secret: &str) -> Result<
         return Ok(None);
     }
     let now = time::now_rfc3339();
-    let Some(row) = sqlx::query("SELECT * FROM api_tokens WHERE token_hash = $1 AND revoked_at = '' AND (expires_at = '' OR expires_at > $2)")
-        .bind(token_hash(secret))
-        .bind(&now)
-        .fetch_optional(&mut *c)
-        .await?
+    let Some(row) = sqlx::query(
+        "SELECT * FROM api_tokens WHERE token_hash = $1 AND revoked_at = '' AND (expires_at = '' OR expires_at > $2)",
+    )
+    .bind(token_hash(secret))
+    .bind(&now)
+    .fetch_optional(&mut *c)
+    .await?
     else {
         return Ok(None);
     };
@@ -626,8 +679,10 @@ pub async fn principal_for_token(c: &mut AnyConnection, secret: &str) -> Result<
     if user.disabled {
         return Ok(None);
     }
-    let token_scopes: Vec<String> =
-        sqlx::query_scalar("SELECT ags FROM api_token_scopes WHERE token_id = $1").bind(token.id).fetch_all(&mut *c).await?;
+    let token_scopes: Vec<String> = sqlx::query_scalar("SELECT ags FROM api_token_scopes WHERE token_id = $1")
+        .bind(token.id)
+        .fetch_all(&mut *c)
+        .await?;
     // The weaker of token and user: a token made by an admin for an editor role stays an editor.
     let role = weaker(token.role, user.role);
     let scopes = if role == Role::Editor {

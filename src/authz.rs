@@ -41,7 +41,9 @@ pub fn authorize(who: &Principal, action: &Action) -> Result<(), Denied> {
         (_, Action::ReadInternal) => true,
         (Role::Viewer, _) => false,
         (Role::Operator, Action::ManageUsers) => false,
-        (Role::Operator, Action::ManageTokens { for_user, role, .. }) => *for_user == who.user_id && *role != Role::Admin,
+        (Role::Operator, Action::ManageTokens { for_user, role, .. }) => {
+            *for_user == who.user_id && *role != Role::Admin
+        }
         // The crisis team speaks for the whole area and runs the recovery.
         (Role::Operator, _) => true,
         (Role::Editor, Action::EditStatement { ags }) => who.covers(ags),

@@ -92,7 +92,10 @@ pub fn effective(snap: &Snapshot, p: &Procedure, ags: &str) -> Option<Rollout> {
 /// Towns the provider runs at least one procedure for, district by district in name order.
 pub fn served_towns(snap: &Snapshot) -> Vec<&Municipality> {
     let served: HashSet<&str> = snap.data.rollouts.iter().map(|r| r.municipality_ags.as_str()).collect();
-    snap.districts_with_towns().flat_map(|d| snap.towns_of_district(&d.ags)).filter(|m| served.contains(m.ags.as_str())).collect()
+    snap.districts_with_towns()
+        .flat_map(|d| snap.towns_of_district(&d.ags))
+        .filter(|m| served.contains(m.ags.as_str()))
+        .collect()
 }
 
 /// The stage after `stage`, if any.
@@ -179,13 +182,22 @@ struct Problems {
 
 /// A refusal the page can show next to its form, or the error for the general refusal page
 /// (forbidden, gone, internal).
-fn problems(lang: &str, snap: &Snapshot, form: &'static str, e: WriteError) -> Result<(StatusCode, Problems), WriteError> {
+fn problems(
+    lang: &str,
+    snap: &Snapshot,
+    form: &'static str,
+    e: WriteError,
+) -> Result<(StatusCode, Problems), WriteError> {
     let (status, messages, field) = match e {
-        WriteError::Conflict { current } if current.get("unmet").is_some() || current.get("cycle").is_some() => {
-            (StatusCode::CONFLICT, explain(lang, snap, &current), if current.get("cycle").is_some() { "depends_on" } else { "" }.to_string())
-        }
+        WriteError::Conflict { current } if current.get("unmet").is_some() || current.get("cycle").is_some() => (
+            StatusCode::CONFLICT,
+            explain(lang, snap, &current),
+            if current.get("cycle").is_some() { "depends_on" } else { "" }.to_string(),
+        ),
         WriteError::Conflict { .. } => (StatusCode::CONFLICT, vec![i18n::t(lang, "write.conflict")], String::new()),
-        WriteError::Invalid { field, message } => (StatusCode::UNPROCESSABLE_ENTITY, vec![i18n::t(lang, message)], field),
+        WriteError::Invalid { field, message } => {
+            (StatusCode::UNPROCESSABLE_ENTITY, vec![i18n::t(lang, message)], field)
+        }
         other => return Err(other),
     };
     Ok((status, Problems { form, messages, field }))
@@ -242,7 +254,8 @@ async fn board(State(app): State<Shared>, Query(filter): Query<BoardFilter>, des
     let district = snap.district_by_slug(&filter.kreis);
     let area = if is_service_area(&filter.bereich) { filter.bereich.as_str() } else { "" };
     let all_towns = served_towns(&snap);
-    let towns: Vec<&Municipality> = all_towns.iter().copied().filter(|m| district.is_none_or(|d| d.ags == m.district_ags)).collect();
+    let towns: Vec<&Municipality> =
+        all_towns.iter().copied().filter(|m| district.is_none_or(|d| d.ags == m.district_ags)).collect();
     let procedures: Vec<&Procedure> =
         snap.data.procedures.iter().filter(|p| p.kind == "procedure" && (area.is_empty() || p.area == area)).collect();
     let columns: Vec<Value> = procedures
@@ -252,7 +265,8 @@ async fn board(State(app): State<Shared>, Query(filter): Query<BoardFilter>, des
     let rows: Vec<Value> = towns
         .iter()
         .map(|m| {
-            let cells: Vec<&str> = procedures.iter().map(|p| effective(&snap, p, &m.ags).map_or("", Rollout::as_str)).collect();
+            let cells: Vec<&str> =
+                procedures.iter().map(|p| effective(&snap, p, &m.ags).map_or("", Rollout::as_str)).collect();
             context! { slug => m.slug.clone(), name => m.name.clone(), cells => cells }
         })
         .collect();
@@ -271,7 +285,8 @@ async fn board(State(app): State<Shared>, Query(filter): Query<BoardFilter>, des
             (progress.total > 0).then(|| context! { key => *a, progress => v(progress) })
         })
         .collect();
-    let infrastructure: Vec<Value> = snap.data.procedures.iter().filter(|p| p.kind == "infrastructure").map(procedure_ref).collect();
+    let infrastructure: Vec<Value> =
+        snap.data.procedures.iter().filter(|p| p.kind == "infrastructure").map(procedure_ref).collect();
     let districts: Vec<Value> = snap
         .districts_with_towns()
         .filter(|d| all_towns.iter().any(|m| m.district_ags == d.ags))
@@ -298,7 +313,8 @@ async fn board(State(app): State<Shared>, Query(filter): Query<BoardFilter>, des
 pub fn restart_order(procedures: &[Procedure]) -> Vec<&Procedure> {
     let mut placed: HashSet<&str> = HashSet::new();
     let mut order: Vec<&Procedure> = Vec::new();
-    let mut waiting: BTreeSet<(i64, &str, &str)> = procedures.iter().map(|p| (p.priority, p.name.as_str(), p.slug.as_str())).collect();
+    let mut waiting: BTreeSet<(i64, &str, &str)> =
+        procedures.iter().map(|p| (p.priority, p.name.as_str(), p.slug.as_str())).collect();
     let known: HashSet<&str> = procedures.iter().map(|p| p.slug.as_str()).collect();
     while !waiting.is_empty() {
         let free = waiting.iter().copied().find(|(_, _, slug)| {
@@ -367,7 +383,12 @@ async fn plan(State(app): State<Shared>, desk: Desk) -> Response {
 // ---------------------------------------------------------------------------------------------
 // One procedure
 
-async fn procedure_page(State(app): State<Shared>, Path(slug): Path<String>, Query(notice): Query<Notice>, desk: Desk) -> Response {
+async fn procedure_page(
+    State(app): State<Shared>,
+    Path(slug): Path<String>,
+    Query(notice): Query<Notice>,
+    desk: Desk,
+) -> Response {
     let content = context! { notice => notice.text(desk.lang) };
     procedure_view(&app, &desk, &slug, StatusCode::OK, content).await
 }
@@ -385,8 +406,13 @@ async fn procedure_view(app: &Shared, desk: &Desk, slug: &str, status: StatusCod
         Err(e) => return desk::write_error_page(app, desk, WriteError::Internal(e), BOARD),
     };
     let next = next_stage(p.stage);
-    let dependencies: Vec<Value> = p.depends_on.iter().map(|d| snap.procedure(d).map_or_else(|| context! { slug => d, name => d }, procedure_ref)).collect();
-    let dependents: Vec<Value> = snap.data.procedures.iter().filter(|o| o.depends_on.contains(&p.slug)).map(procedure_ref).collect();
+    let dependencies: Vec<Value> = p
+        .depends_on
+        .iter()
+        .map(|d| snap.procedure(d).map_or_else(|| context! { slug => d, name => d }, procedure_ref))
+        .collect();
+    let dependents: Vec<Value> =
+        snap.data.procedures.iter().filter(|o| o.depends_on.contains(&p.slug)).map(procedure_ref).collect();
     let services: Vec<Value> = snap
         .data
         .service_procedures
@@ -414,7 +440,8 @@ async fn procedure_view(app: &Shared, desk: &Desk, slug: &str, status: StatusCod
         })
         .collect();
     // The step form offers the next stage and every earlier one (a step back, with a reason).
-    let step_choices: Vec<&str> = next.into_iter().chain(Stage::ALL.into_iter().filter(|s| *s < p.stage).rev()).map(Stage::as_str).collect();
+    let step_choices: Vec<&str> =
+        next.into_iter().chain(Stage::ALL.into_iter().filter(|s| *s < p.stage).rev()).map(Stage::as_str).collect();
     // A refused description form comes back with what was typed.
     let form = match extra.get_attr("form") {
         Ok(typed) if !typed.is_undefined() => typed,
@@ -435,20 +462,33 @@ async fn procedure_view(app: &Shared, desk: &Desk, slug: &str, status: StatusCod
     )
 }
 
-async fn step(State(app): State<Shared>, Path(slug): Path<String>, desk: Desk, Form(pairs): Form<Vec<(String, String)>>) -> Response {
+async fn step(
+    State(app): State<Shared>,
+    Path(slug): Path<String>,
+    desk: Desk,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> Response {
     let f = Fields(pairs);
     if let Err(r) = desk.check_csrf(f.one("csrf")) {
         return r;
     }
     match writes::step_procedure(&app, &desk.principal(), &slug, f.one("to"), f.one("evidence")).await {
         Ok(changed) => {
-            Redirect::to(&format!("{BOARD}/{slug}?gespeichert=1&mit={}#stufe", changed.len().saturating_sub(1))).into_response()
+            Redirect::to(&format!("{BOARD}/{slug}?gespeichert=1&mit={}#stufe", changed.len().saturating_sub(1)))
+                .into_response()
         }
-        Err(e) => refused(&app, &desk, &slug, "step", e, context! { evidence => f.one("evidence"), to => f.one("to") }).await,
+        Err(e) => {
+            refused(&app, &desk, &slug, "step", e, context! { evidence => f.one("evidence"), to => f.one("to") }).await
+        }
     }
 }
 
-async fn rollout(State(app): State<Shared>, Path(slug): Path<String>, desk: Desk, Form(pairs): Form<Vec<(String, String)>>) -> Response {
+async fn rollout(
+    State(app): State<Shared>,
+    Path(slug): Path<String>,
+    desk: Desk,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> Response {
     let f = Fields(pairs);
     if let Err(r) = desk.check_csrf(f.one("csrf")) {
         return r;
@@ -462,7 +502,17 @@ async fn rollout(State(app): State<Shared>, Path(slug): Path<String>, desk: Desk
     };
     match writes::set_rollout(&app, &desk.principal(), &input).await {
         Ok(n) => Redirect::to(&format!("{BOARD}/{slug}?gespeichert={n}#rollout")).into_response(),
-        Err(e) => refused(&app, &desk, &slug, "rollout", e, context! { rollout_stage => input.stage, expected_date => input.expected_date }).await,
+        Err(e) => {
+            refused(
+                &app,
+                &desk,
+                &slug,
+                "rollout",
+                e,
+                context! { rollout_stage => input.stage, expected_date => input.expected_date },
+            )
+            .await
+        }
     }
 }
 
@@ -470,7 +520,9 @@ async fn rollout(State(app): State<Shared>, Path(slug): Path<String>, desk: Desk
 /// refusal page when there is no form to show it at (forbidden, gone).
 async fn refused(app: &Shared, desk: &Desk, slug: &str, form: &'static str, e: WriteError, typed: Value) -> Response {
     match problems(desk.lang, &app.snapshot(), form, e) {
-        Ok((status, problems)) => procedure_view(app, desk, slug, status, context! { problems => v(problems), ..typed }).await,
+        Ok((status, problems)) => {
+            procedure_view(app, desk, slug, status, context! { problems => v(problems), ..typed }).await
+        }
         Err(e) => desk::write_error_page(app, desk, e, &format!("{BOARD}/{slug}")),
     }
 }
@@ -490,7 +542,13 @@ fn procedure_input(p: &Procedure, snap: &Snapshot) -> ProcedureInput {
         depends_on: p.depends_on.clone(),
         expected_release: p.expected_release.clone(),
         expected_normal: p.expected_normal.clone(),
-        services: snap.data.service_procedures.iter().filter(|(_, proc)| *proc == p.slug).map(|(s, _)| s.clone()).collect(),
+        services: snap
+            .data
+            .service_procedures
+            .iter()
+            .filter(|(_, proc)| *proc == p.slug)
+            .map(|(s, _)| s.clone())
+            .collect(),
     }
 }
 
@@ -534,9 +592,17 @@ fn submitted_input(f: &Fields, slug: &str) -> Result<ProcedureInput, WriteError>
         priority: if priority.is_empty() {
             100
         } else {
-            priority.parse().map_err(|_| WriteError::Invalid { field: "priority".into(), message: "desk_form.invalid_number" })?
+            priority
+                .parse()
+                .map_err(|_| WriteError::Invalid { field: "priority".into(), message: "desk_form.invalid_number" })?
         },
-        missing_functions: f.one("missing_functions").lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect(),
+        missing_functions: f
+            .one("missing_functions")
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect(),
         depends_on: f.all("depends_on"),
         expected_release: f.one("expected_release").to_string(),
         expected_normal: f.one("expected_normal").to_string(),
@@ -549,7 +615,13 @@ async fn new_procedure(State(app): State<Shared>, desk: Desk) -> Response {
         return desk::write_error_page(&app, &desk, WriteError::Forbidden, BOARD);
     }
     let input = ProcedureInput { kind: "procedure".into(), priority: 100, ..ProcedureInput::default() };
-    show(&app, &desk, StatusCode::OK, "desk/procedure_new.html", context! { form => edit_form_view(&app.snapshot(), &input) })
+    show(
+        &app,
+        &desk,
+        StatusCode::OK,
+        "desk/procedure_new.html",
+        context! { form => edit_form_view(&app.snapshot(), &input) },
+    )
 }
 
 async fn create_procedure(State(app): State<Shared>, desk: Desk, Form(pairs): Form<Vec<(String, String)>>) -> Response {
@@ -561,7 +633,9 @@ async fn create_procedure(State(app): State<Shared>, desk: Desk, Form(pairs): Fo
     let result = match submitted_input(&f, &slug) {
         Err(e) => Err(e),
         // A new procedure must not silently replace an existing one, nor hide a page of the board.
-        Ok(_) if app.snapshot().procedure(&slug).is_some() => Err(WriteError::Invalid { field: "slug".into(), message: "write.exists" }),
+        Ok(_) if app.snapshot().procedure(&slug).is_some() => {
+            Err(WriteError::Invalid { field: "slug".into(), message: "write.exists" })
+        }
         Ok(input) => writes::save_procedure(&app, &desk.principal(), &input, None).await.map(|_| input),
     };
     match result {
@@ -583,7 +657,12 @@ async fn create_procedure(State(app): State<Shared>, desk: Desk, Form(pairs): Fo
     }
 }
 
-async fn save_procedure(State(app): State<Shared>, Path(slug): Path<String>, desk: Desk, Form(pairs): Form<Vec<(String, String)>>) -> Response {
+async fn save_procedure(
+    State(app): State<Shared>,
+    Path(slug): Path<String>,
+    desk: Desk,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> Response {
     let f = Fields(pairs);
     if let Err(r) = desk.check_csrf(f.one("csrf")) {
         return r;
@@ -642,7 +721,11 @@ mod tests {
 
     #[test]
     fn refusals_are_explained_in_words() {
-        let snap = Snapshot::build(Dataset { procedures: vec![procedure("netz", 0, &[])], ..Dataset::default() }, String::new(), 1);
+        let snap = Snapshot::build(
+            Dataset { procedures: vec![procedure("netz", 0, &[])], ..Dataset::default() },
+            String::new(),
+            1,
+        );
         let refusal = serde_json::json!({ "unmet": [
             { "condition": "not_cleared" },
             { "condition": "dependency_not_released", "dependency": "netz", "stage": "cleared" },

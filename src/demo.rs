@@ -272,10 +272,14 @@ pub async fn seed(store: &Store, demo: Demo) -> Result<()> {
     crate::journal::lock_head(&mut tx).await?;
     write_dataset(&mut tx, &ds).await?;
     seed_accounts(&mut tx).await?;
-    store::set_meta(&mut tx, "demo", match demo {
-        Demo::Suedwestfalen => "suedwestfalen",
-        Demo::Germany => "germany",
-    })
+    store::set_meta(
+        &mut tx,
+        "demo",
+        match demo {
+            Demo::Suedwestfalen => "suedwestfalen",
+            Demo::Germany => "germany",
+        },
+    )
     .await?;
     store::bump_places_version(&mut tx).await?;
     store::bump_data_version(&mut tx).await?;
@@ -384,7 +388,11 @@ pub fn build(demo: Demo) -> Result<Dataset> {
             used.insert(slug.clone());
         }
         let contact = Contact {
-            email: if demo == Demo::Suedwestfalen { format!("buergerbuero@{}.example", slugify(name)) } else { String::new() },
+            email: if demo == Demo::Suedwestfalen {
+                format!("buergerbuero@{}.example", slugify(name))
+            } else {
+                String::new()
+            },
             ..Contact::default()
         };
         std::sync::Arc::make_mut(&mut ds.municipalities).push(Municipality {
@@ -408,16 +416,22 @@ pub fn build(demo: Demo) -> Result<Dataset> {
 
     let town_set: HashSet<&str> = ds.municipalities.iter().map(|m| m.ags.as_str()).collect();
     let postal: Vec<PostalRow> = csv_rows("postleitzahlen-de.csv", POSTLEITZAHLEN)?;
-    ds.postal_codes = std::sync::Arc::new(postal
-        .into_iter()
-        .filter(|p| town_set.contains(p.ags.as_str()))
-        .map(|p| PostalCode { postal_code: p.postal_code, municipality_ags: p.ags, place: p.place })
-        .collect());
+    ds.postal_codes = std::sync::Arc::new(
+        postal
+            .into_iter()
+            .filter(|p| town_set.contains(p.ags.as_str()))
+            .map(|p| PostalCode { postal_code: p.postal_code, municipality_ags: p.ags, place: p.place })
+            .collect(),
+    );
     // Every town gets at least the postal code of its seat.
     let with_code: HashSet<String> = ds.postal_codes.iter().map(|p| p.municipality_ags.clone()).collect();
     for (g, name, _) in &towns {
         if !with_code.contains(&g.ags) && g.postal_code.len() == 5 {
-            std::sync::Arc::make_mut(&mut ds.postal_codes).push(PostalCode { postal_code: g.postal_code.clone(), municipality_ags: g.ags.clone(), place: name.clone() });
+            std::sync::Arc::make_mut(&mut ds.postal_codes).push(PostalCode {
+                postal_code: g.postal_code.clone(),
+                municipality_ags: g.ags.clone(),
+                place: name.clone(),
+            });
         }
     }
 
@@ -436,7 +450,12 @@ pub fn build(demo: Demo) -> Result<Dataset> {
                 name: format!("Bürgerbüro {}", m.name),
                 owner_ags: m.ags.clone(),
                 street: String::new(),
-                postal_code: ds.postal_codes.iter().find(|p| p.municipality_ags == m.ags).map(|p| p.postal_code.clone()).unwrap_or_default(),
+                postal_code: ds
+                    .postal_codes
+                    .iter()
+                    .find(|p| p.municipality_ags == m.ags)
+                    .map(|p| p.postal_code.clone())
+                    .unwrap_or_default(),
                 city: m.name.clone(),
                 lat: m.lat,
                 lon: m.lon,
@@ -468,11 +487,8 @@ pub fn build(demo: Demo) -> Result<Dataset> {
     let mut statements: BTreeMap<(String, String), Statement> = BTreeMap::new();
     for (i, rule) in scenario.rule.iter().enumerate() {
         let level = Level::parse(&rule.level).with_context(|| format!("rule {}: level {}", i + 1, rule.level))?;
-        let chosen: Vec<&Service> = ds
-            .services
-            .iter()
-            .filter(|s| rule.areas.contains(&s.area) || rule.services.contains(&s.slug))
-            .collect();
+        let chosen: Vec<&Service> =
+            ds.services.iter().filter(|s| rule.areas.contains(&s.area) || rule.services.contains(&s.slug)).collect();
         for s in &rule.services {
             if !service_by_slug.contains_key(s.as_str()) {
                 bail!("rule {}: unknown service {s}", i + 1);
@@ -622,7 +638,9 @@ fn build_recovery(
         for d in &def.districts {
             towns.extend(district_towns.get(d.as_str()).into_iter().flatten().map(|g| g.ags.clone()));
         }
-        for r in ds.rollouts.iter_mut().filter(|r| r.procedure_slug == def.procedure && towns.contains(&r.municipality_ags)) {
+        for r in
+            ds.rollouts.iter_mut().filter(|r| r.procedure_slug == def.procedure && towns.contains(&r.municipality_ags))
+        {
             r.stage = stage;
             r.since = ago(def.days_ago);
             r.expected_date = in_days(def.expected_in_days);
@@ -686,7 +704,11 @@ mod tests {
         // Mid-recovery: every level occurs, stated or derived from the rollout.
         let snap = crate::snapshot::Snapshot::build(ds.clone(), String::new(), 1);
         for level in Level::ALL {
-            let occurs = snap.data.municipalities.iter().any(|m| snap.data.services.iter().any(|s| snap.availability(m, s).level == level));
+            let occurs = snap
+                .data
+                .municipalities
+                .iter()
+                .any(|m| snap.data.services.iter().any(|s| snap.availability(m, s).level == level));
             assert!(occurs, "{level:?}");
         }
         let menden = snap.municipality("menden-sauerland").unwrap();

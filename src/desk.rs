@@ -54,8 +54,10 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 /// plain HTTP on this machine (development and tests).
 fn set_cookie(app: &Shared, name: &str, value: &str, max_age_seconds: i64) -> HeaderValue {
     let secure = if insecure_loopback(&app.public_url) { "" } else { "; Secure" };
-    HeaderValue::from_str(&format!("{name}={value}; Path=/intern; HttpOnly; SameSite=Lax; Max-Age={max_age_seconds}{secure}"))
-        .expect("cookie is ASCII")
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/intern; HttpOnly; SameSite=Lax; Max-Age={max_age_seconds}{secure}"
+    ))
+    .expect("cookie is ASCII")
 }
 
 fn insecure_loopback(public_url: &str) -> bool {
@@ -69,7 +71,14 @@ pub fn desk_lang(headers: &HeaderMap) -> &'static str {
 }
 
 /// Renders a desk page: never cached, never indexed.
-pub fn page(app: &Shared, lang: &str, status: StatusCode, template: &str, who: Option<&Desk>, content: Value) -> Response {
+pub fn page(
+    app: &Shared,
+    lang: &str,
+    status: StatusCode,
+    template: &str,
+    who: Option<&Desk>,
+    content: Value,
+) -> Response {
     let snap = app.snapshot();
     let ctx = context! {
         lang => lang,
@@ -203,7 +212,8 @@ fn pre_token(headers: &HeaderMap) -> Option<String> {
 /// A page with a pre-session form: reuses or sets the double-submit cookie.
 fn pre_session_page(app: &Shared, headers: &HeaderMap, status: StatusCode, template: &str, content: Value) -> Response {
     let token = pre_token(headers).unwrap_or_else(auth::random_token);
-    let mut res = page(app, desk_lang(headers), status, template, None, context! { form_token => token.clone(), ..content });
+    let mut res =
+        page(app, desk_lang(headers), status, template, None, context! { form_token => token.clone(), ..content });
     res.headers_mut().append(header::SET_COOKIE, set_cookie(app, PRE_COOKIE, &token, 3600));
     res
 }
@@ -216,20 +226,38 @@ async fn login_page(State(app): State<Shared>, headers: HeaderMap) -> Response {
     pre_session_page(&app, &headers, StatusCode::OK, "desk/login.html", context! {})
 }
 
-async fn login(State(app): State<Shared>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, Form(form): Form<LoginForm>) -> Response {
+async fn login(
+    State(app): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
     let lang = desk_lang(&headers);
     if !pre_token_ok(&headers, &form.form) {
-        return pre_session_page(&app, &headers, StatusCode::FORBIDDEN, "desk/login.html", context! { error => i18n::t(lang, "desk.form_expired") });
+        return pre_session_page(
+            &app,
+            &headers,
+            StatusCode::FORBIDDEN,
+            "desk/login.html",
+            context! { error => i18n::t(lang, "desk.form_expired") },
+        );
     }
     match attempt_login(&app, &peer.ip().to_string(), &form).await {
         Ok(LoginOutcome::Success { cookie_value, second_factor_needed }) => {
             let mut res = see_other(if second_factor_needed { "/intern/zweiter-faktor" } else { "/intern" });
-            res.headers_mut().append(header::SET_COOKIE, set_cookie(&app, SESSION_COOKIE, &cookie_value, auth::SESSION_HOURS * 3600));
+            res.headers_mut().append(
+                header::SET_COOKIE,
+                set_cookie(&app, SESSION_COOKIE, &cookie_value, auth::SESSION_HOURS * 3600),
+            );
             res
         }
-        Ok(LoginOutcome::Failed) => {
-            pre_session_page(&app, &headers, StatusCode::UNAUTHORIZED, "desk/login.html", context! { error => i18n::t(lang, "desk.login_failed") })
-        }
+        Ok(LoginOutcome::Failed) => pre_session_page(
+            &app,
+            &headers,
+            StatusCode::UNAUTHORIZED,
+            "desk/login.html",
+            context! { error => i18n::t(lang, "desk.login_failed") },
+        ),
         Ok(LoginOutcome::AddressBlocked) => pre_session_page(
             &app,
             &headers,
@@ -245,7 +273,10 @@ async fn login(State(app): State<Shared>, ConnectInfo(peer): ConnectInfo<SocketA
 }
 
 enum LoginOutcome {
-    Success { cookie_value: String, second_factor_needed: bool },
+    Success {
+        cookie_value: String,
+        second_factor_needed: bool,
+    },
     /// Wrong name, wrong password, locked or disabled: the same answer for all.
     Failed,
     AddressBlocked,
@@ -302,12 +333,24 @@ async fn half_signed_in(app: &Shared, headers: &HeaderMap) -> Option<(User, Sess
 async fn second_factor_page(State(app): State<Shared>, headers: HeaderMap) -> Response {
     match half_signed_in(&app, &headers).await {
         Some((_, s)) if s.second_factor => see_other("/intern"),
-        Some((_, s)) => page(&app, desk_lang(&headers), StatusCode::OK, "desk/second_factor.html", None, context! { csrf => s.csrf_token }),
+        Some((_, s)) => page(
+            &app,
+            desk_lang(&headers),
+            StatusCode::OK,
+            "desk/second_factor.html",
+            None,
+            context! { csrf => s.csrf_token },
+        ),
         None => see_other("/intern/anmelden"),
     }
 }
 
-async fn second_factor(State(app): State<Shared>, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap, Form(form): Form<CodeForm>) -> Response {
+async fn second_factor(
+    State(app): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<CodeForm>,
+) -> Response {
     let lang = desk_lang(&headers);
     let Some((user, session)) = half_signed_in(&app, &headers).await else { return see_other("/intern/anmelden") };
     if !auth::constant_time_eq(&form.csrf, &session.csrf_token) {
@@ -318,7 +361,8 @@ async fn second_factor(State(app): State<Shared>, ConnectInfo(peer): ConnectInfo
         if auth::is_locked(&user) {
             return Ok(false);
         }
-        let ok = auth::accept_totp(&mut c, &user, &form.code).await? || auth::use_recovery_code(&mut c, user.id, &form.code).await?;
+        let ok = auth::accept_totp(&mut c, &user, &form.code).await?
+            || auth::use_recovery_code(&mut c, user.id, &form.code).await?;
         if ok {
             auth::clear_failures(&mut c, user.id).await?;
             auth::mark_second_factor(&mut c, &session.id_hash).await?;
@@ -373,7 +417,11 @@ async fn setup_page(State(app): State<Shared>, Path(token): Path<String>, header
         let Some(user) = auth::user_by_setup_token(&mut c, &token).await? else { return Ok(None) };
         // The pending secret is kept until the setup is completed; a reload makes a new one.
         let secret = auth::new_totp_secret();
-        sqlx::query("UPDATE users SET totp_secret = $1 WHERE id = $2").bind(&secret).bind(user.id).execute(&mut *c).await?;
+        sqlx::query("UPDATE users SET totp_secret = $1 WHERE id = $2")
+            .bind(&secret)
+            .bind(user.id)
+            .execute(&mut *c)
+            .await?;
         c.commit().await?;
         Ok(Some((user, secret)))
     }
@@ -393,7 +441,14 @@ async fn setup_page(State(app): State<Shared>, Path(token): Path<String>, header
                 },
             )
         }
-        Ok(None) => page(&app, lang, StatusCode::NOT_FOUND, "desk/message.html", None, context! { message => i18n::t(lang, "desk.setup_link_invalid") }),
+        Ok(None) => page(
+            &app,
+            lang,
+            StatusCode::NOT_FOUND,
+            "desk/message.html",
+            None,
+            context! { message => i18n::t(lang, "desk.setup_link_invalid") },
+        ),
         Err(e) => {
             tracing::error!(error = %e, "setup page failed");
             (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
@@ -401,10 +456,22 @@ async fn setup_page(State(app): State<Shared>, Path(token): Path<String>, header
     }
 }
 
-async fn setup(State(app): State<Shared>, Path(token): Path<String>, headers: HeaderMap, Form(form): Form<SetupForm>) -> Response {
+async fn setup(
+    State(app): State<Shared>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<SetupForm>,
+) -> Response {
     let lang = desk_lang(&headers);
     if !pre_token_ok(&headers, &form.form) {
-        return page(&app, lang, StatusCode::FORBIDDEN, "desk/message.html", None, context! { message => i18n::t(lang, "desk.form_expired") });
+        return page(
+            &app,
+            lang,
+            StatusCode::FORBIDDEN,
+            "desk/message.html",
+            None,
+            context! { message => i18n::t(lang, "desk.form_expired") },
+        );
     }
     let result: anyhow::Result<Result<Vec<String>, (User, String, &'static str)>> = async {
         let mut c = app.store.begin().await?;
@@ -440,7 +507,9 @@ async fn setup(State(app): State<Shared>, Path(token): Path<String>, headers: He
     }
     .await;
     match result {
-        Ok(Ok(codes)) => page(&app, lang, StatusCode::OK, "desk/recovery_codes.html", None, context! { codes => codes }),
+        Ok(Ok(codes)) => {
+            page(&app, lang, StatusCode::OK, "desk/recovery_codes.html", None, context! { codes => codes })
+        }
         Ok(Err((user, secret, key))) if !secret.is_empty() => {
             let issuer = app.snapshot().data.area_name.clone();
             let url = auth::otpauth_url(&issuer, &user.username, &secret);
@@ -455,7 +524,14 @@ async fn setup(State(app): State<Shared>, Path(token): Path<String>, headers: He
                 },
             )
         }
-        Ok(Err((_, _, key))) => page(&app, lang, StatusCode::NOT_FOUND, "desk/message.html", None, context! { message => i18n::t(lang, key) }),
+        Ok(Err((_, _, key))) => page(
+            &app,
+            lang,
+            StatusCode::NOT_FOUND,
+            "desk/message.html",
+            None,
+            context! { message => i18n::t(lang, key) },
+        ),
         Err(e) => {
             tracing::error!(error = %e, "setup failed");
             (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
@@ -557,5 +633,12 @@ async fn dashboard(State(app): State<Shared>, desk: Desk) -> Response {
         .filter(|d| all || p.scopes.contains(&d.ags))
         .map(|d| context! { slug => d.slug.clone(), name => d.name.clone(), ags => d.ags.clone() })
         .collect();
-    page(&app, desk.lang, StatusCode::OK, "desk/dashboard.html", Some(&desk), context! { towns => towns, districts => districts, can_edit => p.role != auth::Role::Viewer })
+    page(
+        &app,
+        desk.lang,
+        StatusCode::OK,
+        "desk/dashboard.html",
+        Some(&desk),
+        context! { towns => towns, districts => districts, can_edit => p.role != auth::Role::Viewer },
+    )
 }

@@ -242,10 +242,12 @@ impl<'a> Place<'a> {
     fn availability(&self, snap: &'a Snapshot, s: &Service) -> Availability<'a> {
         match self {
             Place::Town(m) => snap.availability(m, s),
-            Place::District(d) => match snap.data.statements.iter().find(|st| st.scope_ags == d.ags && st.service_slug == s.slug) {
-                Some(st) => Availability { level: st.level, source: Source::District, statement: Some(st) },
-                None => Availability { level: Level::Normal, source: Source::NoReport, statement: None },
-            },
+            Place::District(d) => {
+                match snap.data.statements.iter().find(|st| st.scope_ags == d.ags && st.service_slug == s.slug) {
+                    Some(st) => Availability { level: st.level, source: Source::District, statement: Some(st) },
+                    None => Availability { level: Level::Normal, source: Source::NoReport, statement: None },
+                }
+            }
         }
     }
 
@@ -307,7 +309,10 @@ fn service_row(snap: &Snapshot, place: &Place, s: &Service) -> ServiceRow {
     let a = place.availability(snap, s);
     let (source, source_name) = match a.source {
         Source::Municipality => ("municipality", place.name().to_string()),
-        Source::District => ("district", a.statement.and_then(|st| snap.district(&st.scope_ags)).map(|d| d.name.clone()).unwrap_or_default()),
+        Source::District => (
+            "district",
+            a.statement.and_then(|st| snap.district(&st.scope_ags)).map(|d| d.name.clone()).unwrap_or_default(),
+        ),
         Source::Derived => ("derived", snap.data.provider_name.clone()),
         Source::NoReport => ("no_report", String::new()),
     };
@@ -371,7 +376,9 @@ async fn place_page(
 ) -> Response {
     let snap = app.snapshot();
     let Some(place) = Place::find(&snap, kind, &slug) else { return unavailable(&app, &desk, StatusCode::NOT_FOUND) };
-    let Some(can) = Rights::of(&desk.principal(), place.ags()) else { return unavailable(&app, &desk, StatusCode::FORBIDDEN) };
+    let Some(can) = Rights::of(&desk.principal(), place.ags()) else {
+        return unavailable(&app, &desk, StatusCode::FORBIDDEN);
+    };
     let contact_version = match stored_version(&app, place.version_sql(), place.ags()).await {
         Ok(v) => v,
         Err(e) => return internal(&app, &desk, e),
@@ -413,9 +420,13 @@ async fn place_page(
     offices.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.name.cmp(&b.1.name)));
     let office_choices: Vec<Choice> = offices
         .iter()
-        .map(|(_, o)| Choice { value: o.slug.clone(), label: if o.city.is_empty() { o.name.clone() } else { format!("{} ({})", o.name, o.city) } })
+        .map(|(_, o)| Choice {
+            value: o.slug.clone(),
+            label: if o.city.is_empty() { o.name.clone() } else { format!("{} ({})", o.name, o.city) },
+        })
         .collect();
-    let service_choices: Vec<Choice> = services.iter().map(|s| Choice { value: s.slug.clone(), label: s.name.clone() }).collect();
+    let service_choices: Vec<Choice> =
+        services.iter().map(|s| Choice { value: s.slug.clone(), label: s.name.clone() }).collect();
     show(
         &app,
         &desk,
@@ -430,7 +441,14 @@ async fn place_page(
 }
 
 /// The place a form was sent for, once its CSRF token checked out.
-fn submitted_place<'a>(app: &Shared, desk: &Desk, snap: &'a Snapshot, kind: PlaceKind, slug: &str, csrf: &str) -> Result<Place<'a>, Response> {
+fn submitted_place<'a>(
+    app: &Shared,
+    desk: &Desk,
+    snap: &'a Snapshot,
+    kind: PlaceKind,
+    slug: &str,
+    csrf: &str,
+) -> Result<Place<'a>, Response> {
     desk.check_csrf(csrf)?;
     Place::find(snap, kind, slug).ok_or_else(|| unavailable(app, desk, StatusCode::NOT_FOUND))
 }
@@ -467,12 +485,25 @@ async fn place_status(
         }
     }
     let back = place.url();
-    let result = writes::set_statements(&app, &desk.principal(), &[place.ags().to_string()], &services, &statement_input(&f), None).await;
+    let result = writes::set_statements(
+        &app,
+        &desk.principal(),
+        &[place.ags().to_string()],
+        &services,
+        &statement_input(&f),
+        None,
+    )
+    .await;
     let done = format!("{back}?gespeichert={}#leistungen", result.as_ref().map_or(0, Vec::len));
     after_write(&app, &desk, result, &done, &back)
 }
 
-fn place_and_service<'a>(snap: &'a Snapshot, kind: PlaceKind, slug: &str, service: &str) -> Option<(Place<'a>, &'a Service)> {
+fn place_and_service<'a>(
+    snap: &'a Snapshot,
+    kind: PlaceKind,
+    slug: &str,
+    service: &str,
+) -> Option<(Place<'a>, &'a Service)> {
     let place = Place::find(snap, kind, slug)?;
     let s = snap.service(service).filter(|s| place.speaks_for(s))?;
     Some((place, s))
@@ -485,10 +516,20 @@ async fn statement_page(
     desk: Desk,
 ) -> Response {
     let snap = app.snapshot();
-    let Some((place, s)) = place_and_service(&snap, kind, &slug, &service) else { return unavailable(&app, &desk, StatusCode::NOT_FOUND) };
-    let Some(can) = Rights::of(&desk.principal(), place.ags()) else { return unavailable(&app, &desk, StatusCode::FORBIDDEN) };
+    let Some((place, s)) = place_and_service(&snap, kind, &slug, &service) else {
+        return unavailable(&app, &desk, StatusCode::NOT_FOUND);
+    };
+    let Some(can) = Rights::of(&desk.principal(), place.ags()) else {
+        return unavailable(&app, &desk, StatusCode::FORBIDDEN);
+    };
     let row = service_row(&snap, &place, s);
-    show(&app, &desk, StatusCode::OK, "desk/statement.html", context! { place => place.view(), can => v(&can), row => v(&row) })
+    show(
+        &app,
+        &desk,
+        StatusCode::OK,
+        "desk/statement.html",
+        context! { place => place.view(), can => v(&can), row => v(&row) },
+    )
 }
 
 /// One service's statement, saved only if nobody else saved since the form was shown.
@@ -504,11 +545,27 @@ async fn statement_save(
         return r;
     }
     let snap = app.snapshot();
-    let Some((place, s)) = place_and_service(&snap, kind, &slug, &service) else { return unavailable(&app, &desk, StatusCode::NOT_FOUND) };
+    let Some((place, s)) = place_and_service(&snap, kind, &slug, &service) else {
+        return unavailable(&app, &desk, StatusCode::NOT_FOUND);
+    };
     let version = f.one("version").parse::<i64>().ok();
     let (ags, slug) = (place.ags().to_string(), s.slug.clone());
-    let result = writes::set_statements(&app, &desk.principal(), &[ags], std::slice::from_ref(&slug), &statement_input(&f), version).await;
-    after_write(&app, &desk, result, &format!("{}?gespeichert=1#leistung-{slug}", place.url()), &format!("{}/leistungen/{slug}", place.url()))
+    let result = writes::set_statements(
+        &app,
+        &desk.principal(),
+        &[ags],
+        std::slice::from_ref(&slug),
+        &statement_input(&f),
+        version,
+    )
+    .await;
+    after_write(
+        &app,
+        &desk,
+        result,
+        &format!("{}?gespeichert=1#leistung-{slug}", place.url()),
+        &format!("{}/leistungen/{slug}", place.url()),
+    )
 }
 
 #[derive(Deserialize)]
@@ -530,9 +587,17 @@ async fn statement_withdraw(
         return r;
     }
     let snap = app.snapshot();
-    let Some((place, s)) = place_and_service(&snap, kind, &slug, &service) else { return unavailable(&app, &desk, StatusCode::NOT_FOUND) };
+    let Some((place, s)) = place_and_service(&snap, kind, &slug, &service) else {
+        return unavailable(&app, &desk, StatusCode::NOT_FOUND);
+    };
     let result = writes::withdraw_statement(&app, &desk.principal(), place.ags(), &s.slug, form.version).await;
-    after_write(&app, &desk, result, &format!("{}?entfernt=1#leistung-{}", place.url(), s.slug), &format!("{}/leistungen/{}", place.url(), s.slug))
+    after_write(
+        &app,
+        &desk,
+        result,
+        &format!("{}?entfernt=1#leistung-{}", place.url(), s.slug),
+        &format!("{}/leistungen/{}", place.url(), s.slug),
+    )
 }
 
 #[derive(Deserialize)]
@@ -573,7 +638,13 @@ async fn contact_save(
         social_media: form.social_media,
     };
     let result = writes::set_contact(&app, &desk.principal(), place.ags(), &input, form.version).await;
-    after_write(&app, &desk, result, &format!("{}?gespeichert=1#kontakt", place.url()), &format!("{}#kontakt", place.url()))
+    after_write(
+        &app,
+        &desk,
+        result,
+        &format!("{}?gespeichert=1#kontakt", place.url()),
+        &format!("{}#kontakt", place.url()),
+    )
 }
 
 #[derive(Deserialize)]
@@ -613,7 +684,13 @@ async fn referral_add(
         valid_until: form.valid_until,
     };
     let result = writes::save_referral(&app, &desk.principal(), None, &input).await;
-    after_write(&app, &desk, result, &format!("{}?gespeichert=1#ausweichstellen", place.url()), &format!("{}#ausweichstellen", place.url()))
+    after_write(
+        &app,
+        &desk,
+        result,
+        &format!("{}?gespeichert=1#ausweichstellen", place.url()),
+        &format!("{}#ausweichstellen", place.url()),
+    )
 }
 
 async fn referral_delete(
@@ -629,7 +706,13 @@ async fn referral_delete(
         Err(r) => return r,
     };
     let result = writes::delete_referral(&app, &desk.principal(), &id).await;
-    after_write(&app, &desk, result, &format!("{}?entfernt=1#ausweichstellen", place.url()), &format!("{}#ausweichstellen", place.url()))
+    after_write(
+        &app,
+        &desk,
+        result,
+        &format!("{}?entfernt=1#ausweichstellen", place.url()),
+        &format!("{}#ausweichstellen", place.url()),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -697,7 +780,9 @@ impl Stage {
 fn publication_choice(publish: &str, at: &str) -> Result<String, WriteError> {
     match publish {
         "draft" => Ok("draft".into()),
-        "at" => parse_local(at).map(time::format_rfc3339).ok_or_else(|| invalid("publish_at", "desk_form.invalid_local_time")),
+        "at" => parse_local(at)
+            .map(time::format_rfc3339)
+            .ok_or_else(|| invalid("publish_at", "desk_form.invalid_local_time")),
         _ => Ok("now".into()),
     }
 }
@@ -757,7 +842,16 @@ impl Editorial {
 
 /// Renders the form of an announcement or FAQ entry (new when `id` is `None`); viewers get the
 /// entry without the form.
-fn editorial_form(app: &Shared, desk: &Desk, what: Editorial, status: StatusCode, id: Option<&str>, stage: &Stage, form: &EditorialForm, extra: Value) -> Response {
+fn editorial_form(
+    app: &Shared,
+    desk: &Desk,
+    what: Editorial,
+    status: StatusCode,
+    id: Option<&str>,
+    stage: &Stage,
+    form: &EditorialForm,
+    extra: Value,
+) -> Response {
     let snap = app.snapshot();
     let p = desk.principal();
     let (kind, scope_ref) = split_scope(&form.scope);
@@ -778,18 +872,42 @@ fn editorial_form(app: &Shared, desk: &Desk, what: Editorial, status: StatusCode
 }
 
 /// After a submit: the refusal shown next to the form the user filled in, or the refusal page.
-fn editorial_refused(app: &Shared, desk: &Desk, what: Editorial, id: Option<&str>, stage: &Stage, form: &EditorialForm, e: WriteError) -> Response {
+fn editorial_refused(
+    app: &Shared,
+    desk: &Desk,
+    what: Editorial,
+    id: Option<&str>,
+    stage: &Stage,
+    form: &EditorialForm,
+    e: WriteError,
+) -> Response {
     match e {
         WriteError::Invalid { field, message } => {
             let error = context! { field => field, message => i18n::t(desk.lang, message) };
-            editorial_form(app, desk, what, StatusCode::UNPROCESSABLE_ENTITY, id, stage, form, context! { error => error })
+            editorial_form(
+                app,
+                desk,
+                what,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                id,
+                stage,
+                form,
+                context! { error => error },
+            )
         }
         other => desk::write_error_page(app, desk, other, what.list_url()),
     }
 }
 
 /// The form again with the sanitised rendering of its Markdown; nothing is saved.
-fn preview(app: &Shared, desk: &Desk, what: Editorial, id: Option<&str>, stage: &Stage, form: &EditorialForm) -> Response {
+fn preview(
+    app: &Shared,
+    desk: &Desk,
+    what: Editorial,
+    id: Option<&str>,
+    stage: &Stage,
+    form: &EditorialForm,
+) -> Response {
     let html = Value::from_safe_string(render::markdown(&form.body));
     editorial_form(app, desk, what, StatusCode::OK, id, stage, form, context! { preview => html })
 }
@@ -862,7 +980,8 @@ async fn faq_list(State(app): State<Shared>, Query(notice): Query<Notice>, desk:
 fn editorial_new(app: &Shared, desk: &Desk, what: Editorial) -> Response {
     let first = scope_choices(&app.snapshot(), desk.lang, &desk.principal()).into_iter().flat_map(|g| g.options).next();
     let Some(first) = first else { return unavailable(app, desk, StatusCode::FORBIDDEN) };
-    let form = EditorialForm { scope: first.value, lang: desk.lang.into(), publish: "draft".into(), ..Default::default() };
+    let form =
+        EditorialForm { scope: first.value, lang: desk.lang.into(), publish: "draft".into(), ..Default::default() };
     editorial_form(app, desk, what, StatusCode::OK, None, &Stage::of(&None), &form, context! {})
 }
 
@@ -875,7 +994,14 @@ async fn faq_new(State(app): State<Shared>, desk: Desk) -> Response {
 }
 
 /// The form of a stored entry, with its current version; 403 for editors outside its scope.
-async fn editorial_edit(app: &Shared, desk: &Desk, what: Editorial, id: &str, form: EditorialForm, stage: Stage) -> Response {
+async fn editorial_edit(
+    app: &Shared,
+    desk: &Desk,
+    what: Editorial,
+    id: &str,
+    form: EditorialForm,
+    stage: Stage,
+) -> Response {
     let (kind, scope_ref) = split_scope(&form.scope);
     let p = desk.principal();
     if !may_open(&p, ScopeKind::parse(&kind).is_some_and(|k| may_edit_scope(&p, &k, &scope_ref))) {
@@ -890,13 +1016,19 @@ async fn editorial_edit(app: &Shared, desk: &Desk, what: Editorial, id: &str, fo
         Err(e) => return internal(app, desk, e),
     };
     let rendered = Value::from_safe_string(render::markdown(&form.body));
-    let form = EditorialForm { version: Some(version), publish: if stage.state == "draft" { "draft".into() } else { "now".into() }, ..form };
+    let form = EditorialForm {
+        version: Some(version),
+        publish: if stage.state == "draft" { "draft".into() } else { "now".into() },
+        ..form
+    };
     editorial_form(app, desk, what, StatusCode::OK, Some(id), &stage, &form, context! { rendered => rendered })
 }
 
 async fn announcement_edit(State(app): State<Shared>, Path(id): Path<String>, desk: Desk) -> Response {
     let snap = app.snapshot();
-    let Some(a) = snap.data.announcements.iter().find(|a| a.id == id) else { return unavailable(&app, &desk, StatusCode::NOT_FOUND) };
+    let Some(a) = snap.data.announcements.iter().find(|a| a.id == id) else {
+        return unavailable(&app, &desk, StatusCode::NOT_FOUND);
+    };
     let form = EditorialForm {
         scope: format!("{}:{}", a.scope_kind.as_str(), a.scope_ref),
         lang: a.lang.clone(),
@@ -910,7 +1042,9 @@ async fn announcement_edit(State(app): State<Shared>, Path(id): Path<String>, de
 
 async fn faq_edit(State(app): State<Shared>, Path(id): Path<String>, desk: Desk) -> Response {
     let snap = app.snapshot();
-    let Some(f) = snap.data.faq.iter().find(|f| f.id == id) else { return unavailable(&app, &desk, StatusCode::NOT_FOUND) };
+    let Some(f) = snap.data.faq.iter().find(|f| f.id == id) else {
+        return unavailable(&app, &desk, StatusCode::NOT_FOUND);
+    };
     let form = EditorialForm {
         scope: format!("{}:{}", f.scope_kind.as_str(), f.scope_ref),
         lang: f.lang.clone(),
@@ -966,7 +1100,9 @@ async fn editorial_save(app: Shared, desk: Desk, what: Editorial, id: Option<Str
     let snap = app.snapshot();
     let published_at = match (&id, what) {
         (None, _) => Some(None),
-        (Some(id), Editorial::Announcement) => snap.data.announcements.iter().find(|a| a.id == *id).map(|a| a.published_at.clone()),
+        (Some(id), Editorial::Announcement) => {
+            snap.data.announcements.iter().find(|a| a.id == *id).map(|a| a.published_at.clone())
+        }
         (Some(id), Editorial::Faq) => snap.data.faq.iter().find(|f| f.id == *id).map(|f| f.published_at.clone()),
     };
     let Some(published_at) = published_at else { return unavailable(&app, &desk, StatusCode::NOT_FOUND) };
@@ -997,7 +1133,12 @@ async fn announcement_create(State(app): State<Shared>, desk: Desk, Form(form): 
     editorial_save(app, desk, Editorial::Announcement, None, form).await
 }
 
-async fn announcement_update(State(app): State<Shared>, Path(id): Path<String>, desk: Desk, Form(form): Form<EditorialForm>) -> Response {
+async fn announcement_update(
+    State(app): State<Shared>,
+    Path(id): Path<String>,
+    desk: Desk,
+    Form(form): Form<EditorialForm>,
+) -> Response {
     editorial_save(app, desk, Editorial::Announcement, Some(id), form).await
 }
 
@@ -1005,11 +1146,21 @@ async fn faq_create(State(app): State<Shared>, desk: Desk, Form(form): Form<Edit
     editorial_save(app, desk, Editorial::Faq, None, form).await
 }
 
-async fn faq_update(State(app): State<Shared>, Path(id): Path<String>, desk: Desk, Form(form): Form<EditorialForm>) -> Response {
+async fn faq_update(
+    State(app): State<Shared>,
+    Path(id): Path<String>,
+    desk: Desk,
+    Form(form): Form<EditorialForm>,
+) -> Response {
     editorial_save(app, desk, Editorial::Faq, Some(id), form).await
 }
 
-async fn announcement_withdraw(State(app): State<Shared>, Path(id): Path<String>, desk: Desk, Form(form): Form<CsrfForm>) -> Response {
+async fn announcement_withdraw(
+    State(app): State<Shared>,
+    Path(id): Path<String>,
+    desk: Desk,
+    Form(form): Form<CsrfForm>,
+) -> Response {
     if let Err(r) = desk.check_csrf(&form.csrf) {
         return r;
     }
@@ -1062,7 +1213,12 @@ fn readable_scopes(desk: &Desk) -> Option<Vec<String>> {
 }
 
 /// Entries matching the filter that this user may read, newest first.
-async fn readable_entries(app: &Shared, desk: &Desk, f: &journal::Filter, limit: i64) -> anyhow::Result<Vec<journal::Entry>> {
+async fn readable_entries(
+    app: &Shared,
+    desk: &Desk,
+    f: &journal::Filter,
+    limit: i64,
+) -> anyhow::Result<Vec<journal::Entry>> {
     let mut c = app.store.begin().await?;
     let Some(scopes) = readable_scopes(desk) else { return journal::list(&mut c, f, limit).await };
     let mut out = Vec::new();
@@ -1094,11 +1250,14 @@ async fn chain_status(app: &Shared, lang: &str) -> anyhow::Result<(i64, String, 
     let verdict = journal::verify(&entries, (seq, &hash)).map_err(|p| {
         let (key, args) = match p {
             journal::Problem::Altered { seq } => ("desk_journal.altered", vec![("seq", seq.to_string())]),
-            journal::Problem::Removed { from, to } => ("desk_journal.removed", vec![("from", from.to_string()), ("to", to.to_string())]),
-            journal::Problem::Reordered { seq } => ("desk_journal.reordered", vec![("seq", seq.to_string())]),
-            journal::Problem::TailRemoved { last_present, expected } => {
-                ("desk_journal.tail_removed", vec![("last", last_present.to_string()), ("expected", expected.to_string())])
+            journal::Problem::Removed { from, to } => {
+                ("desk_journal.removed", vec![("from", from.to_string()), ("to", to.to_string())])
             }
+            journal::Problem::Reordered { seq } => ("desk_journal.reordered", vec![("seq", seq.to_string())]),
+            journal::Problem::TailRemoved { last_present, expected } => (
+                "desk_journal.tail_removed",
+                vec![("last", last_present.to_string()), ("expected", expected.to_string())],
+            ),
         };
         i18n::tf(lang, key, &args)
     });
@@ -1119,8 +1278,19 @@ async fn journal_page(State(app): State<Shared>, Query(q): Query<JournalQuery>, 
     let rows: Vec<JournalRow> = entries
         .into_iter()
         .map(|e| {
-            let payload = if e.payload.chars().count() > 300 { format!("{}…", e.payload.chars().take(300).collect::<String>()) } else { e.payload };
-            JournalRow { seq: e.seq, at: e.at, author: e.author, scope: scope_label(&snap, desk.lang, &e.scope), kind: e.kind, payload }
+            let payload = if e.payload.chars().count() > 300 {
+                format!("{}…", e.payload.chars().take(300).collect::<String>())
+            } else {
+                e.payload
+            };
+            JournalRow {
+                seq: e.seq,
+                at: e.at,
+                author: e.author,
+                scope: scope_label(&snap, desk.lang, &e.scope),
+                kind: e.kind,
+                payload,
+            }
         })
         .collect();
     show(
@@ -1216,7 +1386,8 @@ async fn render_tokens(app: &Shared, desk: &Desk, notice: Option<String>, new_to
             revoked_at: t.revoked_at,
         })
         .collect();
-    let can_create = authorize(&p, &Action::ManageTokens { for_user: p.user_id, role: p.role, scopes: &p.scopes }).is_ok();
+    let can_create =
+        authorize(&p, &Action::ManageTokens { for_user: p.user_id, role: p.role, scopes: &p.scopes }).is_ok();
     let scopes: Vec<String> = p.scopes.iter().map(|s| scope_label(&snap, desk.lang, s)).collect();
     show(
         app,
@@ -1253,7 +1424,9 @@ async fn token_create(State(app): State<Shared>, desk: Desk, Form(form): Form<To
         "" => String::new(),
         day => match parse_local(&format!("{day}T23:59:59")) {
             Some(t) => time::format_rfc3339(t),
-            None => return desk::write_error_page(&app, &desk, invalid("expires", "write.invalid_date"), "/intern/tokens"),
+            None => {
+                return desk::write_error_page(&app, &desk, invalid("expires", "write.invalid_date"), "/intern/tokens");
+            }
         },
     };
     // Role and scope default to the creator's own: an editor's token acts for their towns.
@@ -1267,7 +1440,12 @@ async fn token_create(State(app): State<Shared>, desk: Desk, Form(form): Form<To
     }
 }
 
-async fn token_revoke(State(app): State<Shared>, Path(id): Path<i64>, desk: Desk, Form(form): Form<CsrfForm>) -> Response {
+async fn token_revoke(
+    State(app): State<Shared>,
+    Path(id): Path<i64>,
+    desk: Desk,
+    Form(form): Form<CsrfForm>,
+) -> Response {
     if let Err(r) = desk.check_csrf(&form.csrf) {
         return r;
     }
@@ -1340,7 +1518,13 @@ async fn render_users(app: &Shared, desk: &Desk, notice: Option<String>, created
         Err(e) => return internal(app, desk, e),
     };
     let rows: Vec<UserRow> = users.iter().map(|u| user_row(&snap, desk.lang, u)).collect();
-    show(app, desk, StatusCode::OK, "desk/users.html", context! { rows => v(&rows), notice => notice, created => created })
+    show(
+        app,
+        desk,
+        StatusCode::OK,
+        "desk/users.html",
+        context! { rows => v(&rows), notice => notice, created => created },
+    )
 }
 
 async fn users_page(State(app): State<Shared>, Query(notice): Query<Notice>, desk: Desk) -> Response {
@@ -1406,15 +1590,33 @@ async fn user_page(State(app): State<Shared>, Path(id): Path<i64>, desk: Desk) -
     render_user(&app, &desk, id, None).await
 }
 
-async fn user_update(State(app): State<Shared>, Path(id): Path<i64>, desk: Desk, Form(form): Form<UserForm>) -> Response {
+async fn user_update(
+    State(app): State<Shared>,
+    Path(id): Path<i64>,
+    desk: Desk,
+    Form(form): Form<UserForm>,
+) -> Response {
     if let Err(r) = desk.check_csrf(&form.csrf) {
         return r;
     }
-    let result = writes::update_user(&app, &desk.principal(), id, &form.role, &scope_list(&form.scopes), form.disabled.is_some()).await;
+    let result = writes::update_user(
+        &app,
+        &desk.principal(),
+        id,
+        &form.role,
+        &scope_list(&form.scopes),
+        form.disabled.is_some(),
+    )
+    .await;
     after_write(&app, &desk, result, "/intern/benutzer?gespeichert=1", &format!("/intern/benutzer/{id}"))
 }
 
-async fn user_reset(State(app): State<Shared>, Path(id): Path<i64>, desk: Desk, Form(form): Form<CsrfForm>) -> Response {
+async fn user_reset(
+    State(app): State<Shared>,
+    Path(id): Path<i64>,
+    desk: Desk,
+    Form(form): Form<CsrfForm>,
+) -> Response {
     if let Err(r) = desk.check_csrf(&form.csrf) {
         return r;
     }

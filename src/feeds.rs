@@ -40,7 +40,15 @@ fn entry(snap: &Snapshot, lang: &str, public_url: &str, a: &Announcement) -> Ent
     e
 }
 
-fn feed(snap: &Snapshot, lang: &str, public_url: &str, title: String, self_path: String, page_path: String, items: Vec<&Announcement>) -> String {
+fn feed(
+    snap: &Snapshot,
+    lang: &str,
+    public_url: &str,
+    title: String,
+    self_path: String,
+    page_path: String,
+    items: Vec<&Announcement>,
+) -> String {
     let mut f = Feed::default();
     f.set_id(format!("{public_url}{self_path}"));
     f.set_title(Text::plain(title));
@@ -98,7 +106,11 @@ pub fn fahrplan_ics(snap: &Snapshot, lang: &str, public_url: &str, town: Option<
     for r in snap.expected_returns(town) {
         let Some(date) = time::parse_date(&r.date) else { continue };
         let names: Vec<&str> = r.towns.iter().map(|m| m.name.as_str()).collect();
-        let summary = i18n::tf(lang, "fahrplan.event", &[("service", r.service.name.clone()), ("count", r.towns.len().to_string())]);
+        let summary = i18n::tf(
+            lang,
+            "fahrplan.event",
+            &[("service", r.service.name.clone()), ("count", r.towns.len().to_string())],
+        );
         let url = match town {
             Some(m) => format!("{public_url}{}/kommunen/{}/leistungen/{}", render::base(lang), m.slug, r.service.slug),
             None => format!("{public_url}{}/leistungen/{}", render::base(lang), r.service.slug),

@@ -46,7 +46,8 @@ pub fn entry_hash(prev_hash: &str, seq: i64, at: &str, author: &str, scope: &str
 /// Every write transaction calls this first: on PostgreSQL the row lock serialises writers, on
 /// SQLite the first statement being a write takes the database lock at once.
 pub async fn lock_head(c: &mut AnyConnection) -> Result<(i64, String)> {
-    let row = sqlx::query("UPDATE journal_head SET seq = seq WHERE id = 1 RETURNING seq, hash").fetch_one(&mut *c).await?;
+    let row =
+        sqlx::query("UPDATE journal_head SET seq = seq WHERE id = 1 RETURNING seq, hash").fetch_one(&mut *c).await?;
     Ok((row.try_get(0)?, row.try_get(1)?))
 }
 
@@ -70,7 +71,11 @@ pub async fn append(c: &mut AnyConnection, e: NewEntry<'_>) -> Result<Entry> {
     .bind(&hash)
     .execute(&mut *c)
     .await?;
-    sqlx::query("UPDATE journal_head SET seq = $1, hash = $2 WHERE id = 1").bind(seq).bind(&hash).execute(&mut *c).await?;
+    sqlx::query("UPDATE journal_head SET seq = $1, hash = $2 WHERE id = 1")
+        .bind(seq)
+        .bind(&hash)
+        .execute(&mut *c)
+        .await?;
     Ok(Entry {
         seq,
         at,
@@ -174,9 +179,14 @@ impl std::fmt::Display for Problem {
             Problem::Altered { seq } => write!(f, "entry {seq} was altered: its content does not match its hash"),
             Problem::Removed { from, to } if from == to => write!(f, "entry {from} was removed"),
             Problem::Removed { from, to } => write!(f, "entries {from} to {to} were removed"),
-            Problem::Reordered { seq } => write!(f, "entry {seq} does not follow entry {}: reordered or replaced", seq - 1),
+            Problem::Reordered { seq } => {
+                write!(f, "entry {seq} does not follow entry {}: reordered or replaced", seq - 1)
+            }
             Problem::TailRemoved { last_present, expected } => {
-                write!(f, "the journal ends at entry {last_present} but its head records {expected}: the last entries were removed or altered")
+                write!(
+                    f,
+                    "the journal ends at entry {last_present} but its head records {expected}: the last entries were removed or altered"
+                )
             }
         }
     }
@@ -220,7 +230,16 @@ mod tests {
             let payload = format!("{{\"n\":{seq}}}");
             let at = format!("2026-01-01T00:00:{seq:02}Z");
             let hash = entry_hash(&prev_hash, seq, &at, "a", "area", "test", &payload);
-            out.push(Entry { seq, at, author: "a".into(), scope: "area".into(), kind: "test".into(), payload, prev_hash, hash });
+            out.push(Entry {
+                seq,
+                at,
+                author: "a".into(),
+                scope: "area".into(),
+                kind: "test".into(),
+                payload,
+                prev_hash,
+                hash,
+            });
         }
         out
     }

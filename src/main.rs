@@ -2,8 +2,8 @@
 //! administration's IT is down, and where else to go.
 
 mod api;
-mod api_write;
 mod api_recovery;
+mod api_write;
 mod auth;
 mod authz;
 mod board;
@@ -33,7 +33,11 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "notbetrieb", version, about = "Status of municipal services during an IT outage: public site, API and feeds.")]
+#[command(
+    name = "notbetrieb",
+    version,
+    about = "Status of municipal services during an IT outage: public site, API and feeds."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -252,7 +256,13 @@ async fn user_command(command: UserCommand) -> Result<()> {
             let store = store::Store::connect(&database_url(&db)).await?;
             let mut c = store.begin().await?;
             for u in auth::all_users(&mut c).await? {
-                let state = if u.disabled { "disabled" } else if u.password_hash.is_empty() { "setup pending" } else { "active" };
+                let state = if u.disabled {
+                    "disabled"
+                } else if u.password_hash.is_empty() {
+                    "setup pending"
+                } else {
+                    "active"
+                };
                 println!("{}\t{}\t{}\t{}", u.username, u.role.as_str(), u.scopes.join(","), state);
             }
         }
@@ -312,7 +322,12 @@ enum Move {
     /// A procedure passes its next gate (or any step) with this evidence.
     Step { procedure: &'static str, to: recovery::Stage, evidence: &'static str },
     /// A procedure is rolled out to every town of these districts (AGS), next step expected in some days.
-    Rollout { procedure: &'static str, districts: &'static [&'static str], to: recovery::Rollout, expected_in_days: i64 },
+    Rollout {
+        procedure: &'static str,
+        districts: &'static [&'static str],
+        to: recovery::Rollout,
+        expected_in_days: i64,
+    },
 }
 
 /// The scenario `demo advance` walks, a step per call: later steps rely on earlier ones, so
@@ -320,16 +335,40 @@ enum Move {
 const SCRIPT: [Move; 11] = {
     use recovery::{Rollout as R, Stage as S};
     [
-        Move::Step { procedure: "fahrerlaubnis", to: S::Cleared, evidence: "Forensische Prüfung ohne Hinweise auf Kompromittierung abgeschlossen" },
-        Move::Step { procedure: "fernzugang", to: S::Released, evidence: "Fernzugang nur noch mit zweitem Faktor; Abnahme durch den Krisenstab" },
+        Move::Step {
+            procedure: "fahrerlaubnis",
+            to: S::Cleared,
+            evidence: "Forensische Prüfung ohne Hinweise auf Kompromittierung abgeschlossen",
+        },
+        Move::Step {
+            procedure: "fernzugang",
+            to: S::Released,
+            evidence: "Fernzugang nur noch mit zweitem Faktor; Abnahme durch den Krisenstab",
+        },
         Move::Rollout { procedure: "kfz", districts: &["05974"], to: R::Pilot, expected_in_days: 7 },
         Move::Rollout { procedure: "meldewesen", districts: &["05962"], to: R::Pilot, expected_in_days: 10 },
-        Move::Step { procedure: "fahrerlaubnis", to: S::Hardened, evidence: "Neue Sicherheitsrichtlinien umgesetzt und abgenommen" },
-        Move::Step { procedure: "fahrerlaubnis", to: S::Released, evidence: "Freigabe für den Basisbetrieb durch den Krisenstab" },
+        Move::Step {
+            procedure: "fahrerlaubnis",
+            to: S::Hardened,
+            evidence: "Neue Sicherheitsrichtlinien umgesetzt und abgenommen",
+        },
+        Move::Step {
+            procedure: "fahrerlaubnis",
+            to: S::Released,
+            evidence: "Freigabe für den Basisbetrieb durch den Krisenstab",
+        },
         Move::Rollout { procedure: "fahrerlaubnis", districts: &["05958"], to: R::Pilot, expected_in_days: 10 },
-        Move::Step { procedure: "personenstand", to: S::Normal, evidence: "Alle Funktionen wiederhergestellt, Altregister angebunden" },
+        Move::Step {
+            procedure: "personenstand",
+            to: S::Normal,
+            evidence: "Alle Funktionen wiederhergestellt, Altregister angebunden",
+        },
         Move::Rollout { procedure: "personenstand", districts: &["05958"], to: R::Normal, expected_in_days: 0 },
-        Move::Step { procedure: "gewerbe", to: S::Cleared, evidence: "Forensische Prüfung ohne Hinweise auf Kompromittierung abgeschlossen" },
+        Move::Step {
+            procedure: "gewerbe",
+            to: S::Cleared,
+            evidence: "Forensische Prüfung ohne Hinweise auf Kompromittierung abgeschlossen",
+        },
         Move::Rollout { procedure: "meldewesen", districts: &["05962"], to: R::Basic, expected_in_days: 21 },
     ]
 };
@@ -339,7 +378,10 @@ impl Move {
         match self {
             Move::Step { procedure, to, .. } => snap.procedure(procedure).is_some_and(|p| p.stage >= *to),
             Move::Rollout { procedure, districts, to, .. } => snap.procedure(procedure).is_some_and(|p| {
-                districts.iter().flat_map(|d| snap.towns_of_district(d)).all(|m| board::effective(snap, p, &m.ags).is_some_and(|r| r >= *to))
+                districts
+                    .iter()
+                    .flat_map(|d| snap.towns_of_district(d))
+                    .all(|m| board::effective(snap, p, &m.ags).is_some_and(|r| r >= *to))
             }),
         }
     }
@@ -348,7 +390,9 @@ impl Move {
 /// A refused move, with every unmet gate condition in words.
 fn refused(snap: &snapshot::Snapshot, e: writes::WriteError) -> anyhow::Error {
     match e {
-        writes::WriteError::Conflict { current } => anyhow::anyhow!("refused: {}", board::explain("en", snap, &current).join(" ")),
+        writes::WriteError::Conflict { current } => {
+            anyhow::anyhow!("refused: {}", board::explain("en", snap, &current).join(" "))
+        }
         other => write_error(other),
     }
 }
@@ -366,12 +410,23 @@ async fn demo_advance(db: &DatabaseArgs, steps: usize) -> Result<()> {
         let name = |slug: &str| snap.procedure(slug).map_or_else(|| slug.to_string(), |p| p.name.clone());
         match next {
             Move::Step { procedure, to, evidence } => {
-                let from = snap.procedure(procedure).with_context(|| format!("the demo has no procedure {procedure}"))?.stage;
-                writes::step_procedure(&app, &cli, procedure, to.as_str(), evidence).await.map_err(|e| refused(&snap, e))?;
-                println!("step {}/{}: {} ({procedure}) {} -> {}", n + 1, SCRIPT.len(), name(procedure), from.as_str(), to.as_str());
+                let from =
+                    snap.procedure(procedure).with_context(|| format!("the demo has no procedure {procedure}"))?.stage;
+                writes::step_procedure(&app, &cli, procedure, to.as_str(), evidence)
+                    .await
+                    .map_err(|e| refused(&snap, e))?;
+                println!(
+                    "step {}/{}: {} ({procedure}) {} -> {}",
+                    n + 1,
+                    SCRIPT.len(),
+                    name(procedure),
+                    from.as_str(),
+                    to.as_str()
+                );
             }
             Move::Rollout { procedure, districts, to, expected_in_days } => {
-                let slugs: Vec<String> = districts.iter().filter_map(|d| snap.district(d)).map(|d| d.slug.clone()).collect();
+                let slugs: Vec<String> =
+                    districts.iter().filter_map(|d| snap.district(d)).map(|d| d.slug.clone()).collect();
                 let expected_date = if *expected_in_days > 0 {
                     (time::today_utc() + chrono::Duration::days(*expected_in_days)).format("%Y-%m-%d").to_string()
                 } else {
@@ -385,7 +440,14 @@ async fn demo_advance(db: &DatabaseArgs, steps: usize) -> Result<()> {
                     expected_date,
                 };
                 let towns = writes::set_rollout(&app, &cli, &input).await.map_err(|e| refused(&snap, e))?;
-                println!("step {}/{}: {} ({procedure}) rolled out to {} ({towns} towns): {}", n + 1, SCRIPT.len(), name(procedure), slugs.join(", "), to.as_str());
+                println!(
+                    "step {}/{}: {} ({procedure}) rolled out to {} ({towns} towns): {}",
+                    n + 1,
+                    SCRIPT.len(),
+                    name(procedure),
+                    slugs.join(", "),
+                    to.as_str()
+                );
             }
         }
     }

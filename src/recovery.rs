@@ -25,7 +25,8 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 6] = [Stage::Down, Stage::UnderReview, Stage::Cleared, Stage::Hardened, Stage::Released, Stage::Normal];
+    pub const ALL: [Stage; 6] =
+        [Stage::Down, Stage::UnderReview, Stage::Cleared, Stage::Hardened, Stage::Released, Stage::Normal];
     pub fn as_str(self) -> &'static str {
         match self {
             Stage::Down => "down",
@@ -106,7 +107,10 @@ pub struct RolloutRecord {
 
 /// The gate view of all procedures.
 pub fn states(procedures: &[Procedure]) -> BTreeMap<String, ProcedureState> {
-    procedures.iter().map(|p| (p.slug.clone(), ProcedureState { stage: p.stage, depends_on: p.depends_on.clone() })).collect()
+    procedures
+        .iter()
+        .map(|p| (p.slug.clone(), ProcedureState { stage: p.stage, depends_on: p.depends_on.clone() }))
+        .collect()
 }
 
 /// What the gate rules need to know about a procedure.
@@ -122,23 +126,40 @@ pub struct ProcedureState {
 #[serde(tag = "condition", rename_all = "snake_case")]
 pub enum Unmet {
     /// Forward steps go one stage at a time.
-    NotNextStage { from: Stage, to: Stage },
+    NotNextStage {
+        from: Stage,
+        to: Stage,
+    },
     NotCleared,
     NotHardened,
-    DependencyNotReleased { dependency: String, stage: Stage },
-    UnknownDependency { dependency: String },
+    DependencyNotReleased {
+        dependency: String,
+        stage: Stage,
+    },
+    UnknownDependency {
+        dependency: String,
+    },
     /// A step back needs a reason for the journal.
     ReasonMissing,
     SameStage,
-    ProcedureNotReleased { stage: Stage },
+    ProcedureNotReleased {
+        stage: Stage,
+    },
     /// Full operation in a town needs the procedure back to normal.
-    ProcedureNotNormal { stage: Stage },
+    ProcedureNotNormal {
+        stage: Stage,
+    },
 }
 
 /// Whether `name` may move from its current stage to `to`. Returns every unmet condition.
 /// Forward: exactly the next stage; `released` (and beyond) only after cleared and hardened and
 /// with every dependency released. Backward: any earlier stage, with a reason.
-pub fn check_step(all: &BTreeMap<String, ProcedureState>, name: &str, to: Stage, reason: &str) -> Result<(), Vec<Unmet>> {
+pub fn check_step(
+    all: &BTreeMap<String, ProcedureState>,
+    name: &str,
+    to: Stage,
+    reason: &str,
+) -> Result<(), Vec<Unmet>> {
     let p = &all[name];
     let mut unmet = Vec::new();
     if to == p.stage {
@@ -220,7 +241,13 @@ pub fn rollout_allowed(stage: Stage, rollout: Rollout) -> Rollout {
 /// A dependency cycle, named in order (`a → b → a`), if adding `depends_on` to `name` creates one.
 pub fn find_cycle(all: &BTreeMap<String, Vec<String>>, name: &str, depends_on: &[String]) -> Option<Vec<String>> {
     // Depth-first search from each new dependency back to `name`.
-    fn walk(all: &BTreeMap<String, Vec<String>>, at: &str, target: &str, path: &mut Vec<String>, seen: &mut BTreeSet<String>) -> bool {
+    fn walk(
+        all: &BTreeMap<String, Vec<String>>,
+        at: &str,
+        target: &str,
+        path: &mut Vec<String>,
+        seen: &mut BTreeSet<String>,
+    ) -> bool {
         path.push(at.to_string());
         if at == target {
             return true;
@@ -264,13 +291,19 @@ mod tests {
     fn world(entries: &[(&str, Stage, &[&str])]) -> BTreeMap<String, ProcedureState> {
         entries
             .iter()
-            .map(|(n, s, d)| (n.to_string(), ProcedureState { stage: *s, depends_on: d.iter().map(|x| x.to_string()).collect() }))
+            .map(|(n, s, d)| {
+                (n.to_string(), ProcedureState { stage: *s, depends_on: d.iter().map(|x| x.to_string()).collect() })
+            })
             .collect()
     }
 
     #[test]
     fn release_needs_cleared_hardened_and_released_dependencies() {
-        let w = world(&[("kfz", Stage::Hardened, &["ad", "netz"]), ("ad", Stage::Released, &[]), ("netz", Stage::Cleared, &[])]);
+        let w = world(&[
+            ("kfz", Stage::Hardened, &["ad", "netz"]),
+            ("ad", Stage::Released, &[]),
+            ("netz", Stage::Cleared, &[]),
+        ]);
         assert_eq!(
             check_step(&w, "kfz", Stage::Released, ""),
             Err(vec![Unmet::DependencyNotReleased { dependency: "netz".into(), stage: Stage::Cleared }])
@@ -324,7 +357,10 @@ mod tests {
         assert!(check_rollout(Stage::Released, Rollout::NotStarted, Rollout::Pilot).is_ok());
         assert!(check_rollout(Stage::Released, Rollout::Basic, Rollout::Normal).is_err());
         assert!(check_rollout(Stage::Normal, Rollout::Basic, Rollout::Normal).is_ok());
-        assert!(check_rollout(Stage::Down, Rollout::Basic, Rollout::NotStarted).is_ok(), "rolling back is always allowed");
+        assert!(
+            check_rollout(Stage::Down, Rollout::Basic, Rollout::NotStarted).is_ok(),
+            "rolling back is always allowed"
+        );
     }
 
     #[test]
@@ -365,7 +401,11 @@ mod tests {
             let mut w: BTreeMap<String, ProcedureState> = names
                 .iter()
                 .map(|n| {
-                    let d = deps.iter().find(|(x, _)| x == n).map(|(_, d)| d.iter().map(|s| s.to_string()).collect()).unwrap_or_default();
+                    let d = deps
+                        .iter()
+                        .find(|(x, _)| x == n)
+                        .map(|(_, d)| d.iter().map(|s| s.to_string()).collect())
+                        .unwrap_or_default();
                     (n.to_string(), ProcedureState { stage: Stage::Down, depends_on: d })
                 })
                 .collect();
@@ -376,13 +416,18 @@ mod tests {
                     let town = (rng.next() % 4) as u8;
                     let from = *rollouts.get(&(name.clone(), town)).unwrap_or(&Rollout::NotStarted);
                     // Mostly forward, sometimes anywhere, so walks reach full operation and fall back too.
-                    let to = if rng.next() % 4 == 0 { rng.pick(&Rollout::ALL) } else { Rollout::ALL[(from as usize + 1).min(3)] };
+                    let to = if rng.next() % 4 == 0 {
+                        rng.pick(&Rollout::ALL)
+                    } else {
+                        Rollout::ALL[(from as usize + 1).min(3)]
+                    };
                     if check_rollout(w[&name].stage, from, to).is_ok() {
                         rollouts.insert((name, town), to);
                     }
                 } else {
                     let current = w[&name].stage;
-                    let to = if rng.next() % 6 == 0 { rng.pick(&Stage::ALL) } else { current.next().unwrap_or(current) };
+                    let to =
+                        if rng.next() % 6 == 0 { rng.pick(&Stage::ALL) } else { current.next().unwrap_or(current) };
                     if check_step(&w, &name, to, "Befund").is_ok() {
                         let changed = cascade_back(&w, &name, to);
                         cascades += (changed.len() > 1) as u32;
@@ -399,7 +444,11 @@ mod tests {
                 for (n, p) in &w {
                     if p.stage >= Stage::Released {
                         for d in &p.depends_on {
-                            assert!(w[d].stage >= Stage::Released, "seed {seed}: {n} released while {d} is {:?}", w[d].stage);
+                            assert!(
+                                w[d].stage >= Stage::Released,
+                                "seed {seed}: {n} released while {d} is {:?}",
+                                w[d].stage
+                            );
                         }
                     }
                 }

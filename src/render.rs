@@ -123,7 +123,11 @@ pub fn markdown(source: &str) -> String {
 pub fn http_url(s: &str) -> &str {
     let t = s.trim();
     let lower = t.to_ascii_lowercase();
-    if (lower.starts_with("https://") || lower.starts_with("http://")) && !t.contains(char::is_whitespace) { t } else { "" }
+    if (lower.starts_with("https://") || lower.starts_with("http://")) && !t.contains(char::is_whitespace) {
+        t
+    } else {
+        ""
+    }
 }
 
 /// The prefix of every public URL in a language: "" for German, "/en" for English.
@@ -346,7 +350,11 @@ fn district_groups(snap: &Snapshot) -> Vec<DistrictGroup> {
             name: d.name.clone(),
             member: d.member,
             town_count: snap.towns_of_district(&d.ags).count(),
-            towns: if list_towns { snap.towns_of_district(&d.ags).map(|m| town_link(snap, m)).collect() } else { Vec::new() },
+            towns: if list_towns {
+                snap.towns_of_district(&d.ags).map(|m| town_link(snap, m)).collect()
+            } else {
+                Vec::new()
+            },
         })
         .collect()
 }
@@ -460,7 +468,8 @@ pub fn search(snap: &Snapshot, lang: &str, outcome: &SearchOutcome) -> Result<St
 }
 
 pub fn municipalities(snap: &Snapshot, lang: &str) -> Result<String> {
-    page(snap, lang, "/kommunen", "towns").render("municipalities.html", context! { districts => v(district_groups(snap)) })
+    page(snap, lang, "/kommunen", "towns")
+        .render("municipalities.html", context! { districts => v(district_groups(snap)) })
 }
 
 #[derive(Serialize)]
@@ -513,7 +522,8 @@ pub fn municipality(snap: &Snapshot, lang: &str, m: &Municipality) -> Result<Str
     let district = snap.district(&m.district_ags);
     let mut offices: Vec<OfficeView> = snap.offices_of(&m.ags).into_iter().map(office_view).collect();
     offices.extend(snap.offices_of(&m.district_ags).into_iter().map(office_view));
-    let news: Vec<_> = snap.announcements_for(m).into_iter().take(5).map(|a| announcement_view(snap, lang, a)).collect();
+    let news: Vec<_> =
+        snap.announcements_for(m).into_iter().take(5).map(|a| announcement_view(snap, lang, a)).collect();
     let mut p = page(snap, lang, format!("/kommunen/{}", m.slug), "towns");
     p.changed_at = snap.changed_at_for(m);
     p.render(
@@ -622,7 +632,9 @@ pub fn service(snap: &Snapshot, lang: &str, s: &Service) -> Result<String> {
                 if a.source == Source::NoReport {
                     quiet.push(town_link(snap, m));
                 } else {
-                    rows.push(context! { town => v(town_link(snap, m)), availability => v(availability_view(snap, m, s, a)) });
+                    rows.push(
+                        context! { town => v(town_link(snap, m)), availability => v(availability_view(snap, m, s, a)) },
+                    );
                 }
             }
             let quiet_count = quiet.len();
@@ -659,10 +671,8 @@ pub fn fahrplan(snap: &Snapshot, lang: &str, town: Option<&Municipality>) -> Res
         Some(m) => format!("/kommunen/{}/fahrplan", m.slug),
         None => "/fahrplan".to_string(),
     };
-    page(snap, lang, path, "fahrplan").render(
-        "fahrplan.html",
-        context! { dates => v(dates), town => v(town.map(|m| town_link(snap, m))) },
-    )
+    page(snap, lang, path, "fahrplan")
+        .render("fahrplan.html", context! { dates => v(dates), town => v(town.map(|m| town_link(snap, m))) })
 }
 
 pub fn announcements(snap: &Snapshot, lang: &str) -> Result<String> {
@@ -695,7 +705,8 @@ pub fn sources(snap: &Snapshot, lang: &str) -> Result<String> {
 
 /// A friendly error page; `message_key` comes from the catalogue, never from the request.
 pub fn error(snap: &Snapshot, lang: &str, status: u16, message_key: &str) -> Result<String> {
-    page(snap, lang, "/", "").render("error.html", context! { status => v(status), message => v(i18n::t(lang, message_key)) })
+    page(snap, lang, "/", "")
+        .render("error.html", context! { status => v(status), message => v(i18n::t(lang, message_key)) })
 }
 
 #[cfg(test)]

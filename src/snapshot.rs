@@ -134,7 +134,10 @@ impl PlaceIndex {
             office_by_slug: index_of(data.offices.iter().map(|o| o.slug.clone())),
             postal,
             service_index: Index::new(
-                data.services.iter().map(|s| std::iter::once(s.name.clone()).chain(s.synonyms.iter().cloned()).collect()).collect(),
+                data.services
+                    .iter()
+                    .map(|s| std::iter::once(s.name.clone()).chain(s.synonyms.iter().cloned()).collect())
+                    .collect(),
             ),
             municipality_index: Index::new(data.municipalities.iter().map(|m| vec![m.name.clone()]).collect()),
             municipalities_by_district,
@@ -174,7 +177,12 @@ impl Snapshot {
     }
 
     /// Builds a snapshot reusing the place indexes of an earlier one (the places did not change).
-    pub fn build_with_places(mut data: Dataset, changed_at: String, data_version: i64, places: Arc<PlaceIndex>) -> Snapshot {
+    pub fn build_with_places(
+        mut data: Dataset,
+        changed_at: String,
+        data_version: i64,
+        places: Arc<PlaceIndex>,
+    ) -> Snapshot {
         // A database filled only by import has no names yet; the site still needs a title.
         if data.area_name.is_empty() {
             data.area_name = crate::i18n::t(crate::i18n::DEFAULT_LANG, "site.default_name");
@@ -251,7 +259,8 @@ impl Snapshot {
 
     /// Towns of the area (members and affected customers), for listings.
     pub fn towns_of_district(&self, district_ags: &str) -> impl Iterator<Item = &Municipality> {
-        self.places.municipalities_by_district
+        self.places
+            .municipalities_by_district
             .get(district_ags)
             .into_iter()
             .flatten()
@@ -264,9 +273,7 @@ impl Snapshot {
     }
 
     fn statement(&self, scope_ags: &str, service: &str) -> Option<&Statement> {
-        self.statement_by_scope
-            .get(&(scope_ags.to_string(), service.to_string()))
-            .map(|&i| &self.data.statements[i])
+        self.statement_by_scope.get(&(scope_ags.to_string(), service.to_string())).map(|&i| &self.data.statements[i])
     }
 
     /// The availability of a service for residents of a town: the town's own statement wins;
@@ -320,7 +327,8 @@ impl Snapshot {
         if a.source != Source::Derived {
             return Details { derivation, ..Details::default() };
         }
-        let missing: Vec<&str> = derivation.iter().flat_map(|d| d.missing_functions.iter().map(String::as_str)).collect();
+        let missing: Vec<&str> =
+            derivation.iter().flat_map(|d| d.missing_functions.iter().map(String::as_str)).collect();
         // The day the service can be expected back: the latest of the procedures still missing.
         let expected_return = derivation
             .iter()
@@ -343,7 +351,8 @@ impl Snapshot {
     /// town or the whole area. Only what is not in normal operation and has an expected date.
     pub fn expected_returns<'a>(&'a self, town: Option<&'a Municipality>) -> Vec<ExpectedReturn<'a>> {
         let today = crate::time::today_utc().format("%Y-%m-%d").to_string();
-        let mut by_date_service: std::collections::BTreeMap<(String, i64, &str), Vec<&Municipality>> = Default::default();
+        let mut by_date_service: std::collections::BTreeMap<(String, i64, &str), Vec<&Municipality>> =
+            Default::default();
         let towns: Vec<&Municipality> = match town {
             Some(m) => vec![m],
             None => self.data.municipalities.iter().collect(),
@@ -387,11 +396,19 @@ impl Snapshot {
                 let procedure = &self.data.procedures[i];
                 let record = self.rollout(&procedure.slug, &m.ags)?;
                 let rollout = rollout_allowed(procedure.stage, record.stage);
-                let expected = if record.expected_date.is_empty() { procedure.expected_release.as_str() } else { record.expected_date.as_str() };
+                let expected = if record.expected_date.is_empty() {
+                    procedure.expected_release.as_str()
+                } else {
+                    record.expected_date.as_str()
+                };
                 Some(ProcedureInTown {
                     procedure,
                     rollout,
-                    since: if rollout == Rollout::NotStarted { procedure.stage_since.as_str() } else { record.since.as_str() },
+                    since: if rollout == Rollout::NotStarted {
+                        procedure.stage_since.as_str()
+                    } else {
+                        record.since.as_str()
+                    },
                     expected_date: expected,
                 })
             })
@@ -415,7 +432,10 @@ impl Snapshot {
             .filter_map(|ags| self.referrals_by_target.get(&(ags.to_string(), s.slug.clone())))
             .flatten()
             .map(|&i| &self.data.referrals[i])
-            .filter(|r| (r.valid_from.is_empty() || r.valid_from <= today) && (r.valid_until.is_empty() || r.valid_until >= today))
+            .filter(|r| {
+                (r.valid_from.is_empty() || r.valid_from <= today)
+                    && (r.valid_until.is_empty() || r.valid_until >= today)
+            })
             .filter_map(|r| {
                 let office = self.office(&r.office_slug)?;
                 Some(Alternative {
@@ -472,7 +492,10 @@ impl Snapshot {
 
     /// Published announcements, newest first (the dataset is loaded in that order).
     pub fn published_announcements(&self) -> impl Iterator<Item = &Announcement> {
-        self.data.announcements.iter().filter(|a| a.published_at.as_deref().is_some_and(|p| p <= self.built_at.as_str()))
+        self.data
+            .announcements
+            .iter()
+            .filter(|a| a.published_at.as_deref().is_some_and(|p| p <= self.built_at.as_str()))
     }
 
     pub fn announcement(&self, id: &str) -> Option<&Announcement> {
@@ -502,8 +525,15 @@ impl Snapshot {
     }
 
     pub fn changed_at_for_service(&self, s: &Service) -> String {
-        let statements = self.data.statements.iter().filter(|st| st.service_slug == s.slug).map(|st| st.stated_at.as_str());
-        let procedures: Vec<&str> = self.procedures_of_service.get(&s.slug).into_iter().flatten().map(|&i| self.data.procedures[i].slug.as_str()).collect();
+        let statements =
+            self.data.statements.iter().filter(|st| st.service_slug == s.slug).map(|st| st.stated_at.as_str());
+        let procedures: Vec<&str> = self
+            .procedures_of_service
+            .get(&s.slug)
+            .into_iter()
+            .flatten()
+            .map(|&i| self.data.procedures[i].slug.as_str())
+            .collect();
         let recovery = self
             .data
             .rollouts
@@ -621,15 +651,26 @@ mod tests {
 
     fn snapshot() -> Snapshot {
         let data = Dataset {
-            municipalities: std::sync::Arc::new(vec![town("01001001", "01001", 50.0), town("01001002", "01001", 50.1), town("02002001", "02002", 51.0)]),
-            services: std::sync::Arc::new(vec![service("car", Responsibility::District), service("id", Responsibility::Municipality)]),
+            municipalities: std::sync::Arc::new(vec![
+                town("01001001", "01001", 50.0),
+                town("01001002", "01001", 50.1),
+                town("02002001", "02002", 51.0),
+            ]),
+            services: std::sync::Arc::new(vec![
+                service("car", Responsibility::District),
+                service("id", Responsibility::Municipality),
+            ]),
             statements: vec![
                 statement("01001", "car", Level::Unavailable),
                 statement("01001002", "car", Level::Limited),
                 statement("01001", "id", Level::Emergency),
                 statement("02002001", "car", Level::Emergency),
             ],
-            offices: std::sync::Arc::new(vec![office("far", "", 52.0), office("near", "02002001", 50.5), office("old", "", 50.0)]),
+            offices: std::sync::Arc::new(vec![
+                office("far", "", 52.0),
+                office("near", "02002001", 50.5),
+                office("old", "", 50.0),
+            ]),
             referrals: vec![
                 referral("r1", "far", "01001", ""),
                 referral("r2", "near", "01001", "2999-12-31"),

@@ -77,7 +77,13 @@ impl Store {
         let migrations = MIGRATIONS
             .iter()
             .map(|(version, name, sql)| {
-                Migration::new(*version, Cow::Borrowed(*name), MigrationType::Simple, sqlx::SqlStr::from_static(sql), false)
+                Migration::new(
+                    *version,
+                    Cow::Borrowed(*name),
+                    MigrationType::Simple,
+                    sqlx::SqlStr::from_static(sql),
+                    false,
+                )
             })
             .collect();
         Migrator::with_migrations(migrations).run(&self.pool).await.context("database migration failed")?;
@@ -136,8 +142,9 @@ impl Store {
 
     /// Bumped whenever towns, districts, postal codes, services or offices change.
     pub async fn places_version(&self) -> Result<i64> {
-        let v: Option<String> =
-            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'places_version'").fetch_optional(&self.pool).await?;
+        let v: Option<String> = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'places_version'")
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
     }
 }
@@ -420,7 +427,6 @@ pub async fn load_dataset(c: &mut AnyConnection) -> Result<Dataset> {
 /// Towns, districts, postal codes, services and offices: what changes only by import or a
 /// contact edit (see `bump_places_version`).
 pub async fn load_places(c: &mut AnyConnection, ds: &mut Dataset) -> Result<()> {
-
     for row in sqlx::query("SELECT * FROM districts ORDER BY name").fetch_all(&mut *c).await? {
         std::sync::Arc::make_mut(&mut ds.districts).push(District {
             ags: row.try_get("ags")?,
@@ -558,7 +564,10 @@ pub fn row_to_announcement(row: &sqlx::any::AnyRow) -> Result<Announcement> {
 async fn load_recovery(c: &mut AnyConnection, ds: &mut Dataset) -> Result<()> {
     use crate::recovery::{Procedure, Rollout, RolloutRecord, Stage};
     let mut deps: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
-    for row in sqlx::query("SELECT procedure_slug, depends_on FROM procedure_dependencies ORDER BY depends_on").fetch_all(&mut *c).await? {
+    for row in sqlx::query("SELECT procedure_slug, depends_on FROM procedure_dependencies ORDER BY depends_on")
+        .fetch_all(&mut *c)
+        .await?
+    {
         deps.entry(row.try_get(0)?).or_default().push(row.try_get(1)?);
     }
     for row in sqlx::query("SELECT * FROM procedures ORDER BY priority, name").fetch_all(&mut *c).await? {
@@ -659,7 +668,15 @@ pub async fn link_service_procedure(c: &mut AnyConnection, service: &str, proced
     Ok(())
 }
 
-pub async fn insert_procedure_step(c: &mut AnyConnection, procedure: &str, from: &str, to: &str, at: &str, author: &str, evidence: &str) -> Result<()> {
+pub async fn insert_procedure_step(
+    c: &mut AnyConnection,
+    procedure: &str,
+    from: &str,
+    to: &str,
+    at: &str,
+    author: &str,
+    evidence: &str,
+) -> Result<()> {
     let id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM procedure_steps").fetch_one(&mut *c).await?;
     sqlx::query(
         "INSERT INTO procedure_steps (id, procedure_slug, from_stage, to_stage, at, author, evidence) VALUES ($1, $2, $3, $4, $5, $6, $7)",

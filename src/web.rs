@@ -34,7 +34,8 @@ impl App {
 
     /// Loads the public state from the database.
     pub async fn load(store: Store, public_url: String) -> anyhow::Result<App> {
-        let mut snap = Snapshot::build(store.load_dataset().await?, store.changed_at().await?, store.data_version().await?);
+        let mut snap =
+            Snapshot::build(store.load_dataset().await?, store.changed_at().await?, store.data_version().await?);
         snap.places_version = store.places_version().await?;
         Ok(App { snapshot: ArcSwap::from_pointee(snap), store, public_url, refresh_lock: tokio::sync::Mutex::new(()) })
     }
@@ -57,7 +58,12 @@ impl App {
         };
         snap.places_version = places_version;
         self.snapshot.store(Arc::new(snap));
-        tracing::info!(version, places_reused = reuse, elapsed_ms = started.elapsed().as_millis() as u64, "snapshot rebuilt");
+        tracing::info!(
+            version,
+            places_reused = reuse,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "snapshot rebuilt"
+        );
         Ok(())
     }
 }
@@ -150,7 +156,10 @@ pub fn send(headers: &HeaderMap, page: &CachedPage, status: StatusCode) -> Respo
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.split(',').any(|t| t.trim() == page.etag || t.trim() == "*"))
     {
-        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag), (header::VARY, vary), (header::CACHE_CONTROL, cache)])
+        return (
+            StatusCode::NOT_MODIFIED,
+            [(header::ETAG, etag), (header::VARY, vary), (header::CACHE_CONTROL, cache)],
+        )
             .into_response();
     }
     let content_type = HeaderValue::from_static(page.content_type);
@@ -170,7 +179,12 @@ pub fn send(headers: &HeaderMap, page: &CachedPage, status: StatusCode) -> Respo
     } else {
         (
             status,
-            [(header::CONTENT_TYPE, content_type), (header::ETAG, etag), (header::VARY, vary), (header::CACHE_CONTROL, cache)],
+            [
+                (header::CONTENT_TYPE, content_type),
+                (header::ETAG, etag),
+                (header::VARY, vary),
+                (header::CACHE_CONTROL, cache),
+            ],
             page.body.clone(),
         )
             .into_response()
@@ -196,7 +210,9 @@ fn cached_page(
 }
 
 pub fn error_page(headers: &HeaderMap, snap: &Snapshot, lang: &str, status: StatusCode, key: &str) -> Response {
-    match snap.cached(&format!("{lang}:error:{}:{key}", status.as_u16()), HTML, || render::error(snap, lang, status.as_u16(), key)) {
+    match snap.cached(&format!("{lang}:error:{}:{key}", status.as_u16()), HTML, || {
+        render::error(snap, lang, status.as_u16(), key)
+    }) {
         Ok(page) => send(headers, &page, status),
         Err(_) => (status, "error").into_response(),
     }
@@ -228,7 +244,11 @@ async fn home(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lang>,
     cached_page(&headers, &snap, lang, "home", HTML, || render::home(&snap, lang))
 }
 
-async fn municipalities(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lang>, headers: HeaderMap) -> Response {
+async fn municipalities(
+    State(app): State<Shared>,
+    Extension(Lang(lang)): Extension<Lang>,
+    headers: HeaderMap,
+) -> Response {
     let snap = app.snapshot();
     cached_page(&headers, &snap, lang, "towns", HTML, || render::municipalities(&snap, lang))
 }
@@ -265,7 +285,9 @@ async fn service_in_town(
     let (Some(m), Some(s)) = (snap.municipality(&slug), snap.service(&service)) else {
         return not_found_page(&headers, &snap, lang);
     };
-    cached_page(&headers, &snap, lang, &format!("town:{slug}:{service}"), HTML, || render::service_in_town(&snap, lang, m, s))
+    cached_page(&headers, &snap, lang, &format!("town:{slug}:{service}"), HTML, || {
+        render::service_in_town(&snap, lang, m, s)
+    })
 }
 
 async fn services(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lang>, headers: HeaderMap) -> Response {
@@ -284,7 +306,11 @@ async fn service(
     cached_page(&headers, &snap, lang, &format!("service:{slug}"), HTML, || render::service(&snap, lang, s))
 }
 
-async fn announcements(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lang>, headers: HeaderMap) -> Response {
+async fn announcements(
+    State(app): State<Shared>,
+    Extension(Lang(lang)): Extension<Lang>,
+    headers: HeaderMap,
+) -> Response {
     let snap = app.snapshot();
     cached_page(&headers, &snap, lang, "news", HTML, || render::announcements(&snap, lang))
 }
@@ -305,9 +331,15 @@ async fn fahrplan(State(app): State<Shared>, Extension(Lang(lang)): Extension<La
     cached_page(&headers, &snap, lang, "fahrplan", HTML, || render::fahrplan(&snap, lang, None))
 }
 
-async fn fahrplan_ics(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lang>, headers: HeaderMap) -> Response {
+async fn fahrplan_ics(
+    State(app): State<Shared>,
+    Extension(Lang(lang)): Extension<Lang>,
+    headers: HeaderMap,
+) -> Response {
     let snap = app.snapshot();
-    cached_page(&headers, &snap, lang, "fahrplan.ics", ICS, || crate::feeds::fahrplan_ics(&snap, lang, &app.public_url, None))
+    cached_page(&headers, &snap, lang, "fahrplan.ics", ICS, || {
+        crate::feeds::fahrplan_ics(&snap, lang, &app.public_url, None)
+    })
 }
 
 async fn town_fahrplan(
@@ -329,7 +361,9 @@ async fn town_fahrplan_ics(
 ) -> Response {
     let snap = app.snapshot();
     let Some(m) = snap.municipality(&slug) else { return not_found_page(&headers, &snap, lang) };
-    cached_page(&headers, &snap, lang, &format!("fahrplan.ics:{slug}"), ICS, || crate::feeds::fahrplan_ics(&snap, lang, &app.public_url, Some(m)))
+    cached_page(&headers, &snap, lang, &format!("fahrplan.ics:{slug}"), ICS, || {
+        crate::feeds::fahrplan_ics(&snap, lang, &app.public_url, Some(m))
+    })
 }
 
 async fn faq(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lang>, headers: HeaderMap) -> Response {
@@ -355,7 +389,9 @@ async fn municipality_feed(
 ) -> Response {
     let snap = app.snapshot();
     let Some(m) = snap.municipality(&slug) else { return not_found_page(&headers, &snap, lang) };
-    cached_page(&headers, &snap, lang, &format!("feed:{slug}"), ATOM, || crate::feeds::municipality(&snap, lang, &app.public_url, m))
+    cached_page(&headers, &snap, lang, &format!("feed:{slug}"), ATOM, || {
+        crate::feeds::municipality(&snap, lang, &app.public_url, m)
+    })
 }
 
 #[derive(Deserialize)]

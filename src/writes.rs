@@ -21,9 +21,14 @@ pub enum WriteError {
     Forbidden,
     NotFound(&'static str),
     /// A field's value is not acceptable: the field name and a message key.
-    Invalid { field: String, message: &'static str },
+    Invalid {
+        field: String,
+        message: &'static str,
+    },
     /// Someone else saved first; `current` is what is stored now.
-    Conflict { current: serde_json::Value },
+    Conflict {
+        current: serde_json::Value,
+    },
     Internal(anyhow::Error),
 }
 
@@ -65,13 +70,19 @@ fn text(field: &str, value: &str, max: usize) -> WriteResult<String> {
 
 fn date(field: &str, value: &str) -> WriteResult<String> {
     let v = value.trim();
-    if v.is_empty() || time::parse_date(v).is_some() { Ok(v.to_string()) } else { Err(invalid(field, "write.invalid_date")) }
+    if v.is_empty() || time::parse_date(v).is_some() {
+        Ok(v.to_string())
+    } else {
+        Err(invalid(field, "write.invalid_date"))
+    }
 }
 
 /// Runs `body` in a transaction that holds the journal lock, commits, and refreshes the snapshot.
 async fn transaction<T, F>(app: &App, body: F) -> WriteResult<T>
 where
-    F: for<'c> FnOnce(&'c mut AnyConnection) -> std::pin::Pin<Box<dyn std::future::Future<Output = WriteResult<T>> + Send + 'c>>,
+    F: for<'c> FnOnce(
+        &'c mut AnyConnection,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = WriteResult<T>> + Send + 'c>>,
 {
     let mut tx = app.store.begin().await?;
     journal::lock_head(&mut tx).await?;
@@ -185,11 +196,12 @@ pub async fn set_statements(
 }
 
 async fn statement_version(c: &mut AnyConnection, ags: &str, service: &str) -> WriteResult<i64> {
-    let v: Option<i64> = sqlx::query_scalar("SELECT version FROM statements WHERE scope_ags = $1 AND service_slug = $2")
-        .bind(ags)
-        .bind(service)
-        .fetch_optional(&mut *c)
-        .await?;
+    let v: Option<i64> =
+        sqlx::query_scalar("SELECT version FROM statements WHERE scope_ags = $1 AND service_slug = $2")
+            .bind(ags)
+            .bind(service)
+            .fetch_optional(&mut *c)
+            .await?;
     Ok(v.unwrap_or(0))
 }
 
@@ -211,7 +223,13 @@ async fn current_statement_json(c: &mut AnyConnection, ags: &str, service: &str)
 }
 
 /// Withdraws a statement: the town's availability falls back to the district's or "no report".
-pub async fn withdraw_statement(app: &App, who: &Principal, ags: &str, service: &str, expected_version: Option<i64>) -> WriteResult<()> {
+pub async fn withdraw_statement(
+    app: &App,
+    who: &Principal,
+    ags: &str,
+    service: &str,
+    expected_version: Option<i64>,
+) -> WriteResult<()> {
     let snap = app.snapshot();
     if !scope_exists(&snap, ags) {
         return Err(WriteError::NotFound("municipality"));
@@ -230,8 +248,16 @@ pub async fn withdraw_statement(app: &App, who: &Principal, ags: &str, service: 
             {
                 return Err(WriteError::Conflict { current: current_statement_json(c, &ags, &service).await? });
             }
-            sqlx::query("DELETE FROM statements WHERE scope_ags = $1 AND service_slug = $2").bind(&ags).bind(&service).execute(&mut *c).await?;
-            journal::append(c, entry(&who, &ags, "statement.withdraw", json!({ "service": service, "version": current }))).await?;
+            sqlx::query("DELETE FROM statements WHERE scope_ags = $1 AND service_slug = $2")
+                .bind(&ags)
+                .bind(&service)
+                .execute(&mut *c)
+                .await?;
+            journal::append(
+                c,
+                entry(&who, &ags, "statement.withdraw", json!({ "service": service, "version": current })),
+            )
+            .await?;
             Ok(())
         })
     })
@@ -285,7 +311,9 @@ fn publication(value: &str) -> WriteResult<Option<String>> {
     match value.trim() {
         "draft" => Ok(None),
         "" | "now" => Ok(Some(time::now_rfc3339())),
-        t => time::parse_rfc3339(t).map(|t| Some(time::format_rfc3339(t))).ok_or_else(|| invalid("publish", "write.invalid_time")),
+        t => time::parse_rfc3339(t)
+            .map(|t| Some(time::format_rfc3339(t)))
+            .ok_or_else(|| invalid("publish", "write.invalid_time")),
     }
 }
 
@@ -358,7 +386,13 @@ async fn load_announcement(c: &mut AnyConnection, id: &str) -> WriteResult<(Anno
 
 /// Edits an announcement. Once published, an edit is a correction: the public sees
 /// "updated on …" next to the original publication time.
-pub async fn update_announcement(app: &App, who: &Principal, id: &str, input: &AnnouncementInput, expected_version: Option<i64>) -> WriteResult<Announcement> {
+pub async fn update_announcement(
+    app: &App,
+    who: &Principal,
+    id: &str,
+    input: &AnnouncementInput,
+    expected_version: Option<i64>,
+) -> WriteResult<Announcement> {
     let snap = app.snapshot();
     let (kind, scope_ref) = scope_of(&snap, &input.scope, &input.scope_ref)?;
     let title = text("title", &input.title, 300)?;
@@ -429,7 +463,8 @@ pub async fn withdraw_announcement(app: &App, who: &Principal, id: &str) -> Writ
             allow(&who, Action::EditAnnouncement { scope: &old.scope_kind, scope_ref: &old.scope_ref })?;
             sqlx::query("DELETE FROM announcements WHERE id = $1").bind(&id).execute(&mut *c).await?;
             let scope = journal_scope(&old.scope_kind, &old.scope_ref);
-            journal::append(c, entry(&who, &scope, "announcement.withdraw", announcement_payload(&old, version))).await?;
+            journal::append(c, entry(&who, &scope, "announcement.withdraw", announcement_payload(&old, version)))
+                .await?;
             Ok(())
         })
     })
@@ -455,7 +490,13 @@ pub struct FaqInput {
 }
 
 /// Creates (id `None`) or updates an FAQ entry.
-pub async fn save_faq(app: &App, who: &Principal, id: Option<&str>, input: &FaqInput, expected_version: Option<i64>) -> WriteResult<FaqEntry> {
+pub async fn save_faq(
+    app: &App,
+    who: &Principal,
+    id: Option<&str>,
+    input: &FaqInput,
+    expected_version: Option<i64>,
+) -> WriteResult<FaqEntry> {
     let snap = app.snapshot();
     let (kind, scope_ref) = scope_of(&snap, &input.scope, &input.scope_ref)?;
     allow(who, Action::EditAnnouncement { scope: &kind, scope_ref: &scope_ref })?;
@@ -478,7 +519,10 @@ pub async fn save_faq(app: &App, who: &Principal, id: Option<&str>, input: &FaqI
     let (who, saved, existing) = (who.clone(), f.clone(), id.is_some());
     transaction(app, move |c| {
         Box::pin(async move {
-            let row = sqlx::query("SELECT scope_kind, scope_ref, version FROM faq_entries WHERE id = $1").bind(&saved.id).fetch_optional(&mut *c).await?;
+            let row = sqlx::query("SELECT scope_kind, scope_ref, version FROM faq_entries WHERE id = $1")
+                .bind(&saved.id)
+                .fetch_optional(&mut *c)
+                .await?;
             let version = match (existing, row) {
                 (true, None) => return Err(WriteError::NotFound("faq")),
                 (false, Some(_)) => return Err(invalid("id", "write.exists")),
@@ -498,9 +542,14 @@ pub async fn save_faq(app: &App, who: &Principal, id: Option<&str>, input: &FaqI
                 }
             };
             store::insert_faq(c, &saved).await?;
-            sqlx::query("UPDATE faq_entries SET version = $1 WHERE id = $2").bind(version + 1).bind(&saved.id).execute(&mut *c).await?;
+            sqlx::query("UPDATE faq_entries SET version = $1 WHERE id = $2")
+                .bind(version + 1)
+                .bind(&saved.id)
+                .execute(&mut *c)
+                .await?;
             let scope = journal_scope(&saved.scope_kind, &saved.scope_ref);
-            journal::append(c, entry(&who, &scope, "faq.save", json!({ "entry": saved, "version": version + 1 }))).await?;
+            journal::append(c, entry(&who, &scope, "faq.save", json!({ "entry": saved, "version": version + 1 })))
+                .await?;
             Ok(())
         })
     })
@@ -527,7 +576,12 @@ pub struct ReferralInput {
 }
 
 /// Creates (id `None`) or replaces a referral.
-pub async fn save_referral(app: &App, who: &Principal, id: Option<&str>, input: &ReferralInput) -> WriteResult<Referral> {
+pub async fn save_referral(
+    app: &App,
+    who: &Principal,
+    id: Option<&str>,
+    input: &ReferralInput,
+) -> WriteResult<Referral> {
     let snap = app.snapshot();
     if !scope_exists(&snap, &input.for_ags) {
         return Err(invalid("for_ags", "write.unknown_town"));
@@ -536,7 +590,9 @@ pub async fn save_referral(app: &App, who: &Principal, id: Option<&str>, input: 
     snap.office(&input.office_slug).ok_or_else(|| invalid("office_slug", "write.unknown_office"))?;
     snap.service(&input.service_slug).ok_or_else(|| invalid("service_slug", "write.unknown_service"))?;
     let r = Referral {
-        id: id.map(str::to_string).unwrap_or_else(|| format!("{}-{}-{}", input.office_slug, input.service_slug, input.for_ags)),
+        id: id
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{}-{}-{}", input.office_slug, input.service_slug, input.for_ags)),
         office_slug: input.office_slug.clone(),
         service_slug: input.service_slug.clone(),
         for_ags: input.for_ags.clone(),
@@ -550,14 +606,21 @@ pub async fn save_referral(app: &App, who: &Principal, id: Option<&str>, input: 
     let (who, saved, existing) = (who.clone(), r.clone(), id.is_some());
     transaction(app, move |c| {
         Box::pin(async move {
-            let old: Option<String> = sqlx::query_scalar("SELECT for_ags FROM referrals WHERE id = $1").bind(&saved.id).fetch_optional(&mut *c).await?;
+            let old: Option<String> = sqlx::query_scalar("SELECT for_ags FROM referrals WHERE id = $1")
+                .bind(&saved.id)
+                .fetch_optional(&mut *c)
+                .await?;
             match (&old, existing) {
                 (None, true) => return Err(WriteError::NotFound("referral")),
                 (Some(old_for), _) => allow(&who, Action::EditReferral { for_ags: old_for })?,
                 (None, false) => {}
             }
             store::upsert_referral(c, &saved).await?;
-            journal::append(c, entry(&who, &saved.for_ags, "referral.save", serde_json::to_value(&saved).unwrap_or_default())).await?;
+            journal::append(
+                c,
+                entry(&who, &saved.for_ags, "referral.save", serde_json::to_value(&saved).unwrap_or_default()),
+            )
+            .await?;
             Ok(())
         })
     })
@@ -569,7 +632,10 @@ pub async fn delete_referral(app: &App, who: &Principal, id: &str) -> WriteResul
     let (who, id) = (who.clone(), id.to_string());
     transaction(app, move |c| {
         Box::pin(async move {
-            let old: Option<String> = sqlx::query_scalar("SELECT for_ags FROM referrals WHERE id = $1").bind(&id).fetch_optional(&mut *c).await?;
+            let old: Option<String> = sqlx::query_scalar("SELECT for_ags FROM referrals WHERE id = $1")
+                .bind(&id)
+                .fetch_optional(&mut *c)
+                .await?;
             let for_ags = old.ok_or(WriteError::NotFound("referral"))?;
             allow(&who, Action::EditReferral { for_ags: &for_ags })?;
             sqlx::query("DELETE FROM referrals WHERE id = $1").bind(&id).execute(&mut *c).await?;
@@ -602,7 +668,13 @@ fn url_field(field: &str, value: &str) -> WriteResult<String> {
 }
 
 /// Sets the contact channels of a town (8-digit AGS) or district (5-digit AGS).
-pub async fn set_contact(app: &App, who: &Principal, ags: &str, input: &ContactInput, expected_version: Option<i64>) -> WriteResult<()> {
+pub async fn set_contact(
+    app: &App,
+    who: &Principal,
+    ags: &str,
+    input: &ContactInput,
+    expected_version: Option<i64>,
+) -> WriteResult<()> {
     let snap = app.snapshot();
     let table = if snap.municipality_by_ags(ags).is_some() {
         "municipalities"
@@ -709,7 +781,12 @@ pub async fn create_user(app: &App, who: &Principal, input: &UserInput) -> Write
             let token = auth::issue_setup_token(c, id).await?;
             journal::append(
                 c,
-                entry(&who, &format!("user:{username}"), "user.create", json!({ "username": username, "role": role, "scopes": scopes })),
+                entry(
+                    &who,
+                    &format!("user:{username}"),
+                    "user.create",
+                    json!({ "username": username, "role": role, "scopes": scopes }),
+                ),
             )
             .await?;
             Ok((id, token))
@@ -719,7 +796,14 @@ pub async fn create_user(app: &App, who: &Principal, input: &UserInput) -> Write
 }
 
 /// Changes role, scope or the disabled flag; disabling ends the user's sessions.
-pub async fn update_user(app: &App, who: &Principal, id: i64, role: &str, scopes: &[String], disabled: bool) -> WriteResult<()> {
+pub async fn update_user(
+    app: &App,
+    who: &Principal,
+    id: i64,
+    role: &str,
+    scopes: &[String],
+    disabled: bool,
+) -> WriteResult<()> {
     allow(who, Action::ManageUsers)?;
     let role = Role::parse(role).ok_or_else(|| invalid("role", "write.invalid_role"))?;
     let scopes = checked_scopes(&app.snapshot(), scopes)?;
@@ -727,14 +811,24 @@ pub async fn update_user(app: &App, who: &Principal, id: i64, role: &str, scopes
     transaction(app, move |c| {
         Box::pin(async move {
             let user = auth::user_by_id(c, id).await?.ok_or(WriteError::NotFound("user"))?;
-            sqlx::query("UPDATE users SET role = $1, disabled = $2 WHERE id = $3").bind(role.as_str()).bind(disabled as i64).bind(id).execute(&mut *c).await?;
+            sqlx::query("UPDATE users SET role = $1, disabled = $2 WHERE id = $3")
+                .bind(role.as_str())
+                .bind(disabled as i64)
+                .bind(id)
+                .execute(&mut *c)
+                .await?;
             auth::set_scopes(c, id, &scopes).await?;
             if disabled {
                 auth::end_all_sessions(c, id).await?;
             }
             journal::append(
                 c,
-                entry(&who, &format!("user:{}", user.username), "user.update", json!({ "role": role, "scopes": scopes, "disabled": disabled })),
+                entry(
+                    &who,
+                    &format!("user:{}", user.username),
+                    "user.update",
+                    json!({ "role": role, "scopes": scopes, "disabled": disabled }),
+                ),
             )
             .await?;
             Ok(())
@@ -750,7 +844,10 @@ pub async fn reset_user(app: &App, who: &Principal, id: i64) -> WriteResult<Stri
     transaction(app, move |c| {
         Box::pin(async move {
             let user = auth::user_by_id(c, id).await?.ok_or(WriteError::NotFound("user"))?;
-            sqlx::query("UPDATE users SET password_hash = '', totp_secret = '' WHERE id = $1").bind(id).execute(&mut *c).await?;
+            sqlx::query("UPDATE users SET password_hash = '', totp_secret = '' WHERE id = $1")
+                .bind(id)
+                .execute(&mut *c)
+                .await?;
             auth::end_all_sessions(c, id).await?;
             let token = auth::issue_setup_token(c, id).await?;
             journal::append(c, entry(&who, &format!("user:{}", user.username), "user.reset", json!({}))).await?;
@@ -784,13 +881,20 @@ pub async fn create_token(app: &App, who: &Principal, input: &TokenInput) -> Wri
     if name.is_empty() {
         return Err(invalid("name", "write.required"));
     }
-    let role = if input.role.is_empty() { who.role } else { Role::parse(&input.role).ok_or_else(|| invalid("role", "write.invalid_role"))? };
-    let scopes = if input.scopes.is_empty() { who.scopes.clone() } else { checked_scopes(&app.snapshot(), &input.scopes)? };
+    let role = if input.role.is_empty() {
+        who.role
+    } else {
+        Role::parse(&input.role).ok_or_else(|| invalid("role", "write.invalid_role"))?
+    };
+    let scopes =
+        if input.scopes.is_empty() { who.scopes.clone() } else { checked_scopes(&app.snapshot(), &input.scopes)? };
     let for_user = input.user_id.unwrap_or(who.user_id);
     allow(who, Action::ManageTokens { for_user, role, scopes: &scopes })?;
     let expires_at = match input.expires_at.trim() {
         "" => String::new(),
-        t => time::parse_rfc3339(t).map(time::format_rfc3339).ok_or_else(|| invalid("expires_at", "write.invalid_time"))?,
+        t => time::parse_rfc3339(t)
+            .map(time::format_rfc3339)
+            .ok_or_else(|| invalid("expires_at", "write.invalid_time"))?,
     };
     let who = who.clone();
     transaction(app, move |c| {
@@ -799,7 +903,12 @@ pub async fn create_token(app: &App, who: &Principal, input: &TokenInput) -> Wri
             let (id, secret) = auth::create_token(c, for_user, &name, role, &scopes, &expires_at).await?;
             journal::append(
                 c,
-                entry(&who, &format!("user:{}", owner.username), "token.create", json!({ "id": id, "name": name, "role": role, "scopes": scopes })),
+                entry(
+                    &who,
+                    &format!("user:{}", owner.username),
+                    "token.create",
+                    json!({ "id": id, "name": name, "role": role, "scopes": scopes }),
+                ),
             )
             .await?;
             Ok((id, secret))
@@ -812,13 +921,23 @@ pub async fn revoke_token(app: &App, who: &Principal, id: i64) -> WriteResult<()
     let who = who.clone();
     transaction(app, move |c| {
         Box::pin(async move {
-            let row = sqlx::query("SELECT user_id, role FROM api_tokens WHERE id = $1").bind(id).fetch_optional(&mut *c).await?;
+            let row = sqlx::query("SELECT user_id, role FROM api_tokens WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *c)
+                .await?;
             let row = row.ok_or(WriteError::NotFound("token"))?;
             let owner: i64 = row.try_get(0)?;
             // Revoking needs the same right as creating for that user, but any scope.
             let own_scopes = who.scopes.clone();
             let role = Role::parse(&row.try_get::<String, _>(1)?).unwrap_or(Role::Viewer);
-            allow(&who, Action::ManageTokens { for_user: owner, role: crate::auth::weaker(role, who.role), scopes: &own_scopes })?;
+            allow(
+                &who,
+                Action::ManageTokens {
+                    for_user: owner,
+                    role: crate::auth::weaker(role, who.role),
+                    scopes: &own_scopes,
+                },
+            )?;
             if !auth::revoke_token(c, id).await? {
                 return Err(WriteError::NotFound("token"));
             }
@@ -835,7 +954,12 @@ pub async fn journal_login_burst(app: &App, username: &str, address: &str, what:
     let mut tx = app.store.begin().await?;
     journal::append(
         &mut tx,
-        NewEntry { author: "system", scope: &format!("user:{username}"), kind: what, payload: json!({ "username": username, "address": address }) },
+        NewEntry {
+            author: "system",
+            scope: &format!("user:{username}"),
+            kind: what,
+            payload: json!({ "username": username, "address": address }),
+        },
     )
     .await?;
     tx.commit().await?;
@@ -887,7 +1011,12 @@ fn default_priority() -> i64 {
 
 /// Creates or changes a procedure's description (not its stage). A dependency cycle is refused
 /// with the cycle named.
-pub async fn save_procedure(app: &App, who: &Principal, input: &ProcedureInput, expected_version: Option<i64>) -> WriteResult<Procedure> {
+pub async fn save_procedure(
+    app: &App,
+    who: &Principal,
+    input: &ProcedureInput,
+    expected_version: Option<i64>,
+) -> WriteResult<Procedure> {
     allow(who, Action::EditRecovery)?;
     let snap = app.snapshot();
     // "plan" and "neu" are pages of the board, not procedures.
@@ -918,8 +1047,14 @@ pub async fn save_procedure(app: &App, who: &Principal, input: &ProcedureInput, 
     if let Some(cycle) = recovery::find_cycle(&graph, &input.slug, &input.depends_on) {
         return Err(WriteError::Conflict { current: json!({ "cycle": cycle }) });
     }
-    let missing: Vec<String> =
-        input.missing_functions.iter().map(|f| text("missing_functions", f, 300)).collect::<WriteResult<Vec<_>>>()?.into_iter().filter(|f| !f.is_empty()).collect();
+    let missing: Vec<String> = input
+        .missing_functions
+        .iter()
+        .map(|f| text("missing_functions", f, 300))
+        .collect::<WriteResult<Vec<_>>>()?
+        .into_iter()
+        .filter(|f| !f.is_empty())
+        .collect();
     let existing = snap.procedure(&input.slug).cloned();
     let p = Procedure {
         slug: input.slug.clone(),
@@ -944,11 +1079,18 @@ pub async fn save_procedure(app: &App, who: &Principal, input: &ProcedureInput, 
     transaction(app, move |c| {
         Box::pin(async move {
             store::upsert_procedure(c, &saved).await?;
-            sqlx::query("DELETE FROM service_procedures WHERE procedure_slug = $1").bind(&saved.slug).execute(&mut *c).await?;
+            sqlx::query("DELETE FROM service_procedures WHERE procedure_slug = $1")
+                .bind(&saved.slug)
+                .execute(&mut *c)
+                .await?;
             for s in &services {
                 store::link_service_procedure(c, s, &saved.slug).await?;
             }
-            journal::append(c, entry(&who, "area", "procedure.save", json!({ "procedure": saved, "services": services }))).await?;
+            journal::append(
+                c,
+                entry(&who, "area", "procedure.save", json!({ "procedure": saved, "services": services })),
+            )
+            .await?;
             Ok(())
         })
     })
@@ -958,7 +1100,13 @@ pub async fn save_procedure(app: &App, who: &Principal, input: &ProcedureInput, 
 
 /// Moves a procedure to another stage through the gates. A step back needs a reason and pulls
 /// dependent procedures and all their rollouts back with it.
-pub async fn step_procedure(app: &App, who: &Principal, slug: &str, to: &str, evidence: &str) -> WriteResult<Vec<(String, Stage)>> {
+pub async fn step_procedure(
+    app: &App,
+    who: &Principal,
+    slug: &str,
+    to: &str,
+    evidence: &str,
+) -> WriteResult<Vec<(String, Stage)>> {
     allow(who, Action::EditRecovery)?;
     let snap = app.snapshot();
     let p = snap.procedure(slug).ok_or(WriteError::NotFound("procedure"))?;
@@ -978,27 +1126,44 @@ pub async fn step_procedure(app: &App, who: &Principal, slug: &str, to: &str, ev
         .filter_map(|r| {
             let stage = changed.iter().find(|(n, _)| *n == r.procedure_slug)?.1;
             let allowed = recovery::rollout_allowed(stage, r.stage);
-            (allowed != r.stage).then(|| RolloutRecord { stage: allowed, since: time::now_rfc3339(), author: who.name.clone(), ..r.clone() })
+            (allowed != r.stage).then(|| RolloutRecord {
+                stage: allowed,
+                since: time::now_rfc3339(),
+                author: who.name.clone(),
+                ..r.clone()
+            })
         })
         .collect();
     let (who, slug, result) = (who.clone(), slug.to_string(), changed.clone());
-    let old: std::collections::HashMap<String, Stage> = snap.data.procedures.iter().map(|p| (p.slug.clone(), p.stage)).collect();
+    let old: std::collections::HashMap<String, Stage> =
+        snap.data.procedures.iter().map(|p| (p.slug.clone(), p.stage)).collect();
     transaction(app, move |c| {
         Box::pin(async move {
             let now = time::now_rfc3339();
             for (name, stage) in &changed {
                 let from = old[name];
-                let note = if *name == slug { evidence.clone() } else { format!("dependency {slug} stepped back: {evidence}") };
-                sqlx::query("UPDATE procedures SET stage = $1, stage_since = $2, version = version + 1 WHERE slug = $3")
-                    .bind(stage.as_str())
-                    .bind(&now)
-                    .bind(name)
-                    .execute(&mut *c)
-                    .await?;
+                let note = if *name == slug {
+                    evidence.clone()
+                } else {
+                    format!("dependency {slug} stepped back: {evidence}")
+                };
+                sqlx::query(
+                    "UPDATE procedures SET stage = $1, stage_since = $2, version = version + 1 WHERE slug = $3",
+                )
+                .bind(stage.as_str())
+                .bind(&now)
+                .bind(name)
+                .execute(&mut *c)
+                .await?;
                 store::insert_procedure_step(c, name, from.as_str(), stage.as_str(), &now, &who.name, &note).await?;
                 journal::append(
                     c,
-                    entry(&who, "area", "procedure.step", json!({ "procedure": name, "from": from, "to": stage, "evidence": note })),
+                    entry(
+                        &who,
+                        "area",
+                        "procedure.step",
+                        json!({ "procedure": name, "from": from, "to": stage, "evidence": note }),
+                    ),
                 )
                 .await?;
             }
@@ -1006,7 +1171,12 @@ pub async fn step_procedure(app: &App, who: &Principal, slug: &str, to: &str, ev
                 store::upsert_rollout(c, r).await?;
                 journal::append(
                     c,
-                    entry(&who, &r.municipality_ags, "rollout.pulled_back", json!({ "procedure": r.procedure_slug, "to": r.stage })),
+                    entry(
+                        &who,
+                        &r.municipality_ags,
+                        "rollout.pulled_back",
+                        json!({ "procedure": r.procedure_slug, "to": r.stage }),
+                    ),
                 )
                 .await?;
             }
@@ -1066,7 +1236,11 @@ pub async fn set_rollout(app: &App, who: &Principal, input: &RolloutInput) -> Wr
             procedure_slug: p.slug.clone(),
             municipality_ags: ags.clone(),
             stage: to,
-            since: snap.rollout(&p.slug, ags).filter(|r| r.stage == to).map(|r| r.since.clone()).unwrap_or_else(|| now.clone()),
+            since: snap
+                .rollout(&p.slug, ags)
+                .filter(|r| r.stage == to)
+                .map(|r| r.since.clone())
+                .unwrap_or_else(|| now.clone()),
             expected_date: expected_date.clone(),
             author: who.name.clone(),
         })
@@ -1079,7 +1253,12 @@ pub async fn set_rollout(app: &App, who: &Principal, input: &RolloutInput) -> Wr
                 store::upsert_rollout(c, r).await?;
                 journal::append(
                     c,
-                    entry(&who, &r.municipality_ags, "rollout.set", json!({ "procedure": r.procedure_slug, "stage": r.stage, "expected_date": r.expected_date })),
+                    entry(
+                        &who,
+                        &r.municipality_ags,
+                        "rollout.set",
+                        json!({ "procedure": r.procedure_slug, "stage": r.stage, "expected_date": r.expected_date }),
+                    ),
                 )
                 .await?;
             }

@@ -69,12 +69,19 @@ async fn municipality_has_every_service_with_its_availability(engine: Engine) {
     assert_eq!(status, 200);
     let (_, catalogue) = s.json("/api/v1/services").await;
     assert_eq!(slugs(&catalogue["services"], "slug").len(), town["services"].as_array().unwrap().len());
-    let service_slugs: Vec<String> =
-        town["services"].as_array().unwrap().iter().map(|v| v["service"]["slug"].as_str().unwrap().to_string()).collect();
+    let service_slugs: Vec<String> = town["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["service"]["slug"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(service_slugs, slugs(&catalogue["services"], "slug"), "every service, in catalogue order");
     for entry in town["services"].as_array().unwrap() {
         assert!(LEVELS.contains(&entry["level"].as_str().unwrap()), "{entry}");
-        assert!(["municipality", "district", "derived", "no_report"].contains(&entry["source"].as_str().unwrap()), "{entry}");
+        assert!(
+            ["municipality", "district", "derived", "no_report"].contains(&entry["source"].as_str().unwrap()),
+            "{entry}"
+        );
         assert!(entry["has_alternatives"].is_boolean());
     }
     assert_eq!(count_sum(&town["counts"]), service_slugs.len() as u64);
@@ -140,7 +147,8 @@ async fn service_shows_availability_in_every_town(engine: Engine) {
 
 async fn alternatives_are_sorted_by_distance_with_their_own_level(engine: Engine) {
     let s = Server::demo(engine).await;
-    let (status, body) = s.json("/api/v1/municipalities/menden-sauerland/services/fahrzeug-zulassen/alternatives").await;
+    let (status, body) =
+        s.json("/api/v1/municipalities/menden-sauerland/services/fahrzeug-zulassen/alternatives").await;
     assert_eq!(status, 200);
     assert_eq!(body["municipality"]["slug"], "menden-sauerland");
     assert_eq!(body["service"]["slug"], "fahrzeug-zulassen");
@@ -162,13 +170,18 @@ async fn alternatives_are_sorted_by_distance_with_their_own_level(engine: Engine
     // Kreis Soest: two district offices further away, nearest first.
     let (status, soest) = s.json("/api/v1/municipalities/soest/services/fahrzeug-zulassen/alternatives").await;
     assert_eq!(status, 200);
-    let offices: Vec<String> =
-        soest["alternatives"].as_array().unwrap().iter().map(|a| a["office"]["slug"].as_str().unwrap().to_string()).collect();
+    let offices: Vec<String> = soest["alternatives"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["office"]["slug"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(offices.len(), 2, "{offices:?}");
     assert!(offices[0].contains("steinfurt") && offices[1].contains("minden-luebbecke"), "{offices:?}");
 
     // A service nobody refers: an empty list, not an error.
-    let (status, none) = s.json("/api/v1/municipalities/menden-sauerland/services/wohnsitz-anmelden/alternatives").await;
+    let (status, none) =
+        s.json("/api/v1/municipalities/menden-sauerland/services/wohnsitz-anmelden/alternatives").await;
     assert_eq!(status, 200);
     assert_eq!(none["alternatives"], serde_json::json!([]));
     assert_eq!(none["availability"]["has_alternatives"], false);
@@ -277,7 +290,9 @@ async fn responses_carry_etag_gzip_and_cors(engine: Engine) {
     assert!(gz.len() * 3 < plain.len(), "compressed {} of {}", gz.len(), plain.len());
 
     // Every kind of answer is readable from other sites, errors too.
-    for p in ["/api/v1/services", "/api/v1/announcements", "/api/v1/openapi.json", "/api/v1/search?q=Pass", "/api/v1/nope"] {
+    for p in
+        ["/api/v1/services", "/api/v1/announcements", "/api/v1/openapi.json", "/api/v1/search?q=Pass", "/api/v1/nope"]
+    {
         let res = s.get(p).await;
         assert_eq!(res.headers()["access-control-allow-origin"], "*", "{p}");
         assert!(res.headers()["content-type"].to_str().unwrap().starts_with("application/json"), "{p}");
@@ -313,7 +328,13 @@ async fn errors_are_json_with_stable_codes(engine: Engine) {
     }
     let (_, de) = s.json("/api/v1/municipalities/atlantis").await;
     assert_eq!(de["message"], "Eine Kommune mit dieser Kennung gibt es nicht.");
-    let res = s.client.get(s.url("/api/v1/municipalities/atlantis")).header("accept-language", "en-GB,en;q=0.9").send().await.unwrap();
+    let res = s
+        .client
+        .get(s.url("/api/v1/municipalities/atlantis"))
+        .header("accept-language", "en-GB,en;q=0.9")
+        .send()
+        .await
+        .unwrap();
     let en: Value = res.json().await.unwrap();
     assert_eq!(en["message"], "There is no town with this identifier.");
 
@@ -403,8 +424,10 @@ async fn openapi_document_describes_every_served_path(engine: Engine) {
             assert!(refs("200").as_str().unwrap().starts_with("#/components/schemas/"), "{path}");
             assert!(op["responses"]["304"].is_object(), "{path} documents 304");
         }
-        let params: Vec<&str> =
-            op["parameters"].as_array().map(|a| a.iter().map(|p| p["name"].as_str().unwrap()).collect()).unwrap_or_default();
+        let params: Vec<&str> = op["parameters"]
+            .as_array()
+            .map(|a| a.iter().map(|p| p["name"].as_str().unwrap()).collect())
+            .unwrap_or_default();
         if path.contains('{') {
             for status in ["400", "404"] {
                 assert_eq!(refs(status), "#/components/schemas/ApiError", "{path} documents {status}");
@@ -414,13 +437,17 @@ async fn openapi_document_describes_every_served_path(engine: Engine) {
             }
         }
         // Every documented path is served: fill in the demo's slugs and fetch it.
-        let concrete = path.replace("{slug}", if path.starts_with("/services") { "fahrzeug-zulassen" } else { "menden-sauerland" });
+        let concrete = path
+            .replace("{slug}", if path.starts_with("/services") { "fahrzeug-zulassen" } else { "menden-sauerland" });
         let concrete = concrete.replace("{service}", "fahrzeug-zulassen");
         let query = if path == "/search" { "?q=Pass" } else { "" };
         let (status, body) = s.json(&format!("/api/v1{concrete}{query}")).await;
         assert_eq!(status, 200, "{concrete}: {body}");
     }
-    assert_eq!(paths["/search"]["get"]["responses"]["400"]["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/ApiError");
+    assert_eq!(
+        paths["/search"]["get"]["responses"]["400"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/ApiError"
+    );
     let search_params: Vec<&str> =
         paths["/search"]["get"]["parameters"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
     assert!(search_params.contains(&"q") && search_params.contains(&"place"));

@@ -45,7 +45,11 @@ async fn answer(req: reqwest::RequestBuilder) -> (u16, Value) {
     let res = req.send().await.unwrap();
     let status = res.status().as_u16();
     let text = res.text().await.unwrap();
-    let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")) };
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    };
     (status, body)
 }
 
@@ -78,7 +82,12 @@ async fn public_view(s: &Server, slug: &str) -> Vec<String> {
 async fn user_ids(s: &Server, admin: &str) -> std::collections::HashMap<String, i64> {
     let (status, list) = call(s, admin, Method::GET, "/users", None).await;
     assert_eq!(status, 200, "{list}");
-    list["users"].as_array().unwrap().iter().map(|u| (u["username"].as_str().unwrap().to_string(), u["id"].as_i64().unwrap())).collect()
+    list["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["username"].as_str().unwrap().to_string(), u["id"].as_i64().unwrap()))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -138,7 +147,10 @@ fn allowed(role: &str, inside: bool, op: Op) -> bool {
         "operator" => !matches!(op, Op::PostUser | Op::ListUsers) && (inside || op != Op::DeleteToken),
         "editor" => {
             inside
-                && !matches!(op, Op::PostUser | Op::ListUsers | Op::AreaAnnouncement | Op::DistrictStatement | Op::DistrictContact)
+                && !matches!(
+                    op,
+                    Op::PostUser | Op::ListUsers | Op::AreaAnnouncement | Op::DistrictStatement | Op::DistrictContact
+                )
         }
         _ => false,
     }
@@ -152,7 +164,14 @@ struct Fixtures {
     token: i64,
 }
 
-async fn fixtures(s: &Server, admin: &str, town: (&str, &str), token_owner: i64, owner_role: &str, owner_scopes: Value) -> Fixtures {
+async fn fixtures(
+    s: &Server,
+    admin: &str,
+    town: (&str, &str),
+    token_owner: i64,
+    owner_role: &str,
+    owner_scopes: Value,
+) -> Fixtures {
     let (slug, ags) = town;
     let put = |path: String, body: Value| async move {
         let (status, out) = call(s, admin, Method::PUT, &path, Some(&body)).await;
@@ -164,10 +183,21 @@ async fn fixtures(s: &Server, admin: &str, town: (&str, &str), token_owner: i64,
         assert_eq!(status, 201, "{path}: {out}");
         out
     };
-    let announcement = post("/announcements", json!({"title": "Matrix", "body": "Fixture", "scope": "municipality", "scope_ref": ags})).await;
-    let faq = post("/faq", json!({"question": "Matrix?", "answer": "Fixture", "scope": "municipality", "scope_ref": ags})).await;
-    let referral = post("/referrals", json!({"office_slug": OFFICE, "service_slug": "wohnsitz-anmelden", "for_ags": ags})).await;
-    let token = post("/tokens", json!({"name": "to-revoke", "user_id": token_owner, "role": owner_role, "scopes": owner_scopes})).await;
+    let announcement = post(
+        "/announcements",
+        json!({"title": "Matrix", "body": "Fixture", "scope": "municipality", "scope_ref": ags}),
+    )
+    .await;
+    let faq =
+        post("/faq", json!({"question": "Matrix?", "answer": "Fixture", "scope": "municipality", "scope_ref": ags}))
+            .await;
+    let referral =
+        post("/referrals", json!({"office_slug": OFFICE, "service_slug": "wohnsitz-anmelden", "for_ags": ags})).await;
+    let token = post(
+        "/tokens",
+        json!({"name": "to-revoke", "user_id": token_owner, "role": owner_role, "scopes": owner_scopes}),
+    )
+    .await;
     Fixtures {
         announcement: announcement["id"].as_str().unwrap().to_string(),
         faq: faq["id"].as_str().unwrap().to_string(),
@@ -179,44 +209,69 @@ async fn fixtures(s: &Server, admin: &str, town: (&str, &str), token_owner: i64,
 fn request(op: Op, town: (&str, &str), actor: &str, f: &Fixtures) -> (Method, String, Option<Value>) {
     let (slug, ags) = town;
     let statement = json!({"level": "emergency", "restrictions": format!("matrix {actor}")});
-    let town_text = json!({"scope": "municipality", "scope_ref": ags, "title": format!("Matrix {actor}"), "body": "Text"});
+    let town_text =
+        json!({"scope": "municipality", "scope_ref": ags, "title": format!("Matrix {actor}"), "body": "Text"});
     match op {
-        Op::PutStatement => (Method::PUT, format!("/municipalities/{slug}/services/wohnsitz-anmelden/statement"), Some(statement)),
-        Op::DeleteStatement => (Method::DELETE, format!("/municipalities/{slug}/services/meldebescheinigung/statement"), None),
+        Op::PutStatement => {
+            (Method::PUT, format!("/municipalities/{slug}/services/wohnsitz-anmelden/statement"), Some(statement))
+        }
+        Op::DeleteStatement => {
+            (Method::DELETE, format!("/municipalities/{slug}/services/meldebescheinigung/statement"), None)
+        }
         Op::BulkStatements => (
             Method::POST,
             "/statements".into(),
-            Some(json!({"municipalities": [slug], "services": ["reisepass-beantragen", "ausweis-abholen"], "level": "unavailable"})),
+            Some(
+                json!({"municipalities": [slug], "services": ["reisepass-beantragen", "ausweis-abholen"], "level": "unavailable"}),
+            ),
         ),
         Op::PostAnnouncement => (Method::POST, "/announcements".into(), Some(town_text)),
         Op::PutAnnouncement => (Method::PUT, format!("/announcements/{}", f.announcement), Some(town_text)),
         Op::DeleteAnnouncement => (Method::DELETE, format!("/announcements/{}", f.announcement), None),
-        Op::AreaAnnouncement => (Method::POST, "/announcements".into(), Some(json!({"scope": "area", "title": "Area", "body": "All"}))),
-        Op::PostFaq => {
-            (Method::POST, "/faq".into(), Some(json!({"scope": "municipality", "scope_ref": ags, "question": format!("{actor}?"), "answer": "A"})))
+        Op::AreaAnnouncement => {
+            (Method::POST, "/announcements".into(), Some(json!({"scope": "area", "title": "Area", "body": "All"})))
         }
-        Op::PutFaq => {
-            (Method::PUT, format!("/faq/{}", f.faq), Some(json!({"scope": "municipality", "scope_ref": ags, "question": "Q?", "answer": actor})))
-        }
-        Op::PostReferral => {
-            (Method::POST, "/referrals".into(), Some(json!({"office_slug": OFFICE, "service_slug": "reisepass-beantragen", "for_ags": ags})))
-        }
+        Op::PostFaq => (
+            Method::POST,
+            "/faq".into(),
+            Some(json!({"scope": "municipality", "scope_ref": ags, "question": format!("{actor}?"), "answer": "A"})),
+        ),
+        Op::PutFaq => (
+            Method::PUT,
+            format!("/faq/{}", f.faq),
+            Some(json!({"scope": "municipality", "scope_ref": ags, "question": "Q?", "answer": actor})),
+        ),
+        Op::PostReferral => (
+            Method::POST,
+            "/referrals".into(),
+            Some(json!({"office_slug": OFFICE, "service_slug": "reisepass-beantragen", "for_ags": ags})),
+        ),
         Op::PutReferral => (
             Method::PUT,
             format!("/referrals/{}", f.referral),
-            Some(json!({"office_slug": OFFICE, "service_slug": "wohnsitz-anmelden", "for_ags": ags, "conditions": actor})),
+            Some(
+                json!({"office_slug": OFFICE, "service_slug": "wohnsitz-anmelden", "for_ags": ags, "conditions": actor}),
+            ),
         ),
         Op::DeleteReferral => (Method::DELETE, format!("/referrals/{}", f.referral), None),
-        Op::PutContact => (Method::PUT, format!("/municipalities/{slug}/contact"), Some(json!({"phone": format!("0 {actor}")}))),
-        Op::DistrictStatement => {
-            (Method::PUT, "/districts/maerkischer-kreis/services/fahrzeug-zulassen/statement".into(), Some(json!({"level": "limited"})))
+        Op::PutContact => {
+            (Method::PUT, format!("/municipalities/{slug}/contact"), Some(json!({"phone": format!("0 {actor}")})))
         }
-        Op::DistrictContact => (Method::PUT, "/districts/maerkischer-kreis/contact".into(), Some(json!({"phone": actor}))),
+        Op::DistrictStatement => (
+            Method::PUT,
+            "/districts/maerkischer-kreis/services/fahrzeug-zulassen/statement".into(),
+            Some(json!({"level": "limited"})),
+        ),
+        Op::DistrictContact => {
+            (Method::PUT, "/districts/maerkischer-kreis/contact".into(), Some(json!({"phone": actor})))
+        }
         Op::PostToken => (Method::POST, "/tokens".into(), Some(json!({"name": "matrix", "scopes": [ags]}))),
         Op::DeleteToken => (Method::DELETE, format!("/tokens/{}", f.token), None),
-        Op::PostUser => {
-            (Method::POST, "/users".into(), Some(json!({"username": format!("m-{actor}-{slug}"), "role": "editor", "scopes": [ags]})))
-        }
+        Op::PostUser => (
+            Method::POST,
+            "/users".into(),
+            Some(json!({"username": format!("m-{actor}-{slug}"), "role": "editor", "scopes": [ags]})),
+        ),
         Op::ListUsers => (Method::GET, "/users".into(), None),
     }
 }
@@ -231,7 +286,13 @@ async fn authorisation_matrix_over_http(engine: Engine) {
         let secret = token(&s, user);
         for (town, inside) in [(MENDEN, true), (LUEDENSCHEID, false)] {
             // The token to revoke: the actor's own inside, someone else's outside.
-            let owner = if inside { user } else if user == "pruefung" { "menden" } else { "pruefung" };
+            let owner = if inside {
+                user
+            } else if user == "pruefung" {
+                "menden"
+            } else {
+                "pruefung"
+            };
             let (owner_role, owner_scopes) = match owner {
                 "menden" => ("editor", json!([MENDEN.1])),
                 "pruefung" => ("viewer", json!([])),
@@ -265,12 +326,23 @@ async fn writes_are_public_at_once(engine: Engine) {
     let s = Server::demo(engine).await;
     let menden = token(&s, "menden");
     let body = json!({"level": "normal", "workaround": "Sonderöffnung am Samstag", "expected_return": "2026-12-15"});
-    let (status, stored) = call(&s, &menden, Method::PUT, "/municipalities/menden-sauerland/services/fahrzeug-zulassen/statement", Some(&body)).await;
+    let (status, stored) = call(
+        &s,
+        &menden,
+        Method::PUT,
+        "/municipalities/menden-sauerland/services/fahrzeug-zulassen/statement",
+        Some(&body),
+    )
+    .await;
     assert_eq!(status, 200, "{stored}");
-    assert_eq!((stored["level"].as_str(), stored["scope_ags"].as_str(), stored["author"].as_str()), (Some("normal"), Some(MENDEN.1), Some("token:test-menden")));
+    assert_eq!(
+        (stored["level"].as_str(), stored["scope_ags"].as_str(), stored["author"].as_str()),
+        (Some("normal"), Some(MENDEN.1), Some("token:test-menden"))
+    );
     // No waiting: the next read already shows it, in the API and on the page.
     let (_, town) = s.json("/api/v1/municipalities/menden-sauerland").await;
-    let entry = town["services"].as_array().unwrap().iter().find(|e| e["service"]["slug"] == "fahrzeug-zulassen").unwrap();
+    let entry =
+        town["services"].as_array().unwrap().iter().find(|e| e["service"]["slug"] == "fahrzeug-zulassen").unwrap();
     assert_eq!((entry["level"].as_str(), entry["source"].as_str()), (Some("normal"), Some("municipality")), "{entry}");
     assert_eq!(entry["workaround"], "Sonderöffnung am Samstag");
     let (_, page) = s.text("/kommunen/menden-sauerland/leistungen/fahrzeug-zulassen").await;
@@ -281,12 +353,25 @@ async fn writes_are_public_at_once(engine: Engine) {
     assert_eq!(status, 201, "{created}");
     assert_eq!(created["version"], 1);
     let (_, news) = s.json("/api/v1/announcements?municipality=menden-sauerland").await;
-    assert!(news["announcements"].as_array().unwrap().iter().any(|n| n["id"] == created["id"] && n["body_html"].as_str().unwrap().contains("<strong>sofort</strong>")));
+    assert!(
+        news["announcements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["id"] == created["id"] && n["body_html"].as_str().unwrap().contains("<strong>sofort</strong>"))
+    );
     let (status, page) = s.text(&format!("/meldungen/{}", created["id"].as_str().unwrap())).await;
     assert_eq!(status, 200);
     assert!(page.contains("Bürgerbüro wieder geöffnet"));
 
-    let (status, contact) = call(&s, &menden, Method::PUT, "/municipalities/menden-sauerland/contact", Some(&json!({"phone": "02373 903-0", "website": "https://www.menden.de"}))).await;
+    let (status, contact) = call(
+        &s,
+        &menden,
+        Method::PUT,
+        "/municipalities/menden-sauerland/contact",
+        Some(&json!({"phone": "02373 903-0", "website": "https://www.menden.de"})),
+    )
+    .await;
     assert_eq!(status, 200, "{contact}");
     let (_, town) = s.json("/api/v1/municipalities/menden-sauerland").await;
     assert_eq!(town["contact"]["phone"], "02373 903-0");
@@ -297,15 +382,24 @@ async fn writes_are_public_at_once(engine: Engine) {
     let (status, out) = call(&s, &menden, Method::POST, "/statements", Some(&bulk)).await;
     assert_eq!(status, 200, "{out}");
     let (_, town) = s.json("/api/v1/municipalities/menden-sauerland").await;
-    let registration: Vec<&Value> = town["services"].as_array().unwrap().iter().filter(|e| e["service"]["area"] == "registration").collect();
+    let registration: Vec<&Value> =
+        town["services"].as_array().unwrap().iter().filter(|e| e["service"]["area"] == "registration").collect();
     assert_eq!(out["statements"].as_array().unwrap().len(), registration.len());
     assert!(registration.iter().all(|e| e["level"] == "unavailable" && e["workaround"] == "Kreishaus Iserlohn"));
 
     // Withdrawn: the town falls back to the district's statement.
-    let (status, _) = call(&s, &menden, Method::DELETE, "/municipalities/menden-sauerland/services/fahrzeug-zulassen/statement", None).await;
+    let (status, _) = call(
+        &s,
+        &menden,
+        Method::DELETE,
+        "/municipalities/menden-sauerland/services/fahrzeug-zulassen/statement",
+        None,
+    )
+    .await;
     assert_eq!(status, 204);
     let (_, town) = s.json("/api/v1/municipalities/menden-sauerland").await;
-    let entry = town["services"].as_array().unwrap().iter().find(|e| e["service"]["slug"] == "fahrzeug-zulassen").unwrap();
+    let entry =
+        town["services"].as_array().unwrap().iter().find(|e| e["service"]["slug"] == "fahrzeug-zulassen").unwrap();
     assert_eq!(entry["source"], "district", "{entry}");
 }
 
@@ -313,7 +407,14 @@ async fn stale_versions_get_409_with_the_current_state(engine: Engine) {
     let s = Server::demo(engine).await;
     let (anna, ben) = (token(&s, "menden"), token(&s, "admin"));
     let path = "/municipalities/menden-sauerland/services/geburtsurkunde/statement";
-    let res = s.client.put(s.url(&format!("/api/v1{path}"))).bearer_auth(&anna).json(&json!({"level": "limited"})).send().await.unwrap();
+    let res = s
+        .client
+        .put(s.url(&format!("/api/v1{path}")))
+        .bearer_auth(&anna)
+        .json(&json!({"level": "limited"}))
+        .send()
+        .await
+        .unwrap();
     let etag = res.headers()["etag"].to_str().unwrap().to_string();
     let first: Value = res.json().await.unwrap();
     let v = first["version"].as_i64().unwrap();
@@ -326,14 +427,18 @@ async fn stale_versions_get_409_with_the_current_state(engine: Engine) {
     let (status, conflict) = answer(anna_req.json(&json!({"level": "normal"}))).await;
     assert_eq!(status, 409, "{conflict}");
     assert_eq!(conflict["error"], "conflict");
-    assert_eq!((conflict["current"]["version"].as_i64(), conflict["current"]["workaround"].as_str()), (Some(v + 1), Some("Ben's")));
+    assert_eq!(
+        (conflict["current"]["version"].as_i64(), conflict["current"]["workaround"].as_str()),
+        (Some(v + 1), Some("Ben's"))
+    );
     // The same with the version in the body, and for withdrawal; "0" means "there was none".
     let (status, _) = call(&s, &anna, Method::PUT, path, Some(&json!({"level": "normal", "version": v}))).await;
     assert_eq!(status, 409);
     let stale_delete = s.client.delete(s.url(&format!("/api/v1{path}"))).bearer_auth(&anna).header("if-match", &etag);
     assert_eq!(answer(stale_delete).await.0, 409);
     let fresh_path = "/municipalities/menden-sauerland/services/elterngeld/statement";
-    let (status, created) = call(&s, &anna, Method::PUT, fresh_path, Some(&json!({"level": "limited", "version": 0}))).await;
+    let (status, created) =
+        call(&s, &anna, Method::PUT, fresh_path, Some(&json!({"level": "limited", "version": 0}))).await;
     assert_eq!((status, created["version"].as_i64()), (200, Some(1)), "{created}");
     assert_eq!(call(&s, &anna, Method::PUT, fresh_path, Some(&json!({"level": "limited", "version": 0}))).await.0, 409);
     let (_, town) = s.json("/api/v1/municipalities/menden-sauerland").await;
@@ -344,10 +449,32 @@ async fn stale_versions_get_409_with_the_current_state(engine: Engine) {
     let text = json!({"scope": "municipality", "scope_ref": MENDEN.1, "title": "Hinweis", "body": "Eins"});
     let (_, a) = call(&s, &anna, Method::POST, "/announcements", Some(&text)).await;
     let a_path = format!("/announcements/{}", a["id"].as_str().unwrap());
-    let (status, a2) = call(&s, &ben, Method::PUT, &a_path, Some(&json!({"scope": "municipality", "scope_ref": MENDEN.1, "title": "Hinweis", "body": "Zwei", "version": 1}))).await;
+    let (status, a2) = call(
+        &s,
+        &ben,
+        Method::PUT,
+        &a_path,
+        Some(
+            &json!({"scope": "municipality", "scope_ref": MENDEN.1, "title": "Hinweis", "body": "Zwei", "version": 1}),
+        ),
+    )
+    .await;
     assert_eq!((status, a2["version"].as_i64()), (200, Some(2)), "{a2}");
-    let (status, c) = call(&s, &anna, Method::PUT, &a_path, Some(&json!({"scope": "municipality", "scope_ref": MENDEN.1, "title": "Hinweis", "body": "Drei", "version": 1}))).await;
-    assert_eq!((status, c["current"]["body"].as_str(), c["current"]["version"].as_i64()), (409, Some("Zwei"), Some(2)), "{c}");
+    let (status, c) = call(
+        &s,
+        &anna,
+        Method::PUT,
+        &a_path,
+        Some(
+            &json!({"scope": "municipality", "scope_ref": MENDEN.1, "title": "Hinweis", "body": "Drei", "version": 1}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (status, c["current"]["body"].as_str(), c["current"]["version"].as_i64()),
+        (409, Some("Zwei"), Some(2)),
+        "{c}"
+    );
 
     let faq = json!({"scope": "municipality", "scope_ref": MENDEN.1, "question": "Wann?", "answer": "Bald"});
     let (_, f) = call(&s, &anna, Method::POST, "/faq", Some(&faq)).await;
@@ -355,13 +482,36 @@ async fn stale_versions_get_409_with_the_current_state(engine: Engine) {
     assert_eq!(call(&s, &ben, Method::PUT, &f_path, Some(&json!({"scope": "municipality", "scope_ref": MENDEN.1, "question": "Wann?", "answer": "Morgen", "version": 1}))).await.0, 200);
     assert_eq!(call(&s, &anna, Method::PUT, &f_path, Some(&json!({"scope": "municipality", "scope_ref": MENDEN.1, "question": "Wann?", "answer": "Heute", "version": 1}))).await.0, 409);
 
-    let (_, c1) = call(&s, &anna, Method::PUT, "/municipalities/menden-sauerland/contact", Some(&json!({"phone": "1"}))).await;
+    let (_, c1) =
+        call(&s, &anna, Method::PUT, "/municipalities/menden-sauerland/contact", Some(&json!({"phone": "1"}))).await;
     let cv = c1["version"].as_i64().unwrap();
-    assert_eq!(call(&s, &ben, Method::PUT, "/municipalities/menden-sauerland/contact", Some(&json!({"phone": "2", "version": cv}))).await.0, 200);
-    let (status, c) = call(&s, &anna, Method::PUT, "/municipalities/menden-sauerland/contact", Some(&json!({"phone": "3", "version": cv}))).await;
+    assert_eq!(
+        call(
+            &s,
+            &ben,
+            Method::PUT,
+            "/municipalities/menden-sauerland/contact",
+            Some(&json!({"phone": "2", "version": cv}))
+        )
+        .await
+        .0,
+        200
+    );
+    let (status, c) = call(
+        &s,
+        &anna,
+        Method::PUT,
+        "/municipalities/menden-sauerland/contact",
+        Some(&json!({"phone": "3", "version": cv})),
+    )
+    .await;
     assert_eq!((status, c["current"]["version"].as_i64()), (409, Some(cv + 1)), "{c}");
     // Header and body must not disagree.
-    let both = s.client.put(s.url("/api/v1/municipalities/menden-sauerland/contact")).bearer_auth(&anna).header("if-match", "\"7\"");
+    let both = s
+        .client
+        .put(s.url("/api/v1/municipalities/menden-sauerland/contact"))
+        .bearer_auth(&anna)
+        .header("if-match", "\"7\"");
     let (status, out) = answer(both.json(&json!({"phone": "4", "version": 8}))).await;
     assert_eq!((status, out["field"].as_str()), (422, Some("version")), "{out}");
 }
@@ -371,7 +521,12 @@ async fn idempotent_retries_act_once(engine: Engine) {
     let (menden, admin) = (token(&s, "menden"), token(&s, "admin"));
     let body = json!({"scope": "municipality", "scope_ref": MENDEN.1, "title": "Einmal", "body": "Nur einmal."});
     let post = |key: &str, body: &Value, secret: &str| {
-        s.client.post(s.url("/api/v1/announcements")).bearer_auth(secret.to_string()).header("idempotency-key", key).json(body).send()
+        s.client
+            .post(s.url("/api/v1/announcements"))
+            .bearer_auth(secret.to_string())
+            .header("idempotency-key", key)
+            .json(body)
+            .send()
     };
     let before = journal_len(&s, &admin).await;
     let first = post("retry-1", &body, &menden).await.unwrap();
@@ -388,7 +543,14 @@ async fn idempotent_retries_act_once(engine: Engine) {
 
     // The same key with another body is an error, and does not act.
     let other = json!({"scope": "municipality", "scope_ref": MENDEN.1, "title": "Anders", "body": "?"});
-    let (status, out) = answer(s.client.post(s.url("/api/v1/announcements")).bearer_auth(&menden).header("idempotency-key", "retry-1").json(&other)).await;
+    let (status, out) = answer(
+        s.client
+            .post(s.url("/api/v1/announcements"))
+            .bearer_auth(&menden)
+            .header("idempotency-key", "retry-1")
+            .json(&other),
+    )
+    .await;
     assert_eq!((status, out["error"].as_str()), (422, Some("idempotency_key_reused")), "{out}");
     assert_eq!(journal_len(&s, &admin).await, before + 1);
 
@@ -403,7 +565,14 @@ async fn idempotent_retries_act_once(engine: Engine) {
     // Two identical requests at the same time still act once: the second waits its turn (409) or replays.
     let before = journal_len(&s, &admin).await;
     let bulk = json!({"municipalities": ["menden-sauerland"], "services": ["briefwahl"], "level": "limited"});
-    let send = || s.client.post(s.url("/api/v1/statements")).bearer_auth(&menden).header("idempotency-key", "race").json(&bulk).send();
+    let send = || {
+        s.client
+            .post(s.url("/api/v1/statements"))
+            .bearer_auth(&menden)
+            .header("idempotency-key", "race")
+            .json(&bulk)
+            .send()
+    };
     let (a, b) = tokio::join!(send(), send());
     let mut statuses = [a.unwrap().status().as_u16(), b.unwrap().status().as_u16()];
     statuses.sort();
@@ -411,7 +580,13 @@ async fn idempotent_retries_act_once(engine: Engine) {
     assert_eq!(journal_len(&s, &admin).await, before + 1);
 
     // Secrets are not kept for replays: the retried token creation names the same token, without its secret.
-    let token_request = || s.client.post(s.url("/api/v1/tokens")).bearer_auth(&menden).header("idempotency-key", "tok").json(&json!({"name": "cms"}));
+    let token_request = || {
+        s.client
+            .post(s.url("/api/v1/tokens"))
+            .bearer_auth(&menden)
+            .header("idempotency-key", "tok")
+            .json(&json!({"name": "cms"}))
+    };
     let (status, created) = answer(token_request()).await;
     assert_eq!(status, 201, "{created}");
     assert!(created["secret"].as_str().unwrap().starts_with("nb_"));
@@ -420,7 +595,10 @@ async fn idempotent_retries_act_once(engine: Engine) {
 
     // Malformed keys are refused before anything happens.
     for key in ["", &"k".repeat(201)] {
-        let (status, out) = answer(s.client.post(s.url("/api/v1/statements")).bearer_auth(&menden).header("idempotency-key", key).json(&bulk)).await;
+        let (status, out) = answer(
+            s.client.post(s.url("/api/v1/statements")).bearer_auth(&menden).header("idempotency-key", key).json(&bulk),
+        )
+        .await;
         assert_eq!((status, out["error"].as_str()), (400, Some("bad_request")), "{key:?}");
     }
 }
@@ -441,7 +619,8 @@ async fn missing_garbage_revoked_and_expired_tokens_get_401(engine: Engine) {
     expect_401(s.client.put(s.url(path)).json(&body), "no token").await;
     expect_401(s.client.put(s.url(path)).bearer_auth("nb_garbage").json(&body), "garbage").await;
     expect_401(s.client.put(s.url(path)).bearer_auth("").json(&body), "empty").await;
-    expect_401(s.client.put(s.url(path)).basic_auth("admin", Some("demo-admin-passwort")).json(&body), "basic auth").await;
+    expect_401(s.client.put(s.url(path)).basic_auth("admin", Some("demo-admin-passwort")).json(&body), "basic auth")
+        .await;
     expect_401(s.client.get(s.url("/api/v1/journal")), "reads of internal data too").await;
 
     // Revoked: the token's owner revokes it; the next request is refused.
@@ -469,7 +648,9 @@ async fn malformed_requests_get_413_415_400_and_422_naming_the_field(engine: Eng
     let s = Server::demo(engine).await;
     let menden = token(&s, "menden");
     let url = s.url("/api/v1/municipalities/menden-sauerland/services/wohnsitz-anmelden/statement");
-    let put = |content_type: &'static str, body: String| s.client.put(&url).bearer_auth(&menden).header("content-type", content_type).body(body);
+    let put = |content_type: &'static str, body: String| {
+        s.client.put(&url).bearer_auth(&menden).header("content-type", content_type).body(body)
+    };
 
     let huge = json!({"level": "limited", "workaround": "x".repeat(300 * 1024)}).to_string();
     let (status, out) = answer(put("application/json", huge)).await;
@@ -497,29 +678,70 @@ async fn malformed_requests_get_413_415_400_and_422_naming_the_field(engine: Eng
         (r#"{"level": "limited", "workaround": "a\u0000b"}"#, "workaround", ""),
         (r#"["limited"]"#, "body", ""),
     ] {
-        let res = s.client.put(&url).bearer_auth(&menden).header("accept-language", "en").header("content-type", "application/json").body(body);
+        let res = s
+            .client
+            .put(&url)
+            .bearer_auth(&menden)
+            .header("accept-language", "en")
+            .header("content-type", "application/json")
+            .body(body);
         let (status, out) = answer(res).await;
-        assert_eq!((status, out["error"].as_str(), out["field"].as_str()), (422, Some("invalid"), Some(field)), "{body}: {out}");
+        assert_eq!(
+            (status, out["error"].as_str(), out["field"].as_str()),
+            (422, Some("invalid"), Some(field)),
+            "{body}: {out}"
+        );
         assert!(out["message"].as_str().unwrap().contains(key), "{body}: {out}");
     }
     // Unknown fields are rejected on every kind of body, nested inputs included.
     for (path, body, field) in [
-        ("/statements", json!({"municipalities": ["menden-sauerland"], "services": ["briefwahl"], "level": "limited", "servcies": []}), "servcies"),
+        (
+            "/statements",
+            json!({"municipalities": ["menden-sauerland"], "services": ["briefwahl"], "level": "limited", "servcies": []}),
+            "servcies",
+        ),
         ("/announcements", json!({"scope": "area", "title": "t", "body": "b", "published": true}), "published"),
-        ("/referrals", json!({"office_slug": OFFICE, "service_slug": "briefwahl", "for_ags": MENDEN.1, "note": ""}), "note"),
-        ("/statements", json!({"municipalities": ["menden-sauerland"], "areas": ["weather"], "level": "limited"}), "areas"),
-        ("/statements", json!({"municipalities": ["atlantis"], "services": ["briefwahl"], "level": "limited"}), "municipalities"),
+        (
+            "/referrals",
+            json!({"office_slug": OFFICE, "service_slug": "briefwahl", "for_ags": MENDEN.1, "note": ""}),
+            "note",
+        ),
+        (
+            "/statements",
+            json!({"municipalities": ["menden-sauerland"], "areas": ["weather"], "level": "limited"}),
+            "areas",
+        ),
+        (
+            "/statements",
+            json!({"municipalities": ["atlantis"], "services": ["briefwahl"], "level": "limited"}),
+            "municipalities",
+        ),
     ] {
         let (status, out) = call(&s, &menden, Method::POST, path, Some(&body)).await;
         assert_eq!((status, out["field"].as_str()), (422, Some(field)), "{path}: {out}");
     }
-    let (status, out) = call(&s, &menden, Method::PUT, "/municipalities/atlantis/services/briefwahl/statement", Some(&json!({"level": "limited"}))).await;
+    let (status, out) = call(
+        &s,
+        &menden,
+        Method::PUT,
+        "/municipalities/atlantis/services/briefwahl/statement",
+        Some(&json!({"level": "limited"})),
+    )
+    .await;
     assert_eq!((status, out["error"].as_str()), (404, Some("not_found")));
-    let (status, _) = call(&s, &menden, Method::PUT, "/municipalities/Menden!/services/briefwahl/statement", Some(&json!({"level": "limited"}))).await;
+    let (status, _) = call(
+        &s,
+        &menden,
+        Method::PUT,
+        "/municipalities/Menden!/services/briefwahl/statement",
+        Some(&json!({"level": "limited"})),
+    )
+    .await;
     assert_eq!(status, 400);
     let (status, _) = call(&s, &menden, Method::DELETE, "/tokens/abc", None).await;
     assert_eq!(status, 400);
-    let bad_if_match = s.client.put(&url).bearer_auth(&menden).header("if-match", "soon").json(&json!({"level": "limited"}));
+    let bad_if_match =
+        s.client.put(&url).bearer_auth(&menden).header("if-match", "soon").json(&json!({"level": "limited"}));
     assert_eq!(answer(bad_if_match).await.0, 400);
     // Methods a route does not have get 405 with the real Allow header.
     let res = s.client.get(s.url("/api/v1/statements")).send().await.unwrap();
@@ -579,7 +801,9 @@ fn executable_markup(page: &str) -> Option<String> {
         let name: String = tag.chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
         let dangerous = ["script", "iframe", "object", "embed"].contains(&name.as_str())
             || attributes(&tag[name.len()..]).iter().any(|(attr, value)| {
-                attr.starts_with("on") || (["href", "src", "action", "formaction", "xlink:href", "data"].contains(&attr.as_str()) && value.trim_start().starts_with("javascript:"))
+                attr.starts_with("on")
+                    || (["href", "src", "action", "formaction", "xlink:href", "data"].contains(&attr.as_str())
+                        && value.trim_start().starts_with("javascript:"))
             });
         if dangerous {
             return Some(tag.chars().take(100).collect());
@@ -638,7 +862,8 @@ async fn injection_corpus_never_executes_on_public_pages(engine: Engine) {
     let s = Server::demo(engine).await;
     let admin = token(&s, "admin");
     let (_, towns) = s.json("/api/v1/municipalities").await;
-    let towns: Vec<String> = towns["municipalities"].as_array().unwrap().iter().map(|t| t["slug"].as_str().unwrap().to_string()).collect();
+    let towns: Vec<String> =
+        towns["municipalities"].as_array().unwrap().iter().map(|t| t["slug"].as_str().unwrap().to_string()).collect();
     let (_, services) = s.json("/api/v1/services").await;
     let services: Vec<String> = services["services"]
         .as_array()
@@ -650,39 +875,65 @@ async fn injection_corpus_never_executes_on_public_pages(engine: Engine) {
     let corpus = corpus();
     assert!(corpus.len() >= 15 && services.len() >= corpus.len() && towns.len() >= corpus.len());
 
-    let mut pages = vec!["/".to_string(), "/meldungen".into(), "/fragen".into(), "/en/fragen".into(), "/kommunen/menden-sauerland".into()];
+    let mut pages = vec![
+        "/".to_string(),
+        "/meldungen".into(),
+        "/fragen".into(),
+        "/en/fragen".into(),
+        "/kommunen/menden-sauerland".into(),
+    ];
     let mut stored = 0;
     for (i, payload) in corpus.iter().enumerate() {
         let (service, town) = (&services[i], &towns[i]);
         // Every write is stored as written or refused naming the field; never a server error.
         let mut write = async |method: Method, path: String, body: Value| -> Value {
             let (status, out) = call(&s, &admin, method, &path, Some(&body)).await;
-            assert!((200..300).contains(&status) || (status == 422 && out["field"].is_string()), "{path} {payload:?}: {status} {out}");
+            assert!(
+                (200..300).contains(&status) || (status == 422 && out["field"].is_string()),
+                "{path} {payload:?}: {status} {out}"
+            );
             if status < 300 {
                 stored += 1;
             }
             out
         };
         let text = json!({"level": "emergency", "restrictions": payload, "workaround": payload, "backlog": payload});
-        let st = write(Method::PUT, format!("/municipalities/menden-sauerland/services/{service}/statement"), text).await;
+        let st =
+            write(Method::PUT, format!("/municipalities/menden-sauerland/services/{service}/statement"), text).await;
         if st["restrictions"].is_string() {
             assert_eq!(st["restrictions"].as_str().unwrap(), payload.trim().replace("\r\n", "\n"), "stored as written");
         }
-        write(Method::POST, "/referrals".into(), json!({"office_slug": OFFICE, "service_slug": service, "for_ags": MENDEN.1, "conditions": payload})).await;
+        write(
+            Method::POST,
+            "/referrals".into(),
+            json!({"office_slug": OFFICE, "service_slug": service, "for_ags": MENDEN.1, "conditions": payload}),
+        )
+        .await;
         pages.push(format!("/kommunen/menden-sauerland/leistungen/{service}"));
         pages.push(format!("/en/kommunen/menden-sauerland/leistungen/{service}"));
 
-        let a = write(Method::POST, "/announcements".into(), json!({"scope": "area", "title": format!("Meldung {i} {payload}"), "body": payload})).await;
+        let a = write(
+            Method::POST,
+            "/announcements".into(),
+            json!({"scope": "area", "title": format!("Meldung {i} {payload}"), "body": payload}),
+        )
+        .await;
         if let Some(id) = a["id"].as_str() {
             pages.push(format!("/meldungen/{id}"));
         }
-        write(Method::POST, "/faq".into(), json!({"scope": "area", "question": format!("Frage {i} {payload}"), "answer": payload})).await;
+        write(
+            Method::POST,
+            "/faq".into(),
+            json!({"scope": "area", "question": format!("Frage {i} {payload}"), "answer": payload}),
+        )
+        .await;
 
         let contact = json!({
             "phone": payload, "email": format!("{payload}@example.org"), "website": payload,
             "emergency_website": format!("https://example.org/{payload}"), "social_media": format!("{payload}\nhttps://social.example/{payload}"),
         });
-        let (status, _) = call(&s, &admin, Method::PUT, &format!("/municipalities/{town}/contact"), Some(&contact)).await;
+        let (status, _) =
+            call(&s, &admin, Method::PUT, &format!("/municipalities/{town}/contact"), Some(&contact)).await;
         assert!(status == 200 || status == 422, "{status}");
         // Field by field too, so a rejected neighbour does not hide one.
         for field in ["phone", "email", "website", "emergency_website", "social_media"] {
@@ -693,7 +944,10 @@ async fn injection_corpus_never_executes_on_public_pages(engine: Engine) {
     }
     assert!(stored > corpus.len() * 5, "most payloads are stored as written ({stored})");
 
-    for path in pages.iter().chain(["/feeds/meldungen.atom".to_string(), "/kommunen/menden-sauerland/meldungen.atom".to_string()].iter()) {
+    for path in pages
+        .iter()
+        .chain(["/feeds/meldungen.atom".to_string(), "/kommunen/menden-sauerland/meldungen.atom".to_string()].iter())
+    {
         let (status, page) = s.text(path).await;
         assert_eq!(status, 200, "{path}");
         if !path.ends_with(".atom") {
@@ -719,7 +973,8 @@ async fn injection_corpus_never_executes_on_public_pages(engine: Engine) {
         }
     }
     for service in &services[..corpus.len()] {
-        let (status, alt) = s.json(&format!("/api/v1/municipalities/menden-sauerland/services/{service}/alternatives")).await;
+        let (status, alt) =
+            s.json(&format!("/api/v1/municipalities/menden-sauerland/services/{service}/alternatives")).await;
         assert_eq!(status, 200, "{alt}");
     }
 }
@@ -728,9 +983,17 @@ async fn injection_corpus_never_executes_on_public_pages(engine: Engine) {
 
 async fn journal_is_filtered_exported_scoped_and_verified(engine: Engine) {
     let s = Server::demo(engine).await;
-    let (admin, menden, luedenscheid, viewer) = (token(&s, "admin"), token(&s, "menden"), token(&s, "luedenscheid"), token(&s, "pruefung"));
+    let (admin, menden, luedenscheid, viewer) =
+        (token(&s, "admin"), token(&s, "menden"), token(&s, "luedenscheid"), token(&s, "pruefung"));
     for (secret, slug) in [(&menden, MENDEN.0), (&luedenscheid, LUEDENSCHEID.0)] {
-        let (status, _) = call(&s, secret, Method::PUT, &format!("/municipalities/{slug}/services/briefwahl/statement"), Some(&json!({"level": "limited"}))).await;
+        let (status, _) = call(
+            &s,
+            secret,
+            Method::PUT,
+            &format!("/municipalities/{slug}/services/briefwahl/statement"),
+            Some(&json!({"level": "limited"})),
+        )
+        .await;
         assert_eq!(status, 200);
     }
     let area = json!({"scope": "area", "title": "Für alle", "body": "x"});
@@ -753,7 +1016,8 @@ async fn journal_is_filtered_exported_scoped_and_verified(engine: Engine) {
     assert_eq!(by_author.len(), 1);
     let payload: Value = serde_json::from_str(by_author[0]["payload"].as_str().unwrap()).unwrap();
     assert_eq!((payload["service"].as_str(), payload["level"].as_str()), (Some("briefwahl"), Some("limited")));
-    let (_, scoped) = call(&s, &admin, Method::GET, &format!("/journal?scope={}&kind=statement.set", LUEDENSCHEID.1), None).await;
+    let (_, scoped) =
+        call(&s, &admin, Method::GET, &format!("/journal?scope={}&kind=statement.set", LUEDENSCHEID.1), None).await;
     assert!(entries(&scoped).iter().all(|e| e["scope"] == LUEDENSCHEID.1) && !entries(&scoped).is_empty());
     let (_, limited) = call(&s, &admin, Method::GET, "/journal?limit=2", None).await;
     assert_eq!(entries(&limited).len(), 2);
@@ -763,7 +1027,12 @@ async fn journal_is_filtered_exported_scoped_and_verified(engine: Engine) {
     assert!(entries(&past).is_empty());
     let (_, today) = call(&s, &admin, Method::GET, "/journal?since=2000-01-01&until=2999-01-01", None).await;
     assert_eq!(entries(&today).len(), all.len());
-    for (query, status, field) in [("since=gestern", 422, Some("since")), ("format=xml", 422, Some("format")), ("limit=0", 422, Some("limit")), ("colour=red", 400, None)] {
+    for (query, status, field) in [
+        ("since=gestern", 422, Some("since")),
+        ("format=xml", 422, Some("format")),
+        ("limit=0", 422, Some("limit")),
+        ("colour=red", 400, None),
+    ] {
         let (got, out) = call(&s, &admin, Method::GET, &format!("/journal?{query}"), None).await;
         assert_eq!((got, out["field"].as_str()), (status, field), "{query}: {out}");
     }

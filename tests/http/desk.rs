@@ -95,7 +95,12 @@ impl<'a> Browser<'a> {
     }
 
     async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
-        let req = self.s.client.post(self.s.url(path)).header("content-type", "application/x-www-form-urlencoded").body(encode(form));
+        let req = self
+            .s
+            .client
+            .post(self.s.url(path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(encode(form));
         self.send(req).await
     }
 
@@ -178,7 +183,9 @@ async fn demo_and_totp_accounts_sign_in(engine: Engine) {
     let form = input_value(&setup.body, "form").unwrap();
     let password = "ein langer Satz als Passwort";
     let code = totp(&secret, now());
-    let done = anna.post(path, &[("password", password), ("password_again", password), ("code", &code), ("form", &form)]).await;
+    let done = anna
+        .post(path, &[("password", password), ("password_again", password), ("code", &code), ("form", &form)])
+        .await;
     assert_eq!(done.status, 200, "{}", done.body);
     assert!(done.body.contains("Wiederherstellungscodes"));
 
@@ -203,7 +210,11 @@ async fn wrong_passwords_get_one_generic_answer_and_lock_the_account(engine: Eng
     assert_eq!((unknown.status, wrong.status), (401, 401));
     let message = "Anmeldung fehlgeschlagen. Bitte prüfen Sie Benutzername und Passwort.";
     assert!(unknown.body.contains(message) && wrong.body.contains(message));
-    assert_eq!(unknown.body.replace("niemand", ""), wrong.body.replace("menden", ""), "nothing tells whether the account exists");
+    assert_eq!(
+        unknown.body.replace("niemand", ""),
+        wrong.body.replace("menden", ""),
+        "nothing tells whether the account exists"
+    );
     for _ in 0..4 {
         assert_eq!(b.sign_in("menden", "falsches-passwort").await.status, 401);
     }
@@ -224,7 +235,12 @@ async fn forms_without_the_right_csrf_token_change_nothing(engine: Engine) {
     let mut wrong = vec![("csrf", "falsch")];
     wrong.extend_from_slice(&form);
     assert_eq!(b.post(&format!("{MENDEN}/status"), &wrong).await.status, 403);
-    assert_eq!(b.post("/intern/meldungen/neu", &[("scope", "municipality:05962040"), ("title", "CSRF-Probe"), ("body", "x")]).await.status, 403);
+    assert_eq!(
+        b.post("/intern/meldungen/neu", &[("scope", "municipality:05962040"), ("title", "CSRF-Probe"), ("body", "x")])
+            .await
+            .status,
+        403
+    );
     assert_eq!(b.post("/intern/abmelden", &[]).await.status, 403);
     let (_, public) = s.text("/kommunen/menden-sauerland").await;
     assert!(!public.contains("CSRF-Probe"));
@@ -243,18 +259,23 @@ async fn a_bulk_change_reaches_the_public_pages_at_once(engine: Engine) {
 
     // "Every vehicle service in Menden: unavailable, workaround: district office Iserlohn" in one submit.
     let res = b
-        .submit(MENDEN, &format!("{MENDEN}/status"), &[
-            ("areas", "vehicle"),
-            ("level", "unavailable"),
-            ("restrictions", "Keine Zulassungen in Menden."),
-            ("workaround", "Kreishaus Iserlohn"),
-            ("backlog", ""),
-            ("expected_return", "2027-01-15"),
-        ])
+        .submit(
+            MENDEN,
+            &format!("{MENDEN}/status"),
+            &[
+                ("areas", "vehicle"),
+                ("level", "unavailable"),
+                ("restrictions", "Keine Zulassungen in Menden."),
+                ("workaround", "Kreishaus Iserlohn"),
+                ("backlog", ""),
+                ("expected_return", "2027-01-15"),
+            ],
+        )
         .await;
     assert_eq!(res.status, 303, "{}", res.body);
     let town = public_town(&s).await;
-    let vehicle: Vec<&Value> = town["services"].as_array().unwrap().iter().filter(|x| x["service"]["area"] == "vehicle").collect();
+    let vehicle: Vec<&Value> =
+        town["services"].as_array().unwrap().iter().filter(|x| x["service"]["area"] == "vehicle").collect();
     assert!(vehicle.len() >= 5);
     assert_eq!(res.location, format!("{MENDEN}?gespeichert={}#leistungen", vehicle.len()));
     for x in &vehicle {
@@ -269,12 +290,16 @@ async fn a_bulk_change_reaches_the_public_pages_at_once(engine: Engine) {
 
     // Single services by checkbox, and a withdrawal.
     let res = b
-        .submit(MENDEN, &format!("{MENDEN}/status"), &[
-            ("services", "wohnsitz-anmelden"),
-            ("services", "meldebescheinigung"),
-            ("level", "emergency"),
-            ("restrictions", "Nur Notfälle."),
-        ])
+        .submit(
+            MENDEN,
+            &format!("{MENDEN}/status"),
+            &[
+                ("services", "wohnsitz-anmelden"),
+                ("services", "meldebescheinigung"),
+                ("level", "emergency"),
+                ("restrictions", "Nur Notfälle."),
+            ],
+        )
         .await;
     assert!(res.location.contains("gespeichert=2"), "{}", res.location);
     let town = public_town(&s).await;
@@ -290,7 +315,8 @@ async fn a_bulk_change_reaches_the_public_pages_at_once(engine: Engine) {
     let res = b.submit(MENDEN, &format!("{MENDEN}/status"), &[("level", "unavailable")]).await;
     assert_eq!(res.status, 422);
     assert!(res.body.contains("role=\"alert\""));
-    let res = b.submit(MENDEN, &format!("{MENDEN}/status"), &[("services", "geburtsurkunde"), ("level", "kaputt")]).await;
+    let res =
+        b.submit(MENDEN, &format!("{MENDEN}/status"), &[("services", "geburtsurkunde"), ("level", "kaputt")]).await;
     assert_eq!(res.status, 422);
     assert_ne!(public_service(&public_town(&s).await, "geburtsurkunde")["level"], "kaputt");
 }
@@ -305,12 +331,23 @@ async fn a_stale_version_is_refused_with_the_current_state(engine: Engine) {
     let version = input_value(&seen_by_first, "version").unwrap();
     assert_eq!(input_value(&seen_by_second, "version").unwrap(), version);
     let csrf = input_value(&seen_by_first, "csrf").unwrap();
-    let saved = first.post(&page, &[("csrf", &csrf), ("version", &version), ("level", "limited"), ("restrictions", "Nur beglaubigte Abschriften.")]).await;
+    let saved = first
+        .post(
+            &page,
+            &[
+                ("csrf", &csrf),
+                ("version", &version),
+                ("level", "limited"),
+                ("restrictions", "Nur beglaubigte Abschriften."),
+            ],
+        )
+        .await;
     assert_eq!(saved.status, 303, "{}", saved.body);
     assert_eq!(saved.location, format!("{MENDEN}?gespeichert=1#leistung-geburtsurkunde"));
 
     let csrf = input_value(&seen_by_second, "csrf").unwrap();
-    let stale = second.post(&page, &[("csrf", &csrf), ("version", &version), ("level", "normal"), ("restrictions", "")]).await;
+    let stale =
+        second.post(&page, &[("csrf", &csrf), ("version", &version), ("level", "normal"), ("restrictions", "")]).await;
     assert_eq!(stale.status, 409);
     assert!(stale.body.contains("Jemand anderes hat diesen Eintrag inzwischen geändert"));
     assert!(stale.body.contains("Nur beglaubigte Abschriften."), "the current state is shown: {}", stale.body);
@@ -339,7 +376,12 @@ async fn contact_channels_and_referrals_are_edited_per_town(engine: Engine) {
         ("social_media", "https://social.example/@menden"),
     ];
     let res = b.submit(MENDEN, &format!("{MENDEN}/kontakt"), &contact).await;
-    assert_eq!((res.status, res.location.as_str()), (303, "/intern/kommunen/menden-sauerland?gespeichert=1#kontakt"), "{}", res.body);
+    assert_eq!(
+        (res.status, res.location.as_str()),
+        (303, "/intern/kommunen/menden-sauerland?gespeichert=1#kontakt"),
+        "{}",
+        res.body
+    );
     let (_, public) = s.text("/kommunen/menden-sauerland").await;
     assert!(public.contains("02373 903-0") && public.contains("https://notfall.menden.example"));
     // The same form again, with the version it was shown with: someone saved since.
@@ -354,19 +396,26 @@ async fn contact_channels_and_referrals_are_edited_per_town(engine: Engine) {
     let office = &options[options.find("<option value=\"").unwrap() + 15..];
     let office = &office[..office.find('"').unwrap()];
     let res = b
-        .submit(MENDEN, &format!("{MENDEN}/ausweichstellen"), &[
-            ("service_slug", "reisepass-beantragen"),
-            ("office_slug", office),
-            ("conditions", "Nur mit Termin <b>bitte</b>"),
-            ("valid_from", ""),
-            ("valid_until", "2099-12-31"),
-        ])
+        .submit(
+            MENDEN,
+            &format!("{MENDEN}/ausweichstellen"),
+            &[
+                ("service_slug", "reisepass-beantragen"),
+                ("office_slug", office),
+                ("conditions", "Nur mit Termin <b>bitte</b>"),
+                ("valid_from", ""),
+                ("valid_until", "2099-12-31"),
+            ],
+        )
         .await;
     assert_eq!(res.status, 303, "{}", res.body);
     let (_, alternatives) = s.text("/kommunen/menden-sauerland/leistungen/reisepass-beantragen").await;
     assert!(alternatives.contains("Nur mit Termin &lt;b&gt;bitte&lt;/b&gt;"), "{alternatives}");
     let page = b.get(MENDEN).await.body;
-    let delete = page.split("action=\"").find(|p| p.starts_with(&format!("{MENDEN}/ausweichstellen/{office}-reisepass"))).unwrap();
+    let delete = page
+        .split("action=\"")
+        .find(|p| p.starts_with(&format!("{MENDEN}/ausweichstellen/{office}-reisepass")))
+        .unwrap();
     let delete = &delete[..delete.find('"').unwrap()];
     let res = b.submit(MENDEN, delete, &[]).await;
     assert_eq!(res.status, 303);
@@ -385,7 +434,13 @@ async fn an_announcement_goes_from_draft_to_published_to_corrected(engine: Engin
     let s = Server::demo(engine).await;
     let mut b = Browser::demo(&s, "menden").await;
     let body = "Das Bürgerbüro öffnet **ab Montag** wieder.\n\n<script>alert('x')</script><img src=x onerror=alert(1)>\n\n[Mehr](javascript:alert(1))";
-    let form = [("scope", "municipality:05962040"), ("lang", "de"), ("title", "Bürgerbüro wieder offen"), ("body", body), ("publish", "draft")];
+    let form = [
+        ("scope", "municipality:05962040"),
+        ("lang", "de"),
+        ("title", "Bürgerbüro wieder offen"),
+        ("body", body),
+        ("publish", "draft"),
+    ];
 
     // Preview: the sanitised rendering, nothing stored.
     let mut preview = form.to_vec();
@@ -395,7 +450,10 @@ async fn an_announcement_goes_from_draft_to_published_to_corrected(engine: Engin
     let rendered = &res.body[res.body.find("<article class=\"prose\">").unwrap()..];
     let rendered = &rendered[..rendered.find("</article>").unwrap()];
     assert!(rendered.contains("<strong>ab Montag</strong>"), "{rendered}");
-    assert!(!rendered.contains("<script") && !rendered.contains("onerror") && !rendered.contains("href=\"javascript"), "{rendered}");
+    assert!(
+        !rendered.contains("<script") && !rendered.contains("onerror") && !rendered.contains("href=\"javascript"),
+        "{rendered}"
+    );
     assert!(res.body.contains("&lt;script&gt;"), "the form keeps the text as written");
     assert!(!b.get("/intern/meldungen").await.body.contains("Bürgerbüro wieder offen"));
 
@@ -447,11 +505,25 @@ async fn an_announcement_goes_from_draft_to_published_to_corrected(engine: Engin
     assert_eq!(b.submit(&edit, &edit, &corrected).await.status, 409);
 
     // A scheduled one is not public yet; an invalid time is shown next to the form.
-    let scheduled = [("scope", "municipality:05962040"), ("title", "Später"), ("body", "x"), ("publish", "at"), ("publish_at", "2099-01-01T08:00"), ("action", "save")];
+    let scheduled = [
+        ("scope", "municipality:05962040"),
+        ("title", "Später"),
+        ("body", "x"),
+        ("publish", "at"),
+        ("publish_at", "2099-01-01T08:00"),
+        ("action", "save"),
+    ];
     assert_eq!(b.submit("/intern/meldungen/neu", "/intern/meldungen/neu", &scheduled).await.status, 303);
     assert!(b.get("/intern/meldungen").await.body.contains("Geplant für 01.01.2099, 08:00 Uhr"));
     assert!(!s.text("/meldungen").await.1.contains("Später"));
-    let bad = [("scope", "municipality:05962040"), ("title", "Kaputt"), ("body", "x"), ("publish", "at"), ("publish_at", "morgen"), ("action", "save")];
+    let bad = [
+        ("scope", "municipality:05962040"),
+        ("title", "Kaputt"),
+        ("body", "x"),
+        ("publish", "at"),
+        ("publish_at", "morgen"),
+        ("action", "save"),
+    ];
     let res = b.submit("/intern/meldungen/neu", "/intern/meldungen/neu", &bad).await;
     assert_eq!(res.status, 422);
     assert!(res.body.contains("role=\"alert\"") && res.body.contains("value=\"Kaputt\""));
@@ -470,24 +542,50 @@ async fn editors_stay_inside_their_scope(engine: Engine) {
     assert_eq!(menden.get("/intern/kreise/maerkischer-kreis").await.status, 403);
     assert_eq!(menden.get("/intern/kommunen/gibt-es-nicht").await.status, 404);
     // Even with a valid token, a write for another town is refused by the one authorisation.
-    let res = menden.submit(MENDEN, "/intern/kommunen/luedenscheid/status", &[("areas", "finance"), ("level", "unavailable"), ("workaround", "Übergriff")]).await;
+    let res = menden
+        .submit(
+            MENDEN,
+            "/intern/kommunen/luedenscheid/status",
+            &[("areas", "finance"), ("level", "unavailable"), ("workaround", "Übergriff")],
+        )
+        .await;
     assert_eq!(res.status, 403);
     assert!(!s.text("/kommunen/luedenscheid").await.1.contains("Übergriff"));
 
     // The scope select offers only Menden; area-wide is refused anyway.
     let form = menden.get("/intern/meldungen/neu").await.body;
     assert!(form.contains("value=\"municipality:05962040\""));
-    assert!(!form.contains("value=\"area:\"") && !form.contains("value=\"municipality:05962032\"") && !form.contains("value=\"service:"));
-    let res = menden.submit("/intern/meldungen/neu", "/intern/meldungen/neu", &[("scope", "area:"), ("title", "Für alle"), ("body", "x"), ("publish", "now")]).await;
+    assert!(
+        !form.contains("value=\"area:\"")
+            && !form.contains("value=\"municipality:05962032\"")
+            && !form.contains("value=\"service:")
+    );
+    let res = menden
+        .submit(
+            "/intern/meldungen/neu",
+            "/intern/meldungen/neu",
+            &[("scope", "area:"), ("title", "Für alle"), ("body", "x"), ("publish", "now")],
+        )
+        .await;
     assert_eq!(res.status, 403);
-    let res = menden.submit("/intern/fragen/neu", "/intern/fragen/neu", &[("scope", "municipality:05962032"), ("title", "Fremd?"), ("body", "x"), ("publish", "now")]).await;
+    let res = menden
+        .submit(
+            "/intern/fragen/neu",
+            "/intern/fragen/neu",
+            &[("scope", "municipality:05962032"), ("title", "Fremd?"), ("body", "x"), ("publish", "now")],
+        )
+        .await;
     assert_eq!(res.status, 403);
     assert!(!s.text("/meldungen").await.1.contains("Für alle"));
 
     // Lüdenscheid's announcement is not Menden's to open.
     let mut luedenscheid = Browser::demo(&s, "luedenscheid").await;
     let res = luedenscheid
-        .submit("/intern/meldungen/neu", "/intern/meldungen/neu", &[("scope", "municipality:05962032"), ("title", "Nur Lüdenscheid"), ("body", "x"), ("publish", "draft")])
+        .submit(
+            "/intern/meldungen/neu",
+            "/intern/meldungen/neu",
+            &[("scope", "municipality:05962032"), ("title", "Nur Lüdenscheid"), ("body", "x"), ("publish", "draft")],
+        )
         .await;
     assert_eq!(res.status, 303);
     let id = announcement_id(&luedenscheid.get("/intern/meldungen").await.body, "Nur Lüdenscheid");
@@ -499,7 +597,13 @@ async fn editors_stay_inside_their_scope(engine: Engine) {
     let mut operator = Browser::demo(&s, "krisenstab").await;
     let form = operator.get("/intern/meldungen/neu").await.body;
     assert!(form.contains("value=\"area:\"") && form.contains("value=\"service:fahrzeug-zulassen\""));
-    let res = operator.submit("/intern/meldungen/neu", "/intern/meldungen/neu", &[("scope", "area:"), ("title", "Lage im Verbandsgebiet"), ("body", "x"), ("publish", "now")]).await;
+    let res = operator
+        .submit(
+            "/intern/meldungen/neu",
+            "/intern/meldungen/neu",
+            &[("scope", "area:"), ("title", "Lage im Verbandsgebiet"), ("body", "x"), ("publish", "now")],
+        )
+        .await;
     assert_eq!(res.status, 303);
     assert!(s.text("/meldungen").await.1.contains("Lage im Verbandsgebiet"));
 }
@@ -507,20 +611,43 @@ async fn editors_stay_inside_their_scope(engine: Engine) {
 async fn viewers_read_everything_and_change_nothing(engine: Engine) {
     let s = Server::demo(engine).await;
     let mut viewer = Browser::demo(&s, "pruefung").await;
-    for page in [MENDEN, "/intern/kommunen/luedenscheid", "/intern/kreise/maerkischer-kreis", "/intern/meldungen", "/intern/fragen", "/intern/journal", "/intern/tokens"] {
+    for page in [
+        MENDEN,
+        "/intern/kommunen/luedenscheid",
+        "/intern/kreise/maerkischer-kreis",
+        "/intern/meldungen",
+        "/intern/fragen",
+        "/intern/journal",
+        "/intern/tokens",
+    ] {
         let res = viewer.get(page).await;
         assert_eq!(res.status, 200, "{page}");
-        assert!(!res.body.contains("method=\"post\" action=\"/intern/kommunen") && !res.body.contains("/status\""), "{page} shows a write form");
+        assert!(
+            !res.body.contains("method=\"post\" action=\"/intern/kommunen") && !res.body.contains("/status\""),
+            "{page} shows a write form"
+        );
     }
     let town = viewer.get(MENDEN).await.body;
     assert!(!town.contains("name=\"services\"") && town.contains("Einzelheiten"));
     assert_eq!(viewer.get("/intern/meldungen/neu").await.status, 403);
     assert_eq!(viewer.get("/intern/benutzer").await.status, 403);
     // Writes attempted anyway (with a valid CSRF token) are refused by the authorisation.
-    let res = viewer.submit("/intern", &format!("{MENDEN}/status"), &[("areas", "finance"), ("level", "unavailable"), ("workaround", "Leser")]).await;
+    let res = viewer
+        .submit(
+            "/intern",
+            &format!("{MENDEN}/status"),
+            &[("areas", "finance"), ("level", "unavailable"), ("workaround", "Leser")],
+        )
+        .await;
     assert_eq!(res.status, 403);
     assert!(res.body.contains("Dazu fehlt Ihnen die Berechtigung"));
-    let res = viewer.submit("/intern", "/intern/meldungen/neu", &[("scope", "municipality:05962040"), ("title", "Leser"), ("body", "x")]).await;
+    let res = viewer
+        .submit(
+            "/intern",
+            "/intern/meldungen/neu",
+            &[("scope", "municipality:05962040"), ("title", "Leser"), ("body", "x")],
+        )
+        .await;
     assert_eq!(res.status, 403);
     let res = viewer.submit("/intern", "/intern/tokens", &[("name", "Leser")]).await;
     assert_eq!(res.status, 403);
@@ -551,7 +678,18 @@ async fn sign_out_ends_the_session_and_everywhere_ends_all(engine: Engine) {
 async fn the_journal_lists_changes_verifies_and_exports(engine: Engine) {
     let s = Server::demo(engine).await;
     let mut menden = Browser::demo(&s, "menden").await;
-    let res = menden.submit(MENDEN, &format!("{MENDEN}/status"), &[("services", "gewerbe-anmelden"), ("services", "hundesteuer-anmelden"), ("level", "emergency"), ("workaround", "Formular per Post")]).await;
+    let res = menden
+        .submit(
+            MENDEN,
+            &format!("{MENDEN}/status"),
+            &[
+                ("services", "gewerbe-anmelden"),
+                ("services", "hundesteuer-anmelden"),
+                ("level", "emergency"),
+                ("workaround", "Formular per Post"),
+            ],
+        )
+        .await;
     assert_eq!(res.status, 303, "{}", res.body);
 
     let journal = menden.get("/intern/journal").await.body;
@@ -585,7 +723,13 @@ async fn the_journal_lists_changes_verifies_and_exports(engine: Engine) {
 async fn admins_manage_accounts_and_everyone_their_tokens(engine: Engine) {
     let s = Server::demo(engine).await;
     let mut admin = Browser::demo(&s, "admin").await;
-    let res = admin.submit("/intern/benutzer", "/intern/benutzer", &[("username", "berta"), ("display_name", "Berta"), ("role", "editor"), ("scopes", "05962040, 05962")]).await;
+    let res = admin
+        .submit(
+            "/intern/benutzer",
+            "/intern/benutzer",
+            &[("username", "berta"), ("display_name", "Berta"), ("role", "editor"), ("scopes", "05962040, 05962")],
+        )
+        .await;
     assert_eq!(res.status, 200, "{}", res.body);
     let link = element_text(&res.body, "setup-link");
     assert!(link.contains("/intern/einrichten/"), "{link}");
@@ -593,7 +737,8 @@ async fn admins_manage_accounts_and_everyone_their_tokens(engine: Engine) {
     assert!(admin.get("/intern/benutzer").await.body.contains("Einrichtung ausstehend"));
     let mut berta = Browser::new(&s);
     assert_eq!(berta.get(path).await.status, 200, "the link opens the setup");
-    let duplicate = admin.submit("/intern/benutzer", "/intern/benutzer", &[("username", "berta"), ("role", "viewer")]).await;
+    let duplicate =
+        admin.submit("/intern/benutzer", "/intern/benutzer", &[("username", "berta"), ("role", "viewer")]).await;
     assert_eq!(duplicate.status, 422);
 
     // Edit and reset.
@@ -609,20 +754,28 @@ async fn admins_manage_accounts_and_everyone_their_tokens(engine: Engine) {
     assert_ne!(element_text(&res.body, "setup-link"), link);
     let mut menden = Browser::demo(&s, "menden").await;
     assert_eq!(menden.get("/intern/benutzer").await.status, 403);
-    assert_eq!(menden.submit(MENDEN, "/intern/benutzer", &[("username", "mallory"), ("role", "admin")]).await.status, 403);
+    assert_eq!(
+        menden.submit(MENDEN, "/intern/benutzer", &[("username", "mallory"), ("role", "admin")]).await.status,
+        403
+    );
 
     // Tokens: the secret is shown once, then only the name; editors get their own scope.
-    let res = menden.submit("/intern/tokens", "/intern/tokens", &[("name", "Website Menden"), ("expires", "2099-12-31")]).await;
+    let res = menden
+        .submit("/intern/tokens", "/intern/tokens", &[("name", "Website Menden"), ("expires", "2099-12-31")])
+        .await;
     assert_eq!(res.status, 200, "{}", res.body);
     let secret = element_text(&res.body, "token-secret");
     assert!(secret.starts_with("nb_"));
     let list = menden.get("/intern/tokens").await.body;
-    assert!(list.contains("Website Menden") && list.contains("Menden (Sauerland) (05962040)") && !list.contains(&secret));
+    assert!(
+        list.contains("Website Menden") && list.contains("Menden (Sauerland) (05962040)") && !list.contains(&secret)
+    );
     let all = admin.get("/intern/tokens").await.body;
     assert!(all.contains("Website Menden") && all.contains("Gehört zu"));
     let mut other = Browser::demo(&s, "luedenscheid").await;
     assert!(!other.get("/intern/tokens").await.body.contains("Website Menden"));
-    let revoke = list.split("action=\"").find(|p| p.starts_with("/intern/tokens/") && p.contains("widerrufen")).unwrap();
+    let revoke =
+        list.split("action=\"").find(|p| p.starts_with("/intern/tokens/") && p.contains("widerrufen")).unwrap();
     let revoke = &revoke[..revoke.find('"').unwrap()];
     assert_eq!(other.submit("/intern/tokens", revoke, &[]).await.status, 403, "not someone else's token");
     let res = menden.submit("/intern/tokens", revoke, &[]).await;

@@ -53,7 +53,14 @@ fn random_suffix() -> String {
 
 fn pg_admin(sql: &str) {
     let base = postgres_base_url().expect("NOTBETRIEB_TEST_POSTGRES_URL");
-    let out = Command::new("psql").arg(&base).arg("-v").arg("ON_ERROR_STOP=1").arg("-qc").arg(sql).output().expect("psql is needed for the PostgreSQL tests");
+    let out = Command::new("psql")
+        .arg(&base)
+        .arg("-v")
+        .arg("ON_ERROR_STOP=1")
+        .arg("-qc")
+        .arg(sql)
+        .output()
+        .expect("psql is needed for the PostgreSQL tests");
     assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 

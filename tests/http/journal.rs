@@ -8,7 +8,11 @@ on_both_engines!(tampering_is_detected_and_named, a_failing_journal_append_store
 
 async fn sql(s: &Server, statement: &'static str) {
     sqlx::any::install_default_drivers();
-    let url = if s.db.url.starts_with("sqlite:") { format!("sqlite://{}", &s.db.url["sqlite:".len()..]) } else { s.db.url.clone() };
+    let url = if s.db.url.starts_with("sqlite:") {
+        format!("sqlite://{}", &s.db.url["sqlite:".len()..])
+    } else {
+        s.db.url.clone()
+    };
     let mut c = <sqlx::AnyConnection as sqlx::Connection>::connect(&url).await.unwrap();
     sqlx::query(statement).execute(&mut c).await.unwrap();
 }
@@ -82,5 +86,8 @@ async fn a_failing_journal_append_stores_nothing(engine: Engine) {
     let out = s.command(&["user", "add", "geist", "--role", "viewer"]);
     assert!(!out.status.success(), "the write must fail with its journal entry");
     let list = s.command(&["user", "list"]);
-    assert!(!String::from_utf8_lossy(&list.stdout).contains("geist"), "the change was rolled back with the journal entry");
+    assert!(
+        !String::from_utf8_lossy(&list.stdout).contains("geist"),
+        "the change was rolled back with the journal entry"
+    );
 }

@@ -6,10 +6,10 @@
 
 mod api;
 mod api_write;
-mod harness;
-mod import;
 mod cli;
 mod desk;
+mod harness;
+mod import;
 mod journal;
 mod public;
 mod recovery;

@@ -225,7 +225,8 @@ async fn conditional_requests_and_compression() {
     let mut plain = String::new();
     std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&compressed[..]), &mut plain).unwrap();
     assert!(plain.contains("<h1>Menden (Sauerland)</h1>"));
-    let res = s.client.get(s.url("/kommunen/menden-sauerland")).header("accept-encoding", "gzip;q=0").send().await.unwrap();
+    let res =
+        s.client.get(s.url("/kommunen/menden-sauerland")).header("accept-encoding", "gzip;q=0").send().await.unwrap();
     assert!(res.headers().get("content-encoding").is_none());
     let res = s.get("/healthz").await;
     assert_eq!(res.status().as_u16(), 200);

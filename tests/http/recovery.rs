@@ -66,7 +66,8 @@ impl<'a> Desk<'a> {
 
     async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Answer {
         let body = form.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&");
-        let req = self.s.client.post(self.s.url(path)).header("content-type", "application/x-www-form-urlencoded").body(body);
+        let req =
+            self.s.client.post(self.s.url(path)).header("content-type", "application/x-www-form-urlencoded").body(body);
         self.send(req).await
     }
 
@@ -83,7 +84,13 @@ impl<'a> Desk<'a> {
 
 fn enc(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
@@ -101,11 +108,17 @@ async fn procedure(s: &Server, t: &str, slug: &str) -> Value {
 }
 
 async fn step(s: &Server, t: &str, slug: &str, to: &str, evidence: &str) -> (u16, Value) {
-    call(s, t, Method::POST, &format!("/procedures/{slug}/steps"), Some(&json!({ "to": to, "evidence": evidence }))).await
+    call(s, t, Method::POST, &format!("/procedures/{slug}/steps"), Some(&json!({ "to": to, "evidence": evidence })))
+        .await
 }
 
 fn conditions(refusal: &Value) -> Vec<String> {
-    refusal["current"]["unmet"].as_array().unwrap().iter().map(|u| u["condition"].as_str().unwrap().to_string()).collect()
+    refusal["current"]["unmet"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["condition"].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// The level word citizens see for a service in a town.
@@ -123,7 +136,11 @@ async fn a_refused_release_lists_every_unmet_condition(engine: Engine) {
     let (status, refusal) = step(&s, &t, "fahrerlaubnis", "released", "Freigabe").await;
     assert_eq!(status, 409, "{refusal}");
     assert_eq!(refusal["error"], "conflict");
-    assert_eq!(conditions(&refusal), ["not_next_stage", "not_cleared", "not_hardened", "dependency_not_released"], "{refusal}");
+    assert_eq!(
+        conditions(&refusal),
+        ["not_next_stage", "not_cleared", "not_hardened", "dependency_not_released"],
+        "{refusal}"
+    );
     assert_eq!(refusal["current"]["unmet"][3]["dependency"], "fernzugang");
     assert_eq!(refusal["current"]["messages"].as_array().unwrap().len(), 4, "{refusal}");
     assert_eq!(procedure(&s, &t, "fahrerlaubnis").await["stage"], "under_review", "nothing changed");
@@ -152,11 +169,27 @@ async fn a_valid_sequence_passes_the_gates_and_is_recorded(engine: Engine) {
     let res = desk.submit("fahrerlaubnis", "/schritt", &[("to", "cleared"), ("evidence", "")]).await;
     assert_eq!(res.status, 422, "a forward step needs evidence");
     assert!(res.body.contains("Bitte einen kurzen Nachweis angeben"), "{}", res.body);
-    for (slug, to) in [("fernzugang", "released"), ("fahrerlaubnis", "cleared"), ("fahrerlaubnis", "hardened"), ("fahrerlaubnis", "released")] {
+    for (slug, to) in [
+        ("fernzugang", "released"),
+        ("fahrerlaubnis", "cleared"),
+        ("fahrerlaubnis", "hardened"),
+        ("fahrerlaubnis", "released"),
+    ] {
         let res = desk.submit(slug, "/schritt", &[("to", to), ("evidence", &format!("Prüfbericht {slug} {to}"))]).await;
-        assert_eq!((res.status, res.location.as_str()), (303, format!("/intern/wiederanlauf/{slug}?gespeichert=1&mit=0#stufe").as_str()), "{slug} → {to}: {}", res.body);
+        assert_eq!(
+            (res.status, res.location.as_str()),
+            (303, format!("/intern/wiederanlauf/{slug}?gespeichert=1&mit=0#stufe").as_str()),
+            "{slug} → {to}: {}",
+            res.body
+        );
     }
-    let res = desk.submit("fahrerlaubnis", "/rollout", &[("districts", "hochsauerlandkreis"), ("stage", "pilot"), ("expected_date", "2030-01-15")]).await;
+    let res = desk
+        .submit(
+            "fahrerlaubnis",
+            "/rollout",
+            &[("districts", "hochsauerlandkreis"), ("stage", "pilot"), ("expected_date", "2030-01-15")],
+        )
+        .await;
     assert_eq!(res.status, 303, "{}", res.body);
     let page = desk.get(&res.location).await;
     assert!(page.body.contains("Für 12 Kommunen gespeichert"), "{}", page.body);
@@ -166,7 +199,14 @@ async fn a_valid_sequence_passes_the_gates_and_is_recorded(engine: Engine) {
     assert_eq!((p["rollout"]["pilot"].as_u64(), p["rollout"]["live"].as_u64()), (Some(12), Some(12)), "{p}");
     assert_eq!(p["gate"]["next_stage"], "normal");
     let history: Vec<&str> = p["history"].as_array().unwrap().iter().map(|h| h["evidence"].as_str().unwrap()).collect();
-    assert_eq!(history[..3], ["Prüfbericht fahrerlaubnis released", "Prüfbericht fahrerlaubnis hardened", "Prüfbericht fahrerlaubnis cleared"]);
+    assert_eq!(
+        history[..3],
+        [
+            "Prüfbericht fahrerlaubnis released",
+            "Prüfbericht fahrerlaubnis hardened",
+            "Prüfbericht fahrerlaubnis cleared"
+        ]
+    );
     assert_eq!(p["history"][0]["author"], "krisenstab");
     let (_, journal) = call(&s, &t, Method::GET, "/journal?kind=procedure.step", None).await;
     assert_eq!(journal["entries"].as_array().unwrap().len(), 4, "{journal}");
@@ -196,10 +236,15 @@ async fn a_step_back_cascades_to_dependents_and_their_towns(engine: Engine) {
     let (status, refusal) = step(&s, &t, "verzeichnisdienst", "under_review", " ").await;
     assert_eq!((status, conditions(&refusal)), (409, vec!["reason_missing".to_string()]), "{refusal}");
 
-    let (status, result) = step(&s, &t, "verzeichnisdienst", "under_review", "Neue Indikatoren im Verzeichnisdienst gefunden").await;
+    let (status, result) =
+        step(&s, &t, "verzeichnisdienst", "under_review", "Neue Indikatoren im Verzeichnisdienst gefunden").await;
     assert_eq!(status, 200, "{result}");
-    let changed: Vec<(&str, &str)> =
-        result["changed"].as_array().unwrap().iter().map(|c| (c["procedure"].as_str().unwrap(), c["stage"].as_str().unwrap())).collect();
+    let changed: Vec<(&str, &str)> = result["changed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["procedure"].as_str().unwrap(), c["stage"].as_str().unwrap()))
+        .collect();
     for dependent in ["meldewesen", "ausweise", "meldeauskunft", "personenstand", "kfz", "sozialwesen", "finanzwesen"] {
         assert!(changed.contains(&(dependent, "hardened")), "{dependent} did not fall back: {changed:?}");
     }
@@ -234,8 +279,13 @@ async fn a_district_rollout_changes_every_town_page_at_once(engine: Engine) {
     for town in &olpe {
         assert_eq!(public_level(&s, town, "wohngeld").await, "Basisbetrieb (eingeschränkt)", "{town} after");
         let (_, json) = s.json(&format!("/api/v1/municipalities/{town}")).await;
-        let wohngeld = json["services"].as_array().unwrap().iter().find(|x| x["service"]["slug"] == "wohngeld").unwrap();
-        assert_eq!((wohngeld["level"].as_str(), wohngeld["source"].as_str()), (Some("limited"), Some("derived")), "{wohngeld}");
+        let wohngeld =
+            json["services"].as_array().unwrap().iter().find(|x| x["service"]["slug"] == "wohngeld").unwrap();
+        assert_eq!(
+            (wohngeld["level"].as_str(), wohngeld["source"].as_str()),
+            (Some("limited"), Some("derived")),
+            "{wohngeld}"
+        );
     }
     let (status, wrong) = call(&s, &t, Method::POST, "/procedures/kfz/rollout", Some(&body)).await;
     assert_eq!((status, wrong["field"].as_str()), (422, Some("procedure")), "the body names the path's procedure");
@@ -265,7 +315,13 @@ async fn a_dependency_cycle_is_refused_with_the_cycle_named(engine: Engine) {
     let (status, refusal) = call(&s, &t, Method::PUT, "/procedures/verzeichnisdienst", Some(&infra)).await;
     assert_eq!(status, 409, "{refusal}");
     assert_eq!(refusal["current"]["cycle"], json!(["verzeichnisdienst", "meldewesen", "verzeichnisdienst"]));
-    assert!(refusal["current"]["messages"][0].as_str().unwrap().contains("verzeichnisdienst → meldewesen → verzeichnisdienst"), "{refusal}");
+    assert!(
+        refusal["current"]["messages"][0]
+            .as_str()
+            .unwrap()
+            .contains("verzeichnisdienst → meldewesen → verzeichnisdienst"),
+        "{refusal}"
+    );
     infra["depends_on"] = json!([]);
     infra["slug"] = json!("netz");
     let (status, wrong) = call(&s, &t, Method::PUT, "/procedures/verzeichnisdienst", Some(&infra)).await;
@@ -274,24 +330,51 @@ async fn a_dependency_cycle_is_refused_with_the_cycle_named(engine: Engine) {
     // A new procedure, then one that would close a cycle through it.
     let new = json!({ "slug": "e-akte", "name": "E-Akte", "area": "finance", "depends_on": ["finanzwesen"], "services": ["zahlungen"] });
     let (status, created) = call(&s, &t, Method::POST, "/procedures", Some(&new)).await;
-    assert_eq!((status, created["stage"].as_str(), created["version"].as_u64()), (201, Some("down"), Some(1)), "{created}");
+    assert_eq!(
+        (status, created["stage"].as_str(), created["version"].as_u64()),
+        (201, Some("down"), Some(1)),
+        "{created}"
+    );
     let (status, _) = call(&s, &t, Method::POST, "/procedures", Some(&new)).await;
     assert_eq!(status, 409, "no second procedure with the same slug");
     let mut desk = Desk::sign_in(&s, "krisenstab").await;
     let res = desk
-        .submit("finanzwesen", "", &[
-            ("version", "1"), ("name", "Finanzverfahren und Kasse"), ("kind", "procedure"), ("area", "finance"), ("priority", "7"),
-            ("depends_on", "netz"), ("depends_on", "e-akte"),
-        ])
+        .submit(
+            "finanzwesen",
+            "",
+            &[
+                ("version", "1"),
+                ("name", "Finanzverfahren und Kasse"),
+                ("kind", "procedure"),
+                ("area", "finance"),
+                ("priority", "7"),
+                ("depends_on", "netz"),
+                ("depends_on", "e-akte"),
+            ],
+        )
         .await;
     assert_eq!(res.status, 409);
     assert!(res.body.contains("finanzwesen → e-akte → finanzwesen"), "{}", res.body);
     let res = desk
-        .submit("finanzwesen", "", &[("version", "1"), ("name", "Finanzen"), ("kind", "procedure"), ("area", "finance"), ("priority", "7"), ("depends_on", "netz")])
+        .submit(
+            "finanzwesen",
+            "",
+            &[
+                ("version", "1"),
+                ("name", "Finanzen"),
+                ("kind", "procedure"),
+                ("area", "finance"),
+                ("priority", "7"),
+                ("depends_on", "netz"),
+            ],
+        )
         .await;
     assert_eq!(res.status, 303, "{}", res.body);
     let finance = procedure(&s, &t, "finanzwesen").await;
-    assert_eq!((finance["name"].as_str(), finance["version"].as_u64(), finance["depends_on"].clone()), (Some("Finanzen"), Some(2), json!(["netz"])));
+    assert_eq!(
+        (finance["name"].as_str(), finance["version"].as_u64(), finance["depends_on"].clone()),
+        (Some("Finanzen"), Some(2), json!(["netz"]))
+    );
 }
 
 async fn editors_may_look_but_not_change(engine: Engine) {
@@ -301,9 +384,15 @@ async fn editors_may_look_but_not_change(engine: Engine) {
     assert_eq!(page.status, 200);
     assert!(page.body.contains("Kfz-Zulassungsverfahren") && !page.body.contains("/schritt\""), "no forms for editors");
     let csrf = hidden(&page.body, "csrf");
-    let res = desk.post("/intern/wiederanlauf/kfz/schritt", &[("csrf", &csrf), ("to", "normal"), ("evidence", "x")]).await;
+    let res =
+        desk.post("/intern/wiederanlauf/kfz/schritt", &[("csrf", &csrf), ("to", "normal"), ("evidence", "x")]).await;
     assert_eq!(res.status, 403, "{}", res.body);
-    let res = desk.post("/intern/wiederanlauf/kfz/rollout", &[("csrf", &csrf), ("stage", "basic"), ("municipalities", "menden-sauerland")]).await;
+    let res = desk
+        .post(
+            "/intern/wiederanlauf/kfz/rollout",
+            &[("csrf", &csrf), ("stage", "basic"), ("municipalities", "menden-sauerland")],
+        )
+        .await;
     assert_eq!(res.status, 403);
     assert_eq!(desk.get("/intern/wiederanlauf/neu").await.status, 403);
 
@@ -323,7 +412,10 @@ async fn the_board_shows_the_matrix_counts_and_the_plan(engine: Engine) {
     let mut desk = Desk::sign_in(&s, "krisenstab").await;
     let board = desk.get("/intern/wiederanlauf").await;
     assert_eq!(board.status, 200);
-    assert!(board.body.contains("<table class=\"board-table\">") && board.body.contains("<caption"), "matrix with caption");
+    assert!(
+        board.body.contains("<table class=\"board-table\">") && board.body.contains("<caption"),
+        "matrix with caption"
+    );
     assert!(board.body.contains("Einwohnermeldeverfahren: Basisbetrieb in 39 von 68 Kommunen"), "{}", board.body);
     assert!(board.body.contains("Netz und Firewalls"), "infrastructure listed");
     assert!(board.body.contains("<span class=\"rollout rollout-pilot\">"), "stages as icon and word");
@@ -332,8 +424,11 @@ async fn the_board_shows_the_matrix_counts_and_the_plan(engine: Engine) {
     assert!(!olpe.body.contains(">Einwohnermeldeverfahren</a>") && !olpe.body.contains(">Arnsberg</a>"), "filtered");
     let plan = desk.get("/intern/wiederanlauf/plan").await;
     assert_eq!(plan.status, 200);
-    let (network, registration, licence) =
-        (plan.body.find(">Netz und Firewalls<").unwrap(), plan.body.find(">Einwohnermeldeverfahren<").unwrap(), plan.body.find(">Fahrerlaubnisverfahren<").unwrap());
+    let (network, registration, licence) = (
+        plan.body.find(">Netz und Firewalls<").unwrap(),
+        plan.body.find(">Einwohnermeldeverfahren<").unwrap(),
+        plan.body.find(">Fahrerlaubnisverfahren<").unwrap(),
+    );
     assert!(network < registration && registration < licence, "dependencies first, then priority");
     assert!(plan.body.contains("„Fernzugang mit zweitem Faktor“ ist noch nicht freigegeben"), "what blocks it");
     assert_eq!(desk.get("/intern/wiederanlauf/neu").await.status, 200);
@@ -375,12 +470,20 @@ async fn demo_advance_walks_the_script_forward(engine: Engine) {
     let out = s.command(&["demo", "advance", "--steps", "20"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("step 11/11") && stdout.trim_end().ends_with("the demo scenario is complete: nothing left to advance"), "{stdout}");
+    assert!(
+        stdout.contains("step 11/11")
+            && stdout.trim_end().ends_with("the demo scenario is complete: nothing left to advance"),
+        "{stdout}"
+    );
     let out = s.command(&["demo", "advance"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "the demo scenario is complete: nothing left to advance");
     assert!(eventually(|| async move { procedure(server, secret, "personenstand").await["stage"] == "normal" }).await);
     let licence = procedure(&s, &t, "fahrerlaubnis").await;
-    assert_eq!((licence["stage"].as_str(), licence["rollout"]["pilot"].as_u64()), (Some("released"), Some(12)), "{licence}");
+    assert_eq!(
+        (licence["stage"].as_str(), licence["rollout"]["pilot"].as_u64()),
+        (Some("released"), Some(12)),
+        "{licence}"
+    );
     let (_, journal) = call(&s, &t, Method::GET, "/journal?author=cli&kind=procedure.step", None).await;
     assert_eq!(journal["entries"].as_array().unwrap().len(), 6, "every step journaled as the CLI");
 }
