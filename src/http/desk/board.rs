@@ -18,16 +18,16 @@ use minijinja::{Value, context};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use crate::authz::{Action, authorize};
-use crate::desk::{self, Desk};
+use crate::domain::authz::{Action, authorize};
+use crate::domain::recovery::{self, Procedure, Rollout, Stage};
 use crate::domain::*;
+use crate::http::desk::{self, Desk};
 use crate::i18n;
-use crate::recovery::{self, Procedure, Rollout, Stage};
-use crate::render::v;
-use crate::snapshot::Snapshot;
+use crate::read::live::Shared;
+use crate::read::snapshot::Snapshot;
+use crate::site::render::v;
 use crate::store;
-use crate::web::Shared;
-use crate::writes::{self, ProcedureInput, RolloutInput, WriteError};
+use crate::write::{self, ProcedureInput, RolloutInput, WriteError};
 
 pub fn router() -> Router<Shared> {
     Router::new()
@@ -333,7 +333,7 @@ pub fn restart_order(procedures: &[Procedure]) -> Vec<&Procedure> {
 async fn plan(State(app): State<Shared>, desk: Desk) -> Response {
     let snap = app.snapshot();
     let towns = served_towns(&snap);
-    let today = crate::time::today_utc().format("%Y-%m-%d").to_string();
+    let today = crate::domain::time::today_utc().format("%Y-%m-%d").to_string();
     let items: Vec<Value> = restart_order(&snap.data.procedures)
         .into_iter()
         .filter_map(|p| {
@@ -472,7 +472,7 @@ async fn step(
     if let Err(r) = desk.check_csrf(f.one("csrf")) {
         return r;
     }
-    match writes::step_procedure(&app, &desk.principal(), &slug, f.one("to"), f.one("evidence")).await {
+    match write::step_procedure(&app, &desk.principal(), &slug, f.one("to"), f.one("evidence")).await {
         Ok(changed) => {
             Redirect::to(&format!("{BOARD}/{slug}?gespeichert=1&mit={}#stufe", changed.len().saturating_sub(1)))
                 .into_response()
@@ -500,7 +500,7 @@ async fn rollout(
         districts: f.all("districts"),
         expected_date: f.one("expected_date").to_string(),
     };
-    match writes::set_rollout(&app, &desk.principal(), &input).await {
+    match write::set_rollout(&app, &desk.principal(), &input).await {
         Ok(n) => Redirect::to(&format!("{BOARD}/{slug}?gespeichert={n}#rollout")).into_response(),
         Err(e) => {
             refused(
@@ -636,7 +636,7 @@ async fn create_procedure(State(app): State<Shared>, desk: Desk, Form(pairs): Fo
         Ok(_) if app.snapshot().procedure(&slug).is_some() => {
             Err(WriteError::Invalid { field: "slug".into(), message: "write.exists" })
         }
-        Ok(input) => writes::save_procedure(&app, &desk.principal(), &input, None).await.map(|_| input),
+        Ok(input) => write::save_procedure(&app, &desk.principal(), &input, None).await.map(|_| input),
     };
     match result {
         Ok(_) => Redirect::to(&format!("{BOARD}/{slug}?gespeichert=1")).into_response(),
@@ -672,7 +672,7 @@ async fn save_procedure(
     }
     let version = f.one("version").parse::<i64>().ok();
     let result = match submitted_input(&f, &slug) {
-        Ok(input) => writes::save_procedure(&app, &desk.principal(), &input, version).await.map(|_| ()),
+        Ok(input) => write::save_procedure(&app, &desk.principal(), &input, version).await.map(|_| ()),
         Err(e) => Err(e),
     };
     match result {

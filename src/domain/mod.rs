@@ -1,6 +1,10 @@
 //! The domain vocabulary: plain data types shared by storage, snapshot, pages and API.
 //! German terms are in `PRODUCT.md`; code uses the English words.
 
+pub mod authz;
+pub mod recovery;
+pub mod time;
+
 use serde::{Deserialize, Serialize};
 
 /// How well a service works right now. Exactly these four, from best to worst.
@@ -238,8 +242,8 @@ pub struct Dataset {
     pub referrals: Vec<Referral>,
     pub announcements: Vec<Announcement>,
     pub faq: Vec<FaqEntry>,
-    pub procedures: Vec<crate::recovery::Procedure>,
-    pub rollouts: Vec<crate::recovery::RolloutRecord>,
+    pub procedures: Vec<crate::domain::recovery::Procedure>,
+    pub rollouts: Vec<crate::domain::recovery::RolloutRecord>,
     /// (service slug, procedure slug): the service needs that procedure.
     pub service_procedures: Vec<(String, String)>,
 }
@@ -281,6 +285,17 @@ pub fn distance_km(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
     let dl = (lon2 - lon1).to_radians();
     let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
     6371.0 * 2.0 * a.sqrt().asin()
+}
+
+/// Only http(s) addresses become links; anything else (`javascript:`, `data:`) is dropped.
+pub fn http_url(s: &str) -> &str {
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    if (lower.starts_with("https://") || lower.starts_with("http://")) && !t.contains(char::is_whitespace) {
+        t
+    } else {
+        ""
+    }
 }
 
 #[cfg(test)]

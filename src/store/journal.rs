@@ -55,7 +55,7 @@ pub async fn lock_head(c: &mut AnyConnection) -> Result<(i64, String)> {
 pub async fn append(c: &mut AnyConnection, e: NewEntry<'_>) -> Result<Entry> {
     let (last_seq, last_hash) = lock_head(c).await?;
     let seq = last_seq + 1;
-    let at = crate::time::now_rfc3339();
+    let at = crate::domain::time::now_rfc3339();
     let payload = e.payload.to_string();
     let hash = entry_hash(&last_hash, seq, &at, e.author, e.scope, e.kind, &payload);
     sqlx::query(

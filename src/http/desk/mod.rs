@@ -2,6 +2,9 @@
 //! editors change what citizens see. Server-rendered, no JavaScript, every form with a CSRF
 //! token, every write through `writes` (and so through `authz`).
 
+pub mod board;
+pub mod pages;
+
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
@@ -13,12 +16,13 @@ use axum::{Form, Router};
 use minijinja::{Value, context};
 use serde::Deserialize;
 
-use crate::auth::{self, Principal, Session, User};
+use crate::auth::{self, Session, User};
+use crate::domain::authz::{Principal, Role};
 use crate::i18n;
-use crate::journal;
-use crate::render;
-use crate::web::Shared;
-use crate::writes::{self, WriteError};
+use crate::read::live::Shared;
+use crate::site::render;
+use crate::store::journal;
+use crate::write::{self, WriteError};
 
 const SESSION_COOKIE: &str = "nb_session";
 /// Double-submit token for forms shown before a session exists (sign-in, setup).
@@ -32,8 +36,8 @@ pub fn router() -> Router<Shared> {
         .route("/einrichten/{token}", get(setup_page).post(setup))
         .route("/abmelden", post(logout))
         .route("/ueberall-abmelden", post(logout_everywhere))
-        .merge(crate::desk_pages::router())
-        .merge(crate::board::router())
+        .merge(crate::http::desk::pages::router())
+        .merge(crate::http::desk::board::router())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -308,10 +312,10 @@ async fn attempt_login(app: &Shared, address: &str, form: &LoginForm) -> anyhow:
     let locked_now = auth::record_failure(&mut c, address, user.as_ref()).await?;
     c.commit().await?;
     if locked_now {
-        writes::journal_login_burst(app, &username, address, "login.locked").await?;
+        write::journal_login_burst(app, &username, address, "login.locked").await?;
     }
     if failures + 1 == auth::ADDRESS_FAILURE_LIMIT {
-        writes::journal_login_burst(app, &username, address, "login.address_blocked").await?;
+        write::journal_login_burst(app, &username, address, "login.address_blocked").await?;
     }
     // Each failure from the same address answers more slowly.
     tokio::time::sleep(std::time::Duration::from_millis(150 * (failures.min(10) as u64 + 1))).await;
@@ -371,7 +375,7 @@ async fn second_factor(
             let locked_now = auth::record_failure(&mut c, &peer.ip().to_string(), Some(&user)).await?;
             c.commit().await?;
             if locked_now {
-                writes::journal_login_burst(&app, &user.username, &peer.ip().to_string(), "login.locked").await?;
+                write::journal_login_burst(&app, &user.username, &peer.ip().to_string(), "login.locked").await?;
             }
         }
         Ok(ok)
@@ -544,7 +548,7 @@ fn dummy_user() -> User {
         id: 0,
         username: String::new(),
         display_name: String::new(),
-        role: auth::Role::Viewer,
+        role: Role::Viewer,
         password_hash: String::new(),
         totp_secret: String::new(),
         demo: false,
@@ -612,7 +616,7 @@ async fn logout_everywhere(State(app): State<Shared>, desk: Desk, Form(form): Fo
 async fn dashboard(State(app): State<Shared>, desk: Desk) -> Response {
     let snap = app.snapshot();
     let p = desk.principal();
-    let all = matches!(p.role, auth::Role::Admin | auth::Role::Operator | auth::Role::Viewer);
+    let all = matches!(p.role, Role::Admin | Role::Operator | Role::Viewer);
     let towns: Vec<Value> = snap
         .data
         .municipalities
@@ -639,6 +643,6 @@ async fn dashboard(State(app): State<Shared>, desk: Desk) -> Response {
         StatusCode::OK,
         "desk/dashboard.html",
         Some(&desk),
-        context! { towns => towns, districts => districts, can_edit => p.role != auth::Role::Viewer },
+        context! { towns => towns, districts => districts, can_edit => p.role != Role::Viewer },
     )
 }

@@ -8,7 +8,7 @@ pub const DEFAULT_LANG: &str = "de";
 pub const LANGS: [&str; 2] = ["de", "en"];
 
 const SOURCES: [(&str, &str); 2] =
-    [("de", include_str!("../messages/de.toml")), ("en", include_str!("../messages/en.toml"))];
+    [("de", include_str!("../../messages/de.toml")), ("en", include_str!("../../messages/en.toml"))];
 
 type Messages = HashMap<String, String>;
 
@@ -96,15 +96,22 @@ mod tests {
 
     #[test]
     fn every_key_used_in_templates_and_code_exists() {
-        let mut sources: Vec<String> = Vec::new();
-        for dir in ["templates", "templates/desk", "src"] {
-            for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/").to_string() + dir).unwrap() {
+        // Every file under templates/ and src/, in every folder.
+        fn collect(dir: &std::path::Path, out: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
                 let path = entry.unwrap().path();
-                if path.is_file() {
-                    sources.push(std::fs::read_to_string(path).unwrap());
+                if path.is_dir() {
+                    collect(&path, out);
+                } else {
+                    out.push(std::fs::read_to_string(path).unwrap());
                 }
             }
         }
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut sources: Vec<String> = Vec::new();
+        collect(&root.join("templates"), &mut sources);
+        collect(&root.join("src"), &mut sources);
+        assert!(sources.len() > 40, "the scan found only {} files", sources.len());
         let mut missing = Vec::new();
         for text in &sources {
             for pattern in ["t(\"", "tf(\"", "t(lang, \"", "tf(lang, \""] {

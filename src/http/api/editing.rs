@@ -31,20 +31,22 @@ use sqlx::Row;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, IntoResponses, OpenApi, ToSchema};
 
-use crate::auth::{self, ApiToken, Principal, Role};
-use crate::authz::{Action, authorize};
+use crate::auth::{self, ApiToken};
+use crate::domain::authz::{Action, authorize};
+use crate::domain::authz::{Principal, Role};
+use crate::domain::time;
 use crate::domain::*;
-use crate::journal::{self, Entry};
-use crate::snapshot::Snapshot;
-use crate::web::{App, Shared};
-use crate::writes::{
+use crate::i18n;
+use crate::read::live::{App, Shared};
+use crate::read::snapshot::Snapshot;
+use crate::store::journal::{self, Entry};
+use crate::write::{
     self, AnnouncementInput, ContactInput, FaqInput, ReferralInput, StatementInput, TokenInput, UserInput, WriteError,
 };
-use crate::{i18n, time};
 
 /// Largest request body on these routes. A maximal announcement (20,000 characters, which may be
 /// 80,000 bytes of UTF-8 and more once JSON-escaped) fits with room to spare; everything else
-/// the site accepts (forms) keeps the global 64 KiB of `web::router`.
+/// the site accepts (forms) keeps the global 64 KiB of `http::router`.
 pub const BODY_LIMIT: usize = 256 * 1024;
 
 /// How long an idempotency key is remembered.
@@ -148,7 +150,7 @@ impl Fail {
     }
 
     fn response(self, headers: &HeaderMap) -> Response {
-        let lang = crate::api::message_lang(headers);
+        let lang = crate::http::api::message_lang(headers);
         let body =
             ApiProblem { error: self.code, message: i18n::t(lang, self.key), field: self.field, current: self.current };
         let mut res =
@@ -437,7 +439,7 @@ pub(crate) fn respond(headers: &HeaderMap, result: Result<Reply, Fail>) -> Respo
         Err(f) => return f.response(headers),
     };
     let mut res = match &r.body {
-        Some(body) => (r.status, [(header::CONTENT_TYPE, crate::web::JSON)], body.to_string()).into_response(),
+        Some(body) => (r.status, [(header::CONTENT_TYPE, crate::http::JSON)], body.to_string()).into_response(),
         None => r.status.into_response(),
     };
     let h = res.headers_mut();
@@ -697,7 +699,7 @@ async fn put_statement<const D: bool>(
     let result = async {
         let (ags, service) = statement_path::<D>(&app.snapshot(), path)?;
         put_json(&headers, body, |input: StatementInput, version| async move {
-            let saved = writes::set_statements(app, who, &[ags], &[service], &input, version).await?;
+            let saved = write::set_statements(app, who, &[ags], &[service], &input, version).await?;
             reply(StatusCode::OK, &saved.first().ok_or_else(|| Fail::internal("no statement saved"))?)
         })
         .await
@@ -732,7 +734,7 @@ async fn delete_statement<const D: bool>(
 ) -> Response {
     let result = async {
         let (ags, service) = statement_path::<D>(&app.snapshot(), path)?;
-        writes::withdraw_statement(&app, &who, &ags, &service, if_match(&headers)?).await?;
+        write::withdraw_statement(&app, &who, &ags, &service, if_match(&headers)?).await?;
         no_content()
     };
     respond(&headers, result.await)
@@ -793,7 +795,7 @@ async fn post_statements(
     post_json(app, who, &headers, &uri, body, |bulk: BulkStatements| async move {
         let snap = app.snapshot();
         let (targets, services) = selection(&snap, &bulk)?;
-        let statements = writes::set_statements(app, who, &targets, &services, &bulk.statement, None).await?;
+        let statements = write::set_statements(app, who, &targets, &services, &bulk.statement, None).await?;
         reply(StatusCode::OK, &StatementList { statements })
     })
     .await
@@ -863,7 +865,7 @@ async fn post_announcement(
 ) -> Response {
     let (app, who) = (&app, &who);
     post_json(app, who, &headers, &uri, body, |input: AnnouncementInput| async move {
-        let item = writes::create_announcement(app, who, &input).await?;
+        let item = write::create_announcement(app, who, &input).await?;
         reply(StatusCode::CREATED, &Stored { item, version: 1 })
     })
     .await
@@ -900,7 +902,7 @@ async fn put_announcement(
     let result = async {
         let id = check_id(path)?;
         put_json(&headers, body, |input: AnnouncementInput, expected| async move {
-            let item = writes::update_announcement(app, who, &id, &input, expected).await?;
+            let item = write::update_announcement(app, who, &id, &input, expected).await?;
             let version = version_after(app, expected, "SELECT version FROM announcements WHERE id = $1", &id).await?;
             reply(StatusCode::OK, &Stored { item, version })
         })
@@ -926,7 +928,7 @@ async fn delete_announcement(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        writes::withdraw_announcement(&app, &who, &check_id(path)?).await?;
+        write::withdraw_announcement(&app, &who, &check_id(path)?).await?;
         no_content()
     };
     respond(&headers, result.await)
@@ -955,7 +957,7 @@ async fn post_faq(
 ) -> Response {
     let (app, who) = (&app, &who);
     post_json(app, who, &headers, &uri, body, |input: FaqInput| async move {
-        let item = writes::save_faq(app, who, None, &input, None).await?;
+        let item = write::save_faq(app, who, None, &input, None).await?;
         reply(StatusCode::CREATED, &Stored { item, version: 1 })
     })
     .await
@@ -991,7 +993,7 @@ async fn put_faq(
     let result = async {
         let id = check_id(path)?;
         put_json(&headers, body, |input: FaqInput, expected| async move {
-            let item = writes::save_faq(app, who, Some(&id), &input, expected).await?;
+            let item = write::save_faq(app, who, Some(&id), &input, expected).await?;
             let version = version_after(app, expected, "SELECT version FROM faq_entries WHERE id = $1", &id).await?;
             reply(StatusCode::OK, &Stored { item, version })
         })
@@ -1026,7 +1028,7 @@ async fn post_referral(
 ) -> Response {
     let (app, who) = (&app, &who);
     post_json(app, who, &headers, &uri, body, |input: ReferralInput| async move {
-        reply(StatusCode::CREATED, &writes::save_referral(app, who, None, &input).await?)
+        reply(StatusCode::CREATED, &write::save_referral(app, who, None, &input).await?)
     })
     .await
 }
@@ -1056,7 +1058,7 @@ async fn put_referral(
     let result = async {
         let id = check_id(path)?;
         let input = parse::<ReferralInput>(&body_bytes(&headers, body)?)?;
-        reply(StatusCode::OK, &writes::save_referral(&app, &who, Some(&id), &input).await?)
+        reply(StatusCode::OK, &write::save_referral(&app, &who, Some(&id), &input).await?)
     };
     respond(&headers, result.await)
 }
@@ -1077,7 +1079,7 @@ async fn delete_referral(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        writes::delete_referral(&app, &who, &check_id(path)?).await?;
+        write::delete_referral(&app, &who, &check_id(path)?).await?;
         no_content()
     };
     respond(&headers, result.await)
@@ -1115,7 +1117,7 @@ async fn put_contact<const D: bool>(
         let Ok(Path(slug)) = path else { return Err(Fail::bad_request("api.invalid_slug")) };
         let ags = place_ags::<D>(&app.snapshot(), &slug)?;
         put_json(&headers, body, |input: ContactInput, expected| async move {
-            writes::set_contact(app, who, &ags, &input, expected).await?;
+            write::set_contact(app, who, &ags, &input, expected).await?;
             let snap = app.snapshot();
             let (item, sql) = match snap.municipality_by_ags(&ags) {
                 Some(m) => (m.contact.clone(), "SELECT version FROM municipalities WHERE ags = $1"),
@@ -1193,7 +1195,7 @@ async fn post_token(
 ) -> Response {
     let (app, who) = (&app, &who);
     post_json(app, who, &headers, &uri, body, |input: TokenInput| async move {
-        let (id, secret) = writes::create_token(app, who, &input).await?;
+        let (id, secret) = write::create_token(app, who, &input).await?;
         let mut c = app.store.begin().await?;
         let owner = input.user_id.unwrap_or(who.user_id);
         let token = auth::tokens(&mut c, Some(owner))
@@ -1224,7 +1226,7 @@ async fn delete_token(
 ) -> Response {
     let result = async {
         let Ok(Path(id)) = path else { return Err(Fail::bad_request("api.invalid_id")) };
-        writes::revoke_token(&app, &who, id).await?;
+        write::revoke_token(&app, &who, id).await?;
         no_content()
     };
     respond(&headers, result.await)
@@ -1316,7 +1318,7 @@ async fn post_user(
 ) -> Response {
     let (app, who) = (&app, &who);
     post_json(app, who, &headers, &uri, body, |input: UserInput| async move {
-        let (id, token) = writes::create_user(app, who, &input).await?;
+        let (id, token) = write::create_user(app, who, &input).await?;
         let mut c = app.store.begin().await?;
         let user = auth::user_by_id(&mut c, id).await?.ok_or_else(|| Fail::internal("new user not found"))?;
         let setup_path = format!("/intern/einrichten/{token}");
@@ -1571,7 +1573,7 @@ mod tests {
 
     #[test]
     fn every_message_key_exists() {
-        let source = include_str!("api_write.rs");
+        let source = include_str!("editing.rs");
         for (at, _) in source.match_indices("\"api.").chain(source.match_indices("\"write.")) {
             let key = source[at + 1..].split('"').next().unwrap();
             if key.ends_with('.') || key.contains(' ') {

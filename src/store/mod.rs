@@ -1,6 +1,8 @@
 //! Storage: the one module that talks SQL. Portable SQL over sqlx's `Any` driver, so the same
 //! statements run on SQLite (default, one file) and PostgreSQL. Handlers never see the engine.
 
+pub mod journal;
+
 use std::borrow::Cow;
 
 use anyhow::{Context, Result, bail};
@@ -12,9 +14,9 @@ use crate::domain::*;
 
 /// Versioned migrations, embedded in the binary. Append only; never edit a released one.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (1, "initial", include_str!("../migrations/0001_initial.sql")),
-    (2, "editors and journal", include_str!("../migrations/0002_editors_and_journal.sql")),
-    (3, "recovery", include_str!("../migrations/0003_recovery.sql")),
+    (1, "initial", include_str!("../../migrations/0001_initial.sql")),
+    (2, "editors and journal", include_str!("../../migrations/0002_editors_and_journal.sql")),
+    (3, "recovery", include_str!("../../migrations/0003_recovery.sql")),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,7 +179,7 @@ pub async fn bump_places_version(c: &mut AnyConnection) -> Result<()> {
 pub async fn bump_data_version(c: &mut AnyConnection) -> Result<()> {
     let current = get_meta(c, "data_version").await?.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
     set_meta(c, "data_version", &(current + 1).to_string()).await?;
-    set_meta(c, "changed_at", &crate::time::now_rfc3339()).await
+    set_meta(c, "changed_at", &crate::domain::time::now_rfc3339()).await
 }
 
 fn b(v: bool) -> i64 {
@@ -562,7 +564,7 @@ pub fn row_to_announcement(row: &sqlx::any::AnyRow) -> Result<Announcement> {
 }
 
 async fn load_recovery(c: &mut AnyConnection, ds: &mut Dataset) -> Result<()> {
-    use crate::recovery::{Procedure, Rollout, RolloutRecord, Stage};
+    use crate::domain::recovery::{Procedure, Rollout, RolloutRecord, Stage};
     let mut deps: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
     for row in sqlx::query("SELECT procedure_slug, depends_on FROM procedure_dependencies ORDER BY depends_on")
         .fetch_all(&mut *c)
@@ -606,7 +608,7 @@ async fn load_recovery(c: &mut AnyConnection, ds: &mut Dataset) -> Result<()> {
     Ok(())
 }
 
-pub async fn upsert_procedure(c: &mut AnyConnection, p: &crate::recovery::Procedure) -> Result<()> {
+pub async fn upsert_procedure(c: &mut AnyConnection, p: &crate::domain::recovery::Procedure) -> Result<()> {
     sqlx::query(
         "INSERT INTO procedures (slug, name, kind, area, priority, stage, stage_since, missing_functions, expected_release,
          expected_normal, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
@@ -639,7 +641,7 @@ pub async fn upsert_procedure(c: &mut AnyConnection, p: &crate::recovery::Proced
     Ok(())
 }
 
-pub async fn upsert_rollout(c: &mut AnyConnection, r: &crate::recovery::RolloutRecord) -> Result<()> {
+pub async fn upsert_rollout(c: &mut AnyConnection, r: &crate::domain::recovery::RolloutRecord) -> Result<()> {
     sqlx::query(
         "INSERT INTO rollouts (procedure_slug, municipality_ags, stage, since, expected_date, author) VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (procedure_slug, municipality_ags) DO UPDATE SET stage = excluded.stage, since = excluded.since,

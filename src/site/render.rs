@@ -8,51 +8,51 @@ use anyhow::Result;
 use minijinja::{Environment, State, Value, context};
 use serde::Serialize;
 
+use crate::domain::time;
 use crate::domain::*;
 use crate::i18n;
-use crate::snapshot::{Availability, Snapshot, Source};
-use crate::time;
+use crate::read::snapshot::{Availability, Snapshot, Source};
 
 const TEMPLATES: &[(&str, &str)] = &[
-    ("base.html", include_str!("../templates/base.html")),
-    ("macros.html", include_str!("../templates/macros.html")),
-    ("home.html", include_str!("../templates/home.html")),
-    ("search.html", include_str!("../templates/search.html")),
-    ("municipalities.html", include_str!("../templates/municipalities.html")),
-    ("municipality.html", include_str!("../templates/municipality.html")),
-    ("district.html", include_str!("../templates/district.html")),
-    ("service_in_town.html", include_str!("../templates/service_in_town.html")),
-    ("services.html", include_str!("../templates/services.html")),
-    ("service.html", include_str!("../templates/service.html")),
-    ("announcements.html", include_str!("../templates/announcements.html")),
-    ("fahrplan.html", include_str!("../templates/fahrplan.html")),
-    ("announcement.html", include_str!("../templates/announcement.html")),
-    ("faq.html", include_str!("../templates/faq.html")),
-    ("sources.html", include_str!("../templates/sources.html")),
-    ("error.html", include_str!("../templates/error.html")),
-    ("desk/base.html", include_str!("../templates/desk/base.html")),
-    ("desk/login.html", include_str!("../templates/desk/login.html")),
-    ("desk/second_factor.html", include_str!("../templates/desk/second_factor.html")),
-    ("desk/setup.html", include_str!("../templates/desk/setup.html")),
-    ("desk/recovery_codes.html", include_str!("../templates/desk/recovery_codes.html")),
-    ("desk/message.html", include_str!("../templates/desk/message.html")),
-    ("desk/refused.html", include_str!("../templates/desk/refused.html")),
-    ("desk/dashboard.html", include_str!("../templates/desk/dashboard.html")),
-    ("desk/forms.html", include_str!("../templates/desk/forms.html")),
-    ("desk/place.html", include_str!("../templates/desk/place.html")),
-    ("desk/statement.html", include_str!("../templates/desk/statement.html")),
-    ("desk/editorial_list.html", include_str!("../templates/desk/editorial_list.html")),
-    ("desk/editorial.html", include_str!("../templates/desk/editorial.html")),
-    ("desk/journal.html", include_str!("../templates/desk/journal.html")),
-    ("desk/tokens.html", include_str!("../templates/desk/tokens.html")),
-    ("desk/users.html", include_str!("../templates/desk/users.html")),
-    ("desk/user_fields.html", include_str!("../templates/desk/user_fields.html")),
-    ("desk/user.html", include_str!("../templates/desk/user.html")),
-    ("desk/recovery.html", include_str!("../templates/desk/recovery.html")),
-    ("desk/board.html", include_str!("../templates/desk/board.html")),
-    ("desk/procedure.html", include_str!("../templates/desk/procedure.html")),
-    ("desk/procedure_new.html", include_str!("../templates/desk/procedure_new.html")),
-    ("desk/plan.html", include_str!("../templates/desk/plan.html")),
+    ("base.html", include_str!("../../templates/base.html")),
+    ("macros.html", include_str!("../../templates/macros.html")),
+    ("home.html", include_str!("../../templates/home.html")),
+    ("search.html", include_str!("../../templates/search.html")),
+    ("municipalities.html", include_str!("../../templates/municipalities.html")),
+    ("municipality.html", include_str!("../../templates/municipality.html")),
+    ("district.html", include_str!("../../templates/district.html")),
+    ("service_in_town.html", include_str!("../../templates/service_in_town.html")),
+    ("services.html", include_str!("../../templates/services.html")),
+    ("service.html", include_str!("../../templates/service.html")),
+    ("announcements.html", include_str!("../../templates/announcements.html")),
+    ("fahrplan.html", include_str!("../../templates/fahrplan.html")),
+    ("announcement.html", include_str!("../../templates/announcement.html")),
+    ("faq.html", include_str!("../../templates/faq.html")),
+    ("sources.html", include_str!("../../templates/sources.html")),
+    ("error.html", include_str!("../../templates/error.html")),
+    ("desk/base.html", include_str!("../../templates/desk/base.html")),
+    ("desk/login.html", include_str!("../../templates/desk/login.html")),
+    ("desk/second_factor.html", include_str!("../../templates/desk/second_factor.html")),
+    ("desk/setup.html", include_str!("../../templates/desk/setup.html")),
+    ("desk/recovery_codes.html", include_str!("../../templates/desk/recovery_codes.html")),
+    ("desk/message.html", include_str!("../../templates/desk/message.html")),
+    ("desk/refused.html", include_str!("../../templates/desk/refused.html")),
+    ("desk/dashboard.html", include_str!("../../templates/desk/dashboard.html")),
+    ("desk/forms.html", include_str!("../../templates/desk/forms.html")),
+    ("desk/place.html", include_str!("../../templates/desk/place.html")),
+    ("desk/statement.html", include_str!("../../templates/desk/statement.html")),
+    ("desk/editorial_list.html", include_str!("../../templates/desk/editorial_list.html")),
+    ("desk/editorial.html", include_str!("../../templates/desk/editorial.html")),
+    ("desk/journal.html", include_str!("../../templates/desk/journal.html")),
+    ("desk/tokens.html", include_str!("../../templates/desk/tokens.html")),
+    ("desk/users.html", include_str!("../../templates/desk/users.html")),
+    ("desk/user_fields.html", include_str!("../../templates/desk/user_fields.html")),
+    ("desk/user.html", include_str!("../../templates/desk/user.html")),
+    ("desk/recovery.html", include_str!("../../templates/desk/recovery.html")),
+    ("desk/board.html", include_str!("../../templates/desk/board.html")),
+    ("desk/procedure.html", include_str!("../../templates/desk/procedure.html")),
+    ("desk/procedure_new.html", include_str!("../../templates/desk/procedure_new.html")),
+    ("desk/plan.html", include_str!("../../templates/desk/plan.html")),
 ];
 
 /// Renders any template with a prepared context (the editing desk's pages).
@@ -117,17 +117,6 @@ pub fn markdown(source: &str) -> String {
     let mut html = String::new();
     pulldown_cmark::html::push_html(&mut html, pulldown_cmark::Parser::new(source));
     ammonia::Builder::default().link_rel(Some("noopener noreferrer nofollow")).clean(&html).to_string()
-}
-
-/// Only http(s) addresses become links; anything else (`javascript:`, `data:`) is dropped.
-pub fn http_url(s: &str) -> &str {
-    let t = s.trim();
-    let lower = t.to_ascii_lowercase();
-    if (lower.starts_with("https://") || lower.starts_with("http://")) && !t.contains(char::is_whitespace) {
-        t
-    } else {
-        ""
-    }
 }
 
 /// The prefix of every public URL in a language: "" for German, "/en" for English.

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use crate::domain::*;
-use crate::search::Index;
+use crate::read::search::Index;
 
 /// Where a town's availability of a service comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
@@ -40,8 +40,8 @@ pub struct Details {
 pub struct Derivation {
     pub procedure: String,
     pub name: String,
-    pub stage: crate::recovery::Stage,
-    pub rollout: crate::recovery::Rollout,
+    pub stage: crate::domain::recovery::Stage,
+    pub rollout: crate::domain::recovery::Rollout,
     pub since: String,
     pub expected_date: String,
     /// What basic operation lacks (only while in pilot or basic operation).
@@ -57,9 +57,9 @@ pub struct ExpectedReturn<'a> {
 
 /// One procedure a service needs, as it stands in one town.
 pub struct ProcedureInTown<'a> {
-    pub procedure: &'a crate::recovery::Procedure,
+    pub procedure: &'a crate::domain::recovery::Procedure,
     /// The rollout as it counts: never more than the procedure's stage allows.
-    pub rollout: crate::recovery::Rollout,
+    pub rollout: crate::domain::recovery::Rollout,
     pub since: &'a str,
     pub expected_date: &'a str,
 }
@@ -213,7 +213,7 @@ impl Snapshot {
                 procedures_of_service.entry(service.clone()).or_default().push(p);
             }
         }
-        let built_at = crate::time::now_rfc3339();
+        let built_at = crate::domain::time::now_rfc3339();
         let next_publication = data
             .announcements
             .iter()
@@ -288,7 +288,9 @@ impl Snapshot {
             return Availability { level: st.level, source: Source::District, statement: Some(st) };
         }
         let procedures = self.procedures_in_town(m, s);
-        if let Some(level) = procedures.iter().map(|p| crate::recovery::level_for(p.procedure.stage, p.rollout)).max() {
+        if let Some(level) =
+            procedures.iter().map(|p| crate::domain::recovery::level_for(p.procedure.stage, p.rollout)).max()
+        {
             return Availability { level, source: Source::Derived, statement: None };
         }
         Availability { level: Level::Normal, source: Source::NoReport, statement: None }
@@ -296,7 +298,7 @@ impl Snapshot {
 
     /// The facts behind an availability: the statement's, or those that follow from the rollout.
     pub fn details(&self, m: &Municipality, s: &Service, a: &Availability) -> Details {
-        use crate::recovery::Rollout;
+        use crate::domain::recovery::Rollout;
         let derivation: Vec<Derivation> = self
             .procedures_in_town(m, s)
             .into_iter()
@@ -350,7 +352,7 @@ impl Snapshot {
     /// The "Fahrplan": services expected back, by date, with the towns they return in; for one
     /// town or the whole area. Only what is not in normal operation and has an expected date.
     pub fn expected_returns<'a>(&'a self, town: Option<&'a Municipality>) -> Vec<ExpectedReturn<'a>> {
-        let today = crate::time::today_utc().format("%Y-%m-%d").to_string();
+        let today = crate::domain::time::today_utc().format("%Y-%m-%d").to_string();
         let mut by_date_service: std::collections::BTreeMap<(String, i64, &str), Vec<&Municipality>> =
             Default::default();
         let towns: Vec<&Municipality> = match town {
@@ -376,17 +378,17 @@ impl Snapshot {
             .collect()
     }
 
-    pub fn procedure(&self, slug: &str) -> Option<&crate::recovery::Procedure> {
+    pub fn procedure(&self, slug: &str) -> Option<&crate::domain::recovery::Procedure> {
         self.procedure_by_slug.get(slug).map(|&i| &self.data.procedures[i])
     }
 
-    pub fn rollout(&self, procedure: &str, ags: &str) -> Option<&crate::recovery::RolloutRecord> {
+    pub fn rollout(&self, procedure: &str, ags: &str) -> Option<&crate::domain::recovery::RolloutRecord> {
         self.rollout_by_town.get(&(procedure.to_string(), ags.to_string())).map(|&i| &self.data.rollouts[i])
     }
 
     /// The procedures a service needs and how far each is live in the town.
     pub fn procedures_in_town(&self, m: &Municipality, s: &Service) -> Vec<ProcedureInTown<'_>> {
-        use crate::recovery::{Rollout, rollout_allowed};
+        use crate::domain::recovery::{Rollout, rollout_allowed};
         self.procedures_of_service
             .get(&s.slug)
             .into_iter()
@@ -426,7 +428,7 @@ impl Snapshot {
     /// Offices that accept the service from residents of the town instead, nearest first.
     /// Only referrals valid today; each carries the service's own status at that office.
     pub fn alternatives(&self, m: &Municipality, s: &Service) -> Vec<Alternative<'_>> {
-        let today = crate::time::today_utc().format("%Y-%m-%d").to_string();
+        let today = crate::domain::time::today_utc().format("%Y-%m-%d").to_string();
         let mut out: Vec<Alternative> = [m.ags.as_str(), m.district_ags.as_str()]
             .iter()
             .filter_map(|ags| self.referrals_by_target.get(&(ags.to_string(), s.slug.clone())))

@@ -3,11 +3,11 @@
 use anyhow::Result;
 use atom_syndication::{Content, Entry, Feed, Link, Person, Text};
 
+use crate::domain::time;
 use crate::domain::{Announcement, Municipality};
 use crate::i18n;
-use crate::render;
-use crate::snapshot::Snapshot;
-use crate::time;
+use crate::read::snapshot::Snapshot;
+use crate::site::render;
 
 fn fixed(s: &str) -> chrono::DateTime<chrono::FixedOffset> {
     time::parse_rfc3339(s).unwrap_or_default().fixed_offset()

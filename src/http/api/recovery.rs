@@ -18,18 +18,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use crate::api::{self, MunicipalityRef, Problem, ServiceRef};
-use crate::api_write::{
+use crate::domain::authz::Principal;
+use crate::domain::authz::{Action, authorize};
+use crate::domain::recovery::{Procedure, Rollout, Stage};
+use crate::http::api::editing::{
     self, ApiProblem, Body, BodyErrors, Caller, Fail, IdempotencyKey, Input, KeyInUse, Refusals, Reply, Versioned,
 };
-use crate::auth::Principal;
-use crate::authz::{Action, authorize};
-use crate::board::{self, Progress};
-use crate::recovery::{Procedure, Rollout, Stage};
-use crate::snapshot::Snapshot;
+use crate::http::api::{self, MunicipalityRef, Problem, ServiceRef};
+use crate::http::desk::board::{self, Progress};
+use crate::read::live::{App, Shared};
+use crate::read::snapshot::Snapshot;
 use crate::store::{self, ProcedureStep};
-use crate::web::{App, Shared};
-use crate::writes::{self, ProcedureInput, RolloutInput, WriteError};
+use crate::write::{self, ProcedureInput, RolloutInput, WriteError};
 
 pub fn router() -> Router<Shared> {
     Router::new()
@@ -38,7 +38,7 @@ pub fn router() -> Router<Shared> {
         .route("/procedures/{slug}", get(get_procedure).put(put_procedure))
         .route("/procedures/{slug}/steps", post(post_step))
         .route("/procedures/{slug}/rollout", post(post_rollout))
-        .layer(DefaultBodyLimit::max(api_write::BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(editing::BODY_LIMIT))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -248,7 +248,7 @@ fn may_read(who: &Principal) -> Result<(), Fail> {
 
 fn find(snap: &Snapshot, path: Result<Path<String>, PathRejection>) -> Result<&Procedure, Fail> {
     let Ok(Path(slug)) = path else { return Err(Fail::bad_request("api.invalid_slug")) };
-    snap.procedure(api_write::check_slug(&slug)?).ok_or_else(|| Fail::not_found("gate.no_such_procedure"))
+    snap.procedure(editing::check_slug(&slug)?).ok_or_else(|| Fail::not_found("gate.no_such_procedure"))
 }
 
 #[utoipa::path(
@@ -267,9 +267,9 @@ async fn list_procedures(State(app): State<Shared>, Caller(who): Caller, headers
         let towns = board::served_towns(&snap);
         let procedures =
             board::restart_order(&snap.data.procedures).into_iter().map(|p| procedure_out(&snap, p, &towns)).collect();
-        api_write::reply(StatusCode::OK, &ProcedureList { procedures })
+        editing::reply(StatusCode::OK, &ProcedureList { procedures })
     })();
-    api_write::respond(&headers, result)
+    editing::respond(&headers, result)
 }
 
 #[utoipa::path(
@@ -299,11 +299,14 @@ async fn get_procedure(
         let towns = board::served_towns(&snap);
         let next_stage = board::next_stage(p.stage);
         let unmet = match next_stage {
-            Some(next) => {
-                crate::recovery::check_step(&crate::recovery::states(&snap.data.procedures), &p.slug, next, "-")
-                    .err()
-                    .unwrap_or_default()
-            }
+            Some(next) => crate::domain::recovery::check_step(
+                &crate::domain::recovery::states(&snap.data.procedures),
+                &p.slug,
+                next,
+                "-",
+            )
+            .err()
+            .unwrap_or_default(),
             None => Vec::new(),
         };
         let unmet = serde_json::json!(unmet);
@@ -323,7 +326,7 @@ async fn get_procedure(
             .collect();
         let mut c = app.store.begin().await?;
         let history = store::procedure_steps(&mut c, &p.slug).await?;
-        api_write::reply(
+        editing::reply(
             StatusCode::OK,
             &ProcedureDetail {
                 procedure: procedure_out(&snap, p, &towns),
@@ -333,7 +336,7 @@ async fn get_procedure(
             },
         )
     };
-    api_write::respond(&headers, result.await)
+    editing::respond(&headers, result.await)
 }
 
 /// A refused recovery write: gate refusals and cycles come with their reasons in words.
@@ -379,13 +382,13 @@ async fn post_procedure(
     body: Body,
 ) -> Response {
     let (app, who, h) = (&app, &who, &headers);
-    api_write::post_json(app, who, &headers, &uri, body, |input: ProcedureInput| async move {
+    editing::post_json(app, who, &headers, &uri, body, |input: ProcedureInput| async move {
         let snap = app.snapshot();
         if let Some(existing) = snap.procedure(&input.slug) {
             return Err(Fail::conflict("write.exists", serde_json::json!({ "version": existing.version })));
         }
-        writes::save_procedure(app, who, &input, None).await.map_err(|e| refusal(h, &snap, e))?;
-        api_write::reply(StatusCode::CREATED, &saved(app, &input.slug)?)
+        write::save_procedure(app, who, &input, None).await.map_err(|e| refusal(h, &snap, e))?;
+        editing::reply(StatusCode::CREATED, &saved(app, &input.slug)?)
     })
     .await
 }
@@ -421,16 +424,16 @@ async fn put_procedure(
     let result = async {
         let snap = app.snapshot();
         let slug = find(&snap, path)?.slug.clone();
-        api_write::put_json(&headers, body, |input: ProcedureInput, version| async move {
+        editing::put_json(&headers, body, |input: ProcedureInput, version| async move {
             if input.slug != slug {
                 return Err(Fail::invalid("slug", "gate.path_mismatch"));
             }
-            writes::save_procedure(app, who, &input, version).await.map_err(|e| refusal(h, &snap, e))?;
-            api_write::reply(StatusCode::OK, &saved(app, &slug)?)
+            write::save_procedure(app, who, &input, version).await.map_err(|e| refusal(h, &snap, e))?;
+            editing::reply(StatusCode::OK, &saved(app, &slug)?)
         })
         .await
     };
-    api_write::respond(&headers, result.await)
+    editing::respond(&headers, result.await)
 }
 
 /// Body of POST /procedures/{slug}/steps.
@@ -492,11 +495,11 @@ async fn post_step(
     let (app, who, h) = (&app, &who, &headers);
     post_on(app, who, path, &uri, &headers, body, |slug, input: StepInput| async move {
         let snap = app.snapshot();
-        let changed = writes::step_procedure(app, who, &slug, &input.to, &input.evidence)
+        let changed = write::step_procedure(app, who, &slug, &input.to, &input.evidence)
             .await
             .map_err(|e| refusal(h, &snap, e))?;
         let changed = changed.into_iter().map(|(procedure, stage)| StageChange { procedure, stage }).collect();
-        api_write::reply(StatusCode::OK, &StepResult { procedure: saved(app, &slug)?, changed })
+        editing::reply(StatusCode::OK, &StepResult { procedure: saved(app, &slug)?, changed })
     })
     .await
 }
@@ -517,9 +520,9 @@ where
     match find(&app.snapshot(), path) {
         Ok(p) => {
             let slug = p.slug.clone();
-            api_write::post_json(app, who, headers, uri, body, |input: T| act(slug, input)).await
+            editing::post_json(app, who, headers, uri, body, |input: T| act(slug, input)).await
         }
-        Err(f) => api_write::respond(headers, Err(f)),
+        Err(f) => editing::respond(headers, Err(f)),
     }
 }
 
@@ -564,9 +567,9 @@ async fn post_rollout(
             return Err(Fail::invalid("procedure", "gate.path_mismatch"));
         }
         let snap = app.snapshot();
-        let count = writes::set_rollout(app, who, &input).await.map_err(|e| refusal(h, &snap, e))?;
+        let count = write::set_rollout(app, who, &input).await.map_err(|e| refusal(h, &snap, e))?;
         let stage = Rollout::parse(&input.stage).ok_or_else(|| Fail::internal("stored an unknown rollout stage"))?;
-        api_write::reply(StatusCode::OK, &RolloutResult { procedure: saved(app, &slug)?, stage, municipalities: count })
+        editing::reply(StatusCode::OK, &RolloutResult { procedure: saved(app, &slug)?, stage, municipalities: count })
     })
     .await
 }
@@ -583,7 +586,7 @@ struct RecoveryDoc;
 
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = RecoveryDoc::openapi();
-    api_write::merge_flattened(&mut doc);
+    editing::merge_flattened(&mut doc);
     doc
 }
 
@@ -591,7 +594,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 mod tests {
     #[test]
     fn openapi_documents_the_recovery_routes() {
-        let doc = serde_json::to_value(crate::api::openapi()).unwrap();
+        let doc = serde_json::to_value(crate::http::api::openapi()).unwrap();
         assert!(doc["paths"]["/fahrplan"]["get"].is_object());
         assert!(doc["paths"]["/fahrplan"]["get"]["security"].is_null(), "the Fahrplan is public");
         for (path, method) in [

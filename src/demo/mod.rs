@@ -9,15 +9,15 @@ use chrono::Duration;
 use serde::Deserialize;
 use sqlx::AnyConnection;
 
+use crate::domain::time;
 use crate::domain::*;
 use crate::store::{self, Store};
-use crate::time;
 
-const GEMEINDEN: &str = include_str!("../data/gemeinden-de.csv");
-const POSTLEITZAHLEN: &str = include_str!("../data/postleitzahlen-de.csv");
-const AREA: &str = include_str!("../data/demo-area-suedwestfalen.csv");
-const SERVICES: &str = include_str!("../data/demo/services.csv");
-const SCENARIO: &str = include_str!("../data/demo/suedwestfalen.toml");
+const GEMEINDEN: &str = include_str!("../../data/gemeinden-de.csv");
+const POSTLEITZAHLEN: &str = include_str!("../../data/postleitzahlen-de.csv");
+const AREA: &str = include_str!("../../data/demo-area-suedwestfalen.csv");
+const SERVICES: &str = include_str!("../../data/demo/services.csv");
+const SCENARIO: &str = include_str!("../../data/demo/suedwestfalen.toml");
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Demo {
@@ -236,7 +236,8 @@ pub const DEMO_ACCOUNTS: [(&str, &str, &str); 5] = [
 ];
 
 async fn seed_accounts(c: &mut AnyConnection) -> Result<()> {
-    use crate::auth::{self, Role};
+    use crate::auth;
+    use crate::domain::authz::Role;
     let roles = [
         (Role::Admin, vec![]),
         (Role::Operator, vec![]),
@@ -252,9 +253,9 @@ async fn seed_accounts(c: &mut AnyConnection) -> Result<()> {
             .execute(&mut *c)
             .await?;
     }
-    crate::journal::append(
+    crate::store::journal::append(
         c,
-        crate::journal::NewEntry {
+        crate::store::journal::NewEntry {
             author: "system",
             scope: "area",
             kind: "demo.seed",
@@ -269,7 +270,7 @@ async fn seed_accounts(c: &mut AnyConnection) -> Result<()> {
 pub async fn seed(store: &Store, demo: Demo) -> Result<()> {
     let ds = build(demo)?;
     let mut tx = store.begin().await?;
-    crate::journal::lock_head(&mut tx).await?;
+    crate::store::journal::lock_head(&mut tx).await?;
     write_dataset(&mut tx, &ds).await?;
     seed_accounts(&mut tx).await?;
     store::set_meta(
@@ -587,7 +588,7 @@ fn build_recovery(
     area: &HashMap<&str, &AreaRow>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<()> {
-    use crate::recovery::{Procedure, Rollout, RolloutRecord, Stage};
+    use crate::domain::recovery::{Procedure, Rollout, RolloutRecord, Stage};
     let today = now.date_naive();
     let ago = |days: i64| days_ago(now, days);
     let in_days = |d: Option<i64>| d.map(|d| date_in(today, d)).unwrap_or_default();
@@ -649,7 +650,7 @@ fn build_recovery(
     // Every demo rollout must pass the gates it would have to pass in real life.
     for r in &ds.rollouts {
         let p = ds.procedures.iter().find(|p| p.slug == r.procedure_slug).context("rollout of an unknown procedure")?;
-        crate::recovery::check_rollout(p.stage, Rollout::NotStarted, r.stage)
+        crate::domain::recovery::check_rollout(p.stage, Rollout::NotStarted, r.stage)
             .map_err(|u| anyhow::anyhow!("demo rollout of {} breaks a gate: {u:?}", p.slug))?;
     }
     Ok(())
@@ -657,7 +658,7 @@ fn build_recovery(
 
 /// The stage history of each procedure, as if it had passed every gate.
 async fn seed_procedure_history(c: &mut AnyConnection, ds: &Dataset) -> Result<()> {
-    use crate::recovery::Stage;
+    use crate::domain::recovery::Stage;
     let evidence = |to: Stage| match to {
         Stage::UnderReview => "Forensische Prüfung begonnen",
         Stage::Cleared => "Forensische Prüfung ohne Hinweise auf Kompromittierung abgeschlossen",
@@ -702,7 +703,7 @@ mod tests {
             assert!(ds.services.iter().any(|s| s.area == area), "{area}");
         }
         // Mid-recovery: every level occurs, stated or derived from the rollout.
-        let snap = crate::snapshot::Snapshot::build(ds.clone(), String::new(), 1);
+        let snap = crate::read::snapshot::Snapshot::build(ds.clone(), String::new(), 1);
         for level in Level::ALL {
             let occurs = snap
                 .data
@@ -713,7 +714,7 @@ mod tests {
         }
         let menden = snap.municipality("menden-sauerland").unwrap();
         let wohngeld = snap.service("wohngeld").unwrap();
-        assert_eq!(snap.availability(menden, wohngeld).source, crate::snapshot::Source::Derived);
+        assert_eq!(snap.availability(menden, wohngeld).source, crate::read::snapshot::Source::Derived);
         assert!(ds.referrals.iter().any(|r| r.for_ags == "05962" && r.service_slug == "fahrzeug-zulassen"));
         assert!(ds.postal_codes.iter().any(|p| p.postal_code == "58706"));
     }

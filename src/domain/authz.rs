@@ -1,8 +1,55 @@
 //! Authorisation, decided in one place for every write, in the editing desk and the API alike:
 //! from the principal's role and scope and what the write touches.
 
-use crate::auth::{Principal, Role};
+use serde::Serialize;
+
 use crate::domain::ScopeKind;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The provider's administrators: everything.
+    Admin,
+    /// The provider's crisis team: recovery work and area-wide announcements.
+    Operator,
+    /// A town's (or district's) press or citizens' office: only their scope.
+    Editor,
+    /// Crisis staff and auditors: read the internal pages and the journal.
+    Viewer,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Admin, Role::Operator, Role::Editor, Role::Viewer];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Operator => "operator",
+            Role::Editor => "editor",
+            Role::Viewer => "viewer",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// The one who acts: a signed-in user or an API token, with the scope it carries.
+#[derive(Clone, Debug, Serialize)]
+pub struct Principal {
+    pub user_id: i64,
+    /// Shown in the journal: the user name, or `token:<name>` for API tokens.
+    pub name: String,
+    pub role: Role,
+    /// AGS of the towns and districts an editor may change.
+    pub scopes: Vec<String>,
+}
+
+impl Principal {
+    /// The command line acts with full rights, journaled as `cli`.
+    pub fn cli() -> Principal {
+        Principal { user_id: 0, name: "cli".into(), role: Role::Admin, scopes: Vec::new() }
+    }
+}
 
 /// Everything that changes data or reads internal data.
 #[derive(Clone, Debug)]

@@ -17,17 +17,18 @@ use chrono::{DateTime, Duration, NaiveDateTime, Utc};
 use minijinja::{Value, context};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{self, Principal, Role};
-use crate::authz::{Action, authorize};
-use crate::desk::{self, CsrfForm, Desk};
+use crate::auth;
+use crate::domain::authz::{Action, authorize};
+use crate::domain::authz::{Principal, Role};
+use crate::domain::time;
 use crate::domain::*;
+use crate::http::desk::{self, CsrfForm, Desk};
 use crate::i18n;
-use crate::journal;
-use crate::render::{self, v};
-use crate::snapshot::{Availability, Details, Snapshot, Source};
-use crate::time;
-use crate::web::Shared;
-use crate::writes::{self, WriteError};
+use crate::read::live::Shared;
+use crate::read::snapshot::{Availability, Details, Snapshot, Source};
+use crate::site::render::{self, v};
+use crate::store::journal;
+use crate::write::{self, WriteError};
 
 pub fn router() -> Router<Shared> {
     Router::new()
@@ -84,7 +85,7 @@ fn unavailable(app: &Shared, desk: &Desk, status: StatusCode) -> Response {
 }
 
 /// After a write: on to `done` (POST-redirect-GET with a notice), or the refusal with a way back.
-fn after_write<T>(app: &Shared, desk: &Desk, result: writes::WriteResult<T>, done: &str, back: &str) -> Response {
+fn after_write<T>(app: &Shared, desk: &Desk, result: write::WriteResult<T>, done: &str, back: &str) -> Response {
     match result {
         Ok(_) => redirect(done),
         Err(e) => desk::write_error_page(app, desk, e, back),
@@ -453,8 +454,8 @@ fn submitted_place<'a>(
     Place::find(snap, kind, slug).ok_or_else(|| unavailable(app, desk, StatusCode::NOT_FOUND))
 }
 
-fn statement_input(f: &Fields) -> writes::StatementInput {
-    writes::StatementInput {
+fn statement_input(f: &Fields) -> write::StatementInput {
+    write::StatementInput {
         level: f.one("level").to_string(),
         restrictions: f.one("restrictions").to_string(),
         workaround: f.one("workaround").to_string(),
@@ -485,7 +486,7 @@ async fn place_status(
         }
     }
     let back = place.url();
-    let result = writes::set_statements(
+    let result = write::set_statements(
         &app,
         &desk.principal(),
         &[place.ags().to_string()],
@@ -550,7 +551,7 @@ async fn statement_save(
     };
     let version = f.one("version").parse::<i64>().ok();
     let (ags, slug) = (place.ags().to_string(), s.slug.clone());
-    let result = writes::set_statements(
+    let result = write::set_statements(
         &app,
         &desk.principal(),
         &[ags],
@@ -590,7 +591,7 @@ async fn statement_withdraw(
     let Some((place, s)) = place_and_service(&snap, kind, &slug, &service) else {
         return unavailable(&app, &desk, StatusCode::NOT_FOUND);
     };
-    let result = writes::withdraw_statement(&app, &desk.principal(), place.ags(), &s.slug, form.version).await;
+    let result = write::withdraw_statement(&app, &desk.principal(), place.ags(), &s.slug, form.version).await;
     after_write(
         &app,
         &desk,
@@ -630,14 +631,14 @@ async fn contact_save(
         Ok(p) => p,
         Err(r) => return r,
     };
-    let input = writes::ContactInput {
+    let input = write::ContactInput {
         phone: form.phone,
         email: form.email,
         website: form.website,
         emergency_website: form.emergency_website,
         social_media: form.social_media,
     };
-    let result = writes::set_contact(&app, &desk.principal(), place.ags(), &input, form.version).await;
+    let result = write::set_contact(&app, &desk.principal(), place.ags(), &input, form.version).await;
     after_write(
         &app,
         &desk,
@@ -675,7 +676,7 @@ async fn referral_add(
         Ok(p) => p,
         Err(r) => return r,
     };
-    let input = writes::ReferralInput {
+    let input = write::ReferralInput {
         office_slug: form.office_slug,
         service_slug: form.service_slug,
         for_ags: place.ags().to_string(),
@@ -683,7 +684,7 @@ async fn referral_add(
         valid_from: form.valid_from,
         valid_until: form.valid_until,
     };
-    let result = writes::save_referral(&app, &desk.principal(), None, &input).await;
+    let result = write::save_referral(&app, &desk.principal(), None, &input).await;
     after_write(
         &app,
         &desk,
@@ -705,7 +706,7 @@ async fn referral_delete(
         Ok(p) => p,
         Err(r) => return r,
     };
-    let result = writes::delete_referral(&app, &desk.principal(), &id).await;
+    let result = write::delete_referral(&app, &desk.principal(), &id).await;
     after_write(
         &app,
         &desk,
@@ -1062,9 +1063,9 @@ impl EditorialForm {
     }
 }
 
-fn announcement_input(form: &EditorialForm) -> Result<writes::AnnouncementInput, WriteError> {
+fn announcement_input(form: &EditorialForm) -> Result<write::AnnouncementInput, WriteError> {
     let (scope, scope_ref) = split_scope(&form.scope);
-    Ok(writes::AnnouncementInput {
+    Ok(write::AnnouncementInput {
         scope,
         scope_ref,
         lang: form.lang(),
@@ -1074,13 +1075,13 @@ fn announcement_input(form: &EditorialForm) -> Result<writes::AnnouncementInput,
     })
 }
 
-fn faq_input(form: &EditorialForm) -> Result<writes::FaqInput, WriteError> {
+fn faq_input(form: &EditorialForm) -> Result<write::FaqInput, WriteError> {
     let (scope, scope_ref) = split_scope(&form.scope);
     let sort_order = match form.sort_order.trim() {
         "" => 0,
         n => n.parse().map_err(|_| invalid("sort_order", "desk_form.invalid_number"))?,
     };
-    Ok(writes::FaqInput {
+    Ok(write::FaqInput {
         scope,
         scope_ref,
         lang: form.lang(),
@@ -1115,12 +1116,12 @@ async fn editorial_save(app: Shared, desk: Desk, what: Editorial, id: Option<Str
     let result = match what {
         Editorial::Announcement => match (announcement_input(&form), id) {
             (Err(e), _) => Err(e),
-            (Ok(input), None) => writes::create_announcement(&app, &p, &input).await.map(|_| ()),
-            (Ok(input), Some(id)) => writes::update_announcement(&app, &p, id, &input, form.version).await.map(|_| ()),
+            (Ok(input), None) => write::create_announcement(&app, &p, &input).await.map(|_| ()),
+            (Ok(input), Some(id)) => write::update_announcement(&app, &p, id, &input, form.version).await.map(|_| ()),
         },
         Editorial::Faq => match faq_input(&form) {
             Err(e) => Err(e),
-            Ok(input) => writes::save_faq(&app, &p, id, &input, form.version).await.map(|_| ()),
+            Ok(input) => write::save_faq(&app, &p, id, &input, form.version).await.map(|_| ()),
         },
     };
     match result {
@@ -1164,7 +1165,7 @@ async fn announcement_withdraw(
     if let Err(r) = desk.check_csrf(&form.csrf) {
         return r;
     }
-    let result = writes::withdraw_announcement(&app, &desk.principal(), &id).await;
+    let result = write::withdraw_announcement(&app, &desk.principal(), &id).await;
     after_write(&app, &desk, result, "/intern/meldungen?entfernt=1", "/intern/meldungen")
 }
 
@@ -1430,8 +1431,8 @@ async fn token_create(State(app): State<Shared>, desk: Desk, Form(form): Form<To
         },
     };
     // Role and scope default to the creator's own: an editor's token acts for their towns.
-    let input = writes::TokenInput { name: form.name.clone(), expires_at, ..Default::default() };
-    match writes::create_token(&app, &desk.principal(), &input).await {
+    let input = write::TokenInput { name: form.name.clone(), expires_at, ..Default::default() };
+    match write::create_token(&app, &desk.principal(), &input).await {
         Ok((_, secret)) => {
             let saved = Some(i18n::t(desk.lang, "desk_form.saved"));
             render_tokens(&app, &desk, saved, Some(context! { name => form.name.trim(), secret => secret })).await
@@ -1449,7 +1450,7 @@ async fn token_revoke(
     if let Err(r) = desk.check_csrf(&form.csrf) {
         return r;
     }
-    let result = writes::revoke_token(&app, &desk.principal(), id).await;
+    let result = write::revoke_token(&app, &desk.principal(), id).await;
     after_write(&app, &desk, result, "/intern/tokens?entfernt=1", "/intern/tokens")
 }
 
@@ -1552,13 +1553,13 @@ async fn user_create(State(app): State<Shared>, desk: Desk, Form(form): Form<Use
     if let Err(r) = desk.check_csrf(&form.csrf) {
         return r;
     }
-    let input = writes::UserInput {
+    let input = write::UserInput {
         username: form.username.trim().to_lowercase(),
         display_name: form.display_name,
         role: form.role,
         scopes: scope_list(&form.scopes),
     };
-    match writes::create_user(&app, &desk.principal(), &input).await {
+    match write::create_user(&app, &desk.principal(), &input).await {
         Ok((_, token)) => {
             let created = context! { username => input.username, link => setup_link(&app, &token) };
             render_users(&app, &desk, Some(i18n::t(desk.lang, "desk_form.saved")), Some(created)).await
@@ -1599,15 +1600,9 @@ async fn user_update(
     if let Err(r) = desk.check_csrf(&form.csrf) {
         return r;
     }
-    let result = writes::update_user(
-        &app,
-        &desk.principal(),
-        id,
-        &form.role,
-        &scope_list(&form.scopes),
-        form.disabled.is_some(),
-    )
-    .await;
+    let result =
+        write::update_user(&app, &desk.principal(), id, &form.role, &scope_list(&form.scopes), form.disabled.is_some())
+            .await;
     after_write(&app, &desk, result, "/intern/benutzer?gespeichert=1", &format!("/intern/benutzer/{id}"))
 }
 
@@ -1620,7 +1615,7 @@ async fn user_reset(
     if let Err(r) = desk.check_csrf(&form.csrf) {
         return r;
     }
-    match writes::reset_user(&app, &desk.principal(), id).await {
+    match write::reset_user(&app, &desk.principal(), id).await {
         Ok(token) => render_user(&app, &desk, id, Some(setup_link(&app, &token))).await,
         Err(e) => desk::write_error_page(&app, &desk, e, &format!("/intern/benutzer/{id}")),
     }

@@ -6,6 +6,9 @@
 //! pre-compressed, and answered with 304 when the client already has it. Errors are JSON with a
 //! stable code and a human message from the catalogue; nothing from the request is echoed back.
 
+pub mod editing;
+pub mod recovery;
+
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
@@ -19,10 +22,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::domain::*;
+use crate::http;
 use crate::i18n;
-use crate::render;
-use crate::snapshot::{Availability, CachedPage, Snapshot, Source};
-use crate::web::{self, Shared};
+use crate::read::live::Shared;
+use crate::read::snapshot::{Availability, CachedPage, Snapshot, Source};
+use crate::site::render;
 
 pub fn router() -> Router<Shared> {
     Router::new()
@@ -34,8 +38,8 @@ pub fn router() -> Router<Shared> {
         .route("/announcements", get(announcements))
         .route("/search", get(search))
         .route("/openapi.json", get(openapi_json))
-        .merge(crate::api_write::router())
-        .merge(crate::api_recovery::router())
+        .merge(crate::http::api::editing::router())
+        .merge(crate::http::api::recovery::router())
         .fallback(unknown_route)
         .method_not_allowed_fallback(other_method)
         // Added last so that it covers the fallbacks too: other sites embed these answers.
@@ -185,8 +189,8 @@ pub(crate) fn cached_json<T: Serialize>(
     key: &str,
     build: impl FnOnce() -> T,
 ) -> Response {
-    match snap.cached(&format!("api:{key}"), web::JSON, || Ok(serde_json::to_string(&build())?)) {
-        Ok(page) => web::send(headers, &page, StatusCode::OK),
+    match snap.cached(&format!("api:{key}"), http::JSON, || Ok(serde_json::to_string(&build())?)) {
+        Ok(page) => http::send(headers, &page, StatusCode::OK),
         Err(e) => {
             tracing::error!(error = %e, key, "API serialisation failed");
             problem(headers, Problem::Internal)
@@ -276,7 +280,7 @@ pub struct Status {
     has_alternatives: bool,
     /// The procedures the service needs and how far each is rolled out in this town; when
     /// `source` is `derived`, the level follows from these.
-    derivation: Vec<crate::snapshot::Derivation>,
+    derivation: Vec<crate::read::snapshot::Derivation>,
 }
 
 /// A service's state in the town being looked at.
@@ -522,7 +526,7 @@ fn opt(s: &str) -> Option<String> {
 
 /// Web addresses only when they are http(s), so embedding sites cannot be handed `javascript:`.
 fn opt_url(s: &str) -> Option<String> {
-    opt(render::http_url(s))
+    opt(http_url(s))
 }
 
 fn district_ref(snap: &Snapshot, m: &Municipality) -> Option<DistrictRef> {
@@ -963,7 +967,7 @@ async fn search(
     };
     // Built per request and not kept: free text must not fill the snapshot's cache.
     match serde_json::to_string(&result) {
-        Ok(body) => web::send(&headers, &CachedPage::new(web::JSON, body), StatusCode::OK),
+        Ok(body) => http::send(&headers, &CachedPage::new(http::JSON, body), StatusCode::OK),
         Err(_) => problem(&headers, Problem::Internal),
     }
 }
@@ -979,8 +983,8 @@ async fn openapi_json(headers: HeaderMap) -> Response {
     // The document depends only on the code, so it is built once per process.
     static DOC: OnceLock<CachedPage> = OnceLock::new();
     let page =
-        DOC.get_or_init(|| CachedPage::new(web::JSON, openapi().to_json().expect("the OpenAPI document serialises")));
-    web::send(&headers, page, StatusCode::OK)
+        DOC.get_or_init(|| CachedPage::new(http::JSON, openapi().to_json().expect("the OpenAPI document serialises")));
+    http::send(&headers, page, StatusCode::OK)
 }
 
 #[derive(OpenApi)]
@@ -1010,8 +1014,8 @@ struct ApiDoc;
 
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
-    doc.merge(crate::api_write::openapi());
-    doc.merge(crate::api_recovery::openapi());
+    doc.merge(crate::http::api::editing::openapi());
+    doc.merge(crate::http::api::recovery::openapi());
     doc
 }
 

@@ -7,13 +7,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::{AnyConnection, Row};
 
-use crate::auth::{self, Principal, Role};
-use crate::authz::{Action, authorize};
+use crate::auth;
+use crate::domain::authz::{Action, authorize};
+use crate::domain::authz::{Principal, Role};
+use crate::domain::time;
 use crate::domain::*;
-use crate::journal::{self, NewEntry};
+use crate::read::live::App;
 use crate::store;
-use crate::time;
-use crate::web::App;
+use crate::store::journal::{self, NewEntry};
 
 /// Why a write did not happen. Nothing was stored in any of these cases.
 #[derive(Debug)]
@@ -115,7 +116,7 @@ pub struct StatementInput {
     pub expected_return: String,
 }
 
-fn scope_exists(snap: &crate::snapshot::Snapshot, ags: &str) -> bool {
+fn scope_exists(snap: &crate::read::snapshot::Snapshot, ags: &str) -> bool {
     snap.municipality_by_ags(ags).is_some() || snap.district(ags).is_some()
 }
 
@@ -292,7 +293,7 @@ fn default_publish() -> String {
     "now".into()
 }
 
-fn scope_of(snap: &crate::snapshot::Snapshot, scope: &str, scope_ref: &str) -> WriteResult<(ScopeKind, String)> {
+fn scope_of(snap: &crate::read::snapshot::Snapshot, scope: &str, scope_ref: &str) -> WriteResult<(ScopeKind, String)> {
     let kind = ScopeKind::parse(scope).ok_or_else(|| invalid("scope", "write.invalid_scope"))?;
     let r = scope_ref.trim().to_string();
     let ok = match kind {
@@ -664,7 +665,7 @@ pub struct ContactInput {
 
 fn url_field(field: &str, value: &str) -> WriteResult<String> {
     let v = text(field, value, 500)?;
-    if v.is_empty() || crate::render::http_url(&v) == v { Ok(v) } else { Err(invalid(field, "write.invalid_url")) }
+    if v.is_empty() || http_url(&v) == v { Ok(v) } else { Err(invalid(field, "write.invalid_url")) }
 }
 
 /// Sets the contact channels of a town (8-digit AGS) or district (5-digit AGS).
@@ -748,7 +749,7 @@ pub struct UserInput {
     pub scopes: Vec<String>,
 }
 
-fn checked_scopes(snap: &crate::snapshot::Snapshot, scopes: &[String]) -> WriteResult<Vec<String>> {
+fn checked_scopes(snap: &crate::read::snapshot::Snapshot, scopes: &[String]) -> WriteResult<Vec<String>> {
     let mut out = Vec::new();
     for s in scopes {
         let s = s.trim();
@@ -969,7 +970,7 @@ pub async fn journal_login_burst(app: &App, username: &str, address: &str, what:
 // ---------------------------------------------------------------------------------------------
 // Recovery: procedures, gates, rollout
 
-use crate::recovery::{self, Procedure, Rollout, RolloutRecord, Stage, Unmet};
+use crate::domain::recovery::{self, Procedure, Rollout, RolloutRecord, Stage, Unmet};
 
 /// A refused recovery step names every unmet condition.
 pub fn gate_error(unmet: Vec<Unmet>) -> WriteError {

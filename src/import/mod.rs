@@ -13,12 +13,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use sqlx::{AnyConnection, Row};
 
+use crate::domain::time;
 use crate::domain::{
     Contact, Dataset, District, Municipality, Office, Referral, SERVICE_AREAS, Service, Statement, is_service_area,
     is_valid_slug, slugify,
 };
 use crate::store::{self, Store};
-use crate::time;
 
 /// Bigger files are refused before reading: they are almost certainly not what the user meant.
 const MAX_FILE_BYTES: u64 = 50 * 1024 * 1024;

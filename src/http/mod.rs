@@ -1,9 +1,9 @@
 //! The HTTP layer: routes, conditional and compressed responses, error pages, security headers.
 //! Public pages come from the snapshot's render cache; nothing here waits for the database.
 
-use std::sync::Arc;
+pub mod api;
+pub mod desk;
 
-use arc_swap::ArcSwap;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -12,61 +12,9 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use serde::Deserialize;
 
-use crate::render;
-use crate::snapshot::{CachedPage, Snapshot};
-use crate::store::Store;
-
-pub struct App {
-    pub snapshot: ArcSwap<Snapshot>,
-    pub store: Store,
-    /// Absolute base URL for feeds and links that leave the site, without trailing slash.
-    pub public_url: String,
-    /// Serialises snapshot rebuilds so an older one never replaces a newer one.
-    refresh_lock: tokio::sync::Mutex<()>,
-}
-
-pub type Shared = Arc<App>;
-
-impl App {
-    pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot.load_full()
-    }
-
-    /// Loads the public state from the database.
-    pub async fn load(store: Store, public_url: String) -> anyhow::Result<App> {
-        let mut snap =
-            Snapshot::build(store.load_dataset().await?, store.changed_at().await?, store.data_version().await?);
-        snap.places_version = store.places_version().await?;
-        Ok(App { snapshot: ArcSwap::from_pointee(snap), store, public_url, refresh_lock: tokio::sync::Mutex::new(()) })
-    }
-
-    /// Reloads the public state from the database and swaps it in.
-    pub async fn refresh(&self) -> anyhow::Result<()> {
-        let _one_at_a_time = self.refresh_lock.lock().await;
-        let started = std::time::Instant::now();
-        let version = self.store.data_version().await?;
-        let places_version = self.store.places_version().await?;
-        let changed_at = self.store.changed_at().await?;
-        let current = self.snapshot();
-        // A status change reloads only what changes often; towns and catalogue stay shared.
-        let reuse = places_version == current.places_version;
-        let mut snap = if reuse {
-            let data = self.store.load_changing(&current.data).await?;
-            Snapshot::build_with_places(data, changed_at, version, current.places.clone())
-        } else {
-            Snapshot::build(self.store.load_dataset().await?, changed_at, version)
-        };
-        snap.places_version = places_version;
-        self.snapshot.store(Arc::new(snap));
-        tracing::info!(
-            version,
-            places_reused = reuse,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "snapshot rebuilt"
-        );
-        Ok(())
-    }
-}
+use crate::read::live::Shared;
+use crate::read::snapshot::{CachedPage, Snapshot};
+use crate::site::render;
 
 /// The language of a public page, set per router ("/" German, "/en" English).
 #[derive(Clone, Copy)]
@@ -76,7 +24,7 @@ pub const HTML: &str = "text/html; charset=utf-8";
 pub const ATOM: &str = "application/atom+xml; charset=utf-8";
 pub const JSON: &str = "application/json";
 pub const ICS: &str = "text/calendar; charset=utf-8";
-const STYLE: &str = include_str!("../static/style.css");
+const STYLE: &str = include_str!("../../static/style.css");
 
 pub fn router(app: Shared) -> Router {
     let public = |lang: &'static str| {
@@ -106,8 +54,8 @@ pub fn router(app: Shared) -> Router {
         .merge(public("de"))
         .nest("/en", public("en"))
         .route("/en/", get(|| async { Redirect::permanent("/en") }))
-        .nest("/api/v1", crate::api::router())
-        .nest("/intern", crate::desk::router())
+        .nest("/api/v1", crate::http::api::router())
+        .nest("/intern", crate::http::desk::router())
         .route("/healthz", get(healthz))
         .route("/static/style.css", get(style))
         .layer(axum::middleware::map_response(security_headers))
@@ -338,7 +286,7 @@ async fn fahrplan_ics(
 ) -> Response {
     let snap = app.snapshot();
     cached_page(&headers, &snap, lang, "fahrplan.ics", ICS, || {
-        crate::feeds::fahrplan_ics(&snap, lang, &app.public_url, None)
+        crate::site::feeds::fahrplan_ics(&snap, lang, &app.public_url, None)
     })
 }
 
@@ -362,7 +310,7 @@ async fn town_fahrplan_ics(
     let snap = app.snapshot();
     let Some(m) = snap.municipality(&slug) else { return not_found_page(&headers, &snap, lang) };
     cached_page(&headers, &snap, lang, &format!("fahrplan.ics:{slug}"), ICS, || {
-        crate::feeds::fahrplan_ics(&snap, lang, &app.public_url, Some(m))
+        crate::site::feeds::fahrplan_ics(&snap, lang, &app.public_url, Some(m))
     })
 }
 
@@ -378,7 +326,7 @@ async fn sources(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lan
 
 async fn area_feed(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lang>, headers: HeaderMap) -> Response {
     let snap = app.snapshot();
-    cached_page(&headers, &snap, lang, "feed", ATOM, || crate::feeds::area(&snap, lang, &app.public_url))
+    cached_page(&headers, &snap, lang, "feed", ATOM, || crate::site::feeds::area(&snap, lang, &app.public_url))
 }
 
 async fn municipality_feed(
@@ -390,7 +338,7 @@ async fn municipality_feed(
     let snap = app.snapshot();
     let Some(m) = snap.municipality(&slug) else { return not_found_page(&headers, &snap, lang) };
     cached_page(&headers, &snap, lang, &format!("feed:{slug}"), ATOM, || {
-        crate::feeds::municipality(&snap, lang, &app.public_url, m)
+        crate::site::feeds::municipality(&snap, lang, &app.public_url, m)
     })
 }
 

@@ -1,0 +1,513 @@
+//! The command line: parses arguments and runs serve, import, user, token, journal and demo.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::domain::authz::Principal;
+use crate::domain::{recovery, time};
+use crate::http::desk::board;
+use crate::read::live::App;
+use crate::read::snapshot;
+use crate::store::journal;
+use crate::{auth, demo, http, i18n, import, store, write};
+
+#[derive(Parser)]
+#[command(
+    name = "notbetrieb",
+    version,
+    about = "Status of municipal services during an IT outage: public site, API and feeds."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct DatabaseArgs {
+    /// Database URL: sqlite:PATH (default sqlite:notbetrieb.sqlite) or postgres://USER@HOST/DB.
+    #[arg(long = "database", env = "NOTBETRIEB_DATABASE_URL", value_name = "URL")]
+    database: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the web server (public site, API, feeds).
+    Serve {
+        /// Address and port to listen on; port 0 picks a free port (the chosen address is printed).
+        #[arg(long, env = "NOTBETRIEB_LISTEN", default_value = "127.0.0.1:8080", value_name = "ADDR:PORT")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        db: DatabaseArgs,
+        /// Seed a built-in demo into the database if it is empty; without --database a fresh
+        /// temporary database is used.
+        #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "suedwestfalen", value_name = "DEMO")]
+        demo: Option<demo::Demo>,
+        /// The public address of the site, for absolute links in feeds (default: http://LISTEN).
+        #[arg(long, env = "NOTBETRIEB_PUBLIC_URL", value_name = "URL")]
+        public_url: Option<String>,
+        /// How often to look for changes written by other processes, in milliseconds.
+        #[arg(long, default_value_t = 500, value_name = "MS")]
+        poll_ms: u64,
+    },
+    /// Load towns, districts, services, offices, referrals, postal codes or statements from CSV
+    /// or JSON files, all or nothing.
+    Import {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        /// Files to import; the kind is taken from the file name (municipalities.csv, services.json, …).
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// What the files hold, when their names do not say it.
+        #[arg(long, value_enum, value_name = "KIND")]
+        kind: Option<import::Kind>,
+    },
+    /// Manage accounts: add prints a one-time setup link (never a password).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// API tokens for the write API: add prints the secret once.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// The tamper-evident journal of every change.
+    Journal {
+        #[command(subcommand)]
+        command: JournalCommand,
+    },
+    /// The built-in demo's scripted scenario.
+    Demo {
+        #[command(subcommand)]
+        command: DemoCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DemoCommand {
+    /// Walk the South Westphalia demo's recovery the next steps forward (gated and journaled as
+    /// the CLI); a running server shows them within its poll interval.
+    Advance {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        /// How many steps of the script to take.
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        steps: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create an account and print its one-time setup link (password and second factor).
+    Add {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        /// Sign-in name: 2–64 characters a-z, 0-9, '.', '-', '_'.
+        username: String,
+        /// admin, operator, editor or viewer.
+        #[arg(long, value_parser = ["admin", "operator", "editor", "viewer"])]
+        role: String,
+        /// AGS of a town (8 digits) or district (5 digits) an editor may change; repeat for more.
+        #[arg(long = "scope", value_name = "AGS")]
+        scopes: Vec<String>,
+        /// Full name shown in the journal and the desk.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// The site's public address, for the link.
+        #[arg(long, env = "NOTBETRIEB_PUBLIC_URL", default_value = "http://127.0.0.1:8080", value_name = "URL")]
+        public_url: String,
+    },
+    /// Issue a new setup link (lost password or second factor); ends the user's sessions.
+    Reset {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        username: String,
+        #[arg(long, env = "NOTBETRIEB_PUBLIC_URL", default_value = "http://127.0.0.1:8080", value_name = "URL")]
+        public_url: String,
+    },
+    /// List accounts with role and scope.
+    List {
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create an API token for a user and print its secret (shown only this once).
+    Add {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        /// The user the token acts for.
+        #[arg(long, value_name = "NAME")]
+        user: String,
+        /// A name to recognise the token by, shown in the journal as token:NAME.
+        #[arg(long, value_name = "TOKENNAME")]
+        name: String,
+        /// The token's role (default: the user's); it never acts with more than its user has.
+        #[arg(long, value_parser = ["admin", "operator", "editor", "viewer"])]
+        role: Option<String>,
+        /// AGS a token with the editor role may change (default: the user's scope); repeat for more.
+        #[arg(long = "scope", value_name = "AGS")]
+        scopes: Vec<String>,
+        /// Expiry time, RFC 3339 (default: none).
+        #[arg(long, value_name = "TIME")]
+        expires: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum JournalCommand {
+    /// Check the hash chain; names the first entry that was altered, removed or reordered.
+    Verify {
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// Write the whole journal to standard output.
+    Export {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[arg(long, value_parser = ["csv", "json"], default_value = "json")]
+        format: String,
+    },
+}
+
+fn database_url(db: &DatabaseArgs) -> String {
+    db.database.clone().unwrap_or_else(|| "sqlite:notbetrieb.sqlite".into())
+}
+
+/// The program: parses the command line, runs the command, exits non-zero with the error.
+pub async fn main() {
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();
+    if let Err(e) = run(Cli::parse()).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve { listen, db, demo, public_url, poll_ms } => serve(listen, db, demo, public_url, poll_ms).await,
+        Command::Import { db, files, kind } => {
+            let store = store::Store::connect(&database_url(&db)).await?;
+            import::run(&store, &files, kind).await
+        }
+        Command::User { command } => user_command(command).await,
+        Command::Token { command } => token_command(command).await,
+        Command::Journal { command } => journal_command(command).await,
+        Command::Demo { command: DemoCommand::Advance { db, steps } } => demo_advance(&db, steps).await,
+    }
+}
+
+async fn cli_app(db: &DatabaseArgs, public_url: &str) -> Result<App> {
+    let store = store::Store::connect(&database_url(db)).await?;
+    App::load(store, public_url.trim_end_matches('/').to_string()).await
+}
+
+fn write_error(e: write::WriteError) -> anyhow::Error {
+    match e {
+        write::WriteError::Internal(e) => e,
+        write::WriteError::Invalid { field, message } => anyhow::anyhow!("{field}: {}", i18n::t("en", message)),
+        other => anyhow::anyhow!("{other:?}"),
+    }
+}
+
+async fn user_command(command: UserCommand) -> Result<()> {
+    let cli = Principal::cli();
+    match command {
+        UserCommand::Add { db, username, role, scopes, name, public_url } => {
+            let app = cli_app(&db, &public_url).await?;
+            let input = write::UserInput { username: username.clone(), display_name: name, role, scopes };
+            let (_, token) = write::create_user(&app, &cli, &input).await.map_err(write_error)?;
+            println!("created {username}; one-time setup link (valid 3 days):");
+            println!("{}/intern/einrichten/{token}", app.public_url);
+        }
+        UserCommand::Reset { db, username, public_url } => {
+            let app = cli_app(&db, &public_url).await?;
+            let mut c = app.store.begin().await?;
+            let user = auth::user_by_name(&mut c, &username).await?.with_context(|| format!("no user {username}"))?;
+            drop(c);
+            let token = write::reset_user(&app, &cli, user.id).await.map_err(write_error)?;
+            println!("new one-time setup link for {username} (valid 3 days):");
+            println!("{}/intern/einrichten/{token}", app.public_url);
+        }
+        UserCommand::List { db } => {
+            let store = store::Store::connect(&database_url(&db)).await?;
+            let mut c = store.begin().await?;
+            for u in auth::all_users(&mut c).await? {
+                let state = if u.disabled {
+                    "disabled"
+                } else if u.password_hash.is_empty() {
+                    "setup pending"
+                } else {
+                    "active"
+                };
+                println!("{}\t{}\t{}\t{}", u.username, u.role.as_str(), u.scopes.join(","), state);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn token_command(command: TokenCommand) -> Result<()> {
+    match command {
+        TokenCommand::Add { db, user, name, role, scopes, expires } => {
+            let app = cli_app(&db, "").await?;
+            let mut c = app.store.begin().await?;
+            let owner = auth::user_by_name(&mut c, &user).await?.with_context(|| format!("no user {user}"))?;
+            drop(c);
+            let input = write::TokenInput {
+                name,
+                role: role.unwrap_or_else(|| owner.role.as_str().to_string()),
+                scopes: if scopes.is_empty() { owner.scopes.clone() } else { scopes },
+                user_id: Some(owner.id),
+                expires_at: expires.unwrap_or_default(),
+            };
+            let (_, secret) = write::create_token(&app, &Principal::cli(), &input).await.map_err(write_error)?;
+            eprintln!("token created; its secret (shown only now) follows on standard output");
+            println!("{secret}");
+        }
+    }
+    Ok(())
+}
+
+async fn journal_command(command: JournalCommand) -> Result<()> {
+    match command {
+        JournalCommand::Verify { db } => {
+            let store = store::Store::connect(&database_url(&db)).await?;
+            let mut c = store.begin().await?;
+            let entries = journal::all(&mut c).await?;
+            let (seq, hash) = journal::head(&mut c).await?;
+            match journal::verify(&entries, (seq, &hash)) {
+                Ok(()) => {
+                    println!("journal intact: {} entries, head {hash}", entries.len());
+                    Ok(())
+                }
+                Err(problem) => anyhow::bail!("journal damaged: {problem}"),
+            }
+        }
+        JournalCommand::Export { db, format } => {
+            let store = store::Store::connect(&database_url(&db)).await?;
+            let mut c = store.begin().await?;
+            let entries = journal::all(&mut c).await?;
+            print!("{}", journal::export(&entries, &format)?);
+            Ok(())
+        }
+    }
+}
+
+/// One move of the demo's scripted recovery.
+enum Move {
+    /// A procedure passes its next gate (or any step) with this evidence.
+    Step { procedure: &'static str, to: recovery::Stage, evidence: &'static str },
+    /// A procedure is rolled out to every town of these districts (AGS), next step expected in some days.
+    Rollout {
+        procedure: &'static str,
+        districts: &'static [&'static str],
+        to: recovery::Rollout,
+        expected_in_days: i64,
+    },
+}
+
+/// The scenario `demo advance` walks, a step per call: later steps rely on earlier ones, so
+/// every one passes the gates. A move counts as done once the state has reached it.
+const SCRIPT: [Move; 11] = {
+    use recovery::{Rollout as R, Stage as S};
+    [
+        Move::Step {
+            procedure: "fahrerlaubnis",
+            to: S::Cleared,
+            evidence: "Forensische Prüfung ohne Hinweise auf Kompromittierung abgeschlossen",
+        },
+        Move::Step {
+            procedure: "fernzugang",
+            to: S::Released,
+            evidence: "Fernzugang nur noch mit zweitem Faktor; Abnahme durch den Krisenstab",
+        },
+        Move::Rollout { procedure: "kfz", districts: &["05974"], to: R::Pilot, expected_in_days: 7 },
+        Move::Rollout { procedure: "meldewesen", districts: &["05962"], to: R::Pilot, expected_in_days: 10 },
+        Move::Step {
+            procedure: "fahrerlaubnis",
+            to: S::Hardened,
+            evidence: "Neue Sicherheitsrichtlinien umgesetzt und abgenommen",
+        },
+        Move::Step {
+            procedure: "fahrerlaubnis",
+            to: S::Released,
+            evidence: "Freigabe für den Basisbetrieb durch den Krisenstab",
+        },
+        Move::Rollout { procedure: "fahrerlaubnis", districts: &["05958"], to: R::Pilot, expected_in_days: 10 },
+        Move::Step {
+            procedure: "personenstand",
+            to: S::Normal,
+            evidence: "Alle Funktionen wiederhergestellt, Altregister angebunden",
+        },
+        Move::Rollout { procedure: "personenstand", districts: &["05958"], to: R::Normal, expected_in_days: 0 },
+        Move::Step {
+            procedure: "gewerbe",
+            to: S::Cleared,
+            evidence: "Forensische Prüfung ohne Hinweise auf Kompromittierung abgeschlossen",
+        },
+        Move::Rollout { procedure: "meldewesen", districts: &["05962"], to: R::Basic, expected_in_days: 21 },
+    ]
+};
+
+impl Move {
+    fn done(&self, snap: &snapshot::Snapshot) -> bool {
+        match self {
+            Move::Step { procedure, to, .. } => snap.procedure(procedure).is_some_and(|p| p.stage >= *to),
+            Move::Rollout { procedure, districts, to, .. } => snap.procedure(procedure).is_some_and(|p| {
+                districts
+                    .iter()
+                    .flat_map(|d| snap.towns_of_district(d))
+                    .all(|m| board::effective(snap, p, &m.ags).is_some_and(|r| r >= *to))
+            }),
+        }
+    }
+}
+
+/// A refused move, with every unmet gate condition in words.
+fn refused(snap: &snapshot::Snapshot, e: write::WriteError) -> anyhow::Error {
+    match e {
+        write::WriteError::Conflict { current } => {
+            anyhow::anyhow!("refused: {}", board::explain("en", snap, &current).join(" "))
+        }
+        other => write_error(other),
+    }
+}
+
+/// Takes the next `steps` moves of the demo script through `writes`, as the CLI.
+async fn demo_advance(db: &DatabaseArgs, steps: usize) -> Result<()> {
+    let app = cli_app(db, "").await?;
+    let cli = Principal::cli();
+    for _ in 0..steps {
+        let snap = app.snapshot();
+        let Some((n, next)) = SCRIPT.iter().enumerate().find(|(_, m)| !m.done(&snap)) else {
+            println!("the demo scenario is complete: nothing left to advance");
+            return Ok(());
+        };
+        let name = |slug: &str| snap.procedure(slug).map_or_else(|| slug.to_string(), |p| p.name.clone());
+        match next {
+            Move::Step { procedure, to, evidence } => {
+                let from =
+                    snap.procedure(procedure).with_context(|| format!("the demo has no procedure {procedure}"))?.stage;
+                write::step_procedure(&app, &cli, procedure, to.as_str(), evidence)
+                    .await
+                    .map_err(|e| refused(&snap, e))?;
+                println!(
+                    "step {}/{}: {} ({procedure}) {} -> {}",
+                    n + 1,
+                    SCRIPT.len(),
+                    name(procedure),
+                    from.as_str(),
+                    to.as_str()
+                );
+            }
+            Move::Rollout { procedure, districts, to, expected_in_days } => {
+                let slugs: Vec<String> =
+                    districts.iter().filter_map(|d| snap.district(d)).map(|d| d.slug.clone()).collect();
+                let expected_date = if *expected_in_days > 0 {
+                    (time::today_utc() + chrono::Duration::days(*expected_in_days)).format("%Y-%m-%d").to_string()
+                } else {
+                    String::new()
+                };
+                let input = write::RolloutInput {
+                    procedure: procedure.to_string(),
+                    stage: to.as_str().into(),
+                    municipalities: Vec::new(),
+                    districts: slugs.clone(),
+                    expected_date,
+                };
+                let towns = write::set_rollout(&app, &cli, &input).await.map_err(|e| refused(&snap, e))?;
+                println!(
+                    "step {}/{}: {} ({procedure}) rolled out to {} ({towns} towns): {}",
+                    n + 1,
+                    SCRIPT.len(),
+                    name(procedure),
+                    slugs.join(", "),
+                    to.as_str()
+                );
+            }
+        }
+    }
+    if SCRIPT.iter().all(|m| m.done(&app.snapshot())) {
+        println!("the demo scenario is complete: nothing left to advance");
+    }
+    Ok(())
+}
+
+async fn serve(
+    listen: SocketAddr,
+    db: DatabaseArgs,
+    demo: Option<demo::Demo>,
+    public_url: Option<String>,
+    poll_ms: u64,
+) -> Result<()> {
+    let started = std::time::Instant::now();
+    // A demo without a database gets a temporary one that lives as long as the server.
+    let mut _temp_dir = None;
+    let url = match (&db.database, demo) {
+        (None, Some(_)) => {
+            let dir = tempfile::tempdir()?;
+            let url = format!("sqlite:{}", dir.path().join("demo.sqlite").display());
+            _temp_dir = Some(dir);
+            url
+        }
+        _ => database_url(&db),
+    };
+    let store = store::Store::connect(&url).await?;
+    if let Some(demo) = demo {
+        if store.is_empty().await? {
+            demo::seed(&store, demo).await.context("seeding the demo")?;
+            tracing::info!(?demo, "demo data seeded");
+        } else {
+            tracing::info!("database already holds data; the demo is not seeded again");
+        }
+    }
+
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let local = listener.local_addr()?;
+    let public_url = public_url.unwrap_or_else(|| format!("http://{local}")).trim_end_matches('/').to_string();
+    let app = Arc::new(App::load(store, public_url).await?);
+
+    // Changes written by other processes (an import, another instance) become visible within poll_ms.
+    let watcher = app.clone();
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(Duration::from_millis(poll_ms.max(50)));
+        loop {
+            interval.tick().await;
+            let snap = watcher.snapshot();
+            // Scheduled announcements appear when their time comes.
+            let scheduled_due = snap.next_publication.as_deref().is_some_and(|t| t <= time::now_rfc3339().as_str());
+            match watcher.store.data_version().await {
+                Ok(v) if v != snap.data_version || scheduled_due => {
+                    if let Err(e) = watcher.refresh().await {
+                        tracing::error!(error = %e, "refreshing the snapshot failed");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot read the data version"),
+            }
+        }
+    });
+
+    println!("notbetrieb listening on http://{local}");
+    if demo.is_some() {
+        println!("demo ready in {} ms", started.elapsed().as_millis());
+        println!("demo accounts (for this demonstration only, no second factor), sign in at http://{local}/intern:");
+        for (username, password, what) in demo::DEMO_ACCOUNTS {
+            println!("  {username:<14} {password:<24} {what}");
+        }
+    }
+    axum::serve(listener, http::router(app).into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
