@@ -24,8 +24,8 @@ mod tests {
     const LAYERS: &[(&str, &[&str])] = &[
         ("domain", &[]),
         ("i18n", &["domain"]),
-        ("store", &["domain"]),
-        ("auth", &["domain", "store"]),
+        ("auth", &["domain"]),
+        ("store", &["domain", "auth"]),
         ("read", &["domain", "i18n", "store"]),
         ("write", &["domain", "i18n", "store", "read", "auth"]),
         ("site", &["domain", "i18n", "read"]),

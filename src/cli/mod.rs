@@ -13,8 +13,9 @@ use crate::domain::{recovery, time};
 use crate::http::desk::board;
 use crate::read::live::App;
 use crate::read::snapshot;
+use crate::store::accounts;
 use crate::store::journal;
-use crate::{auth, demo, http, i18n, import, store, write};
+use crate::{demo, http, i18n, import, store, write};
 
 #[derive(Parser)]
 #[command(
@@ -230,7 +231,8 @@ async fn user_command(command: UserCommand) -> Result<()> {
         UserCommand::Reset { db, username, public_url } => {
             let app = cli_app(&db, &public_url).await?;
             let mut c = app.store.begin().await?;
-            let user = auth::user_by_name(&mut c, &username).await?.with_context(|| format!("no user {username}"))?;
+            let user =
+                accounts::user_by_name(&mut c, &username).await?.with_context(|| format!("no user {username}"))?;
             drop(c);
             let token = write::reset_user(&app, &cli, user.id).await.map_err(write_error)?;
             println!("new one-time setup link for {username} (valid 3 days):");
@@ -239,7 +241,7 @@ async fn user_command(command: UserCommand) -> Result<()> {
         UserCommand::List { db } => {
             let store = store::Store::connect(&database_url(&db)).await?;
             let mut c = store.begin().await?;
-            for u in auth::all_users(&mut c).await? {
+            for u in accounts::all_users(&mut c).await? {
                 let state = if u.disabled {
                     "disabled"
                 } else if u.password_hash.is_empty() {
@@ -259,7 +261,7 @@ async fn token_command(command: TokenCommand) -> Result<()> {
         TokenCommand::Add { db, user, name, role, scopes, expires } => {
             let app = cli_app(&db, "").await?;
             let mut c = app.store.begin().await?;
-            let owner = auth::user_by_name(&mut c, &user).await?.with_context(|| format!("no user {user}"))?;
+            let owner = accounts::user_by_name(&mut c, &user).await?.with_context(|| format!("no user {user}"))?;
             drop(c);
             let input = write::TokenInput {
                 name,

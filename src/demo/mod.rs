@@ -11,6 +11,7 @@ use sqlx::AnyConnection;
 
 use crate::domain::time;
 use crate::domain::*;
+use crate::store::accounts;
 use crate::store::{self, Store};
 
 const GEMEINDEN: &str = include_str!("../../data/gemeinden-de.csv");
@@ -246,7 +247,7 @@ async fn seed_accounts(c: &mut AnyConnection) -> Result<()> {
         (Role::Viewer, vec![]),
     ];
     for ((username, password, _), (role, scopes)) in DEMO_ACCOUNTS.iter().zip(roles) {
-        let id = auth::insert_user(c, username, &format!("Demo {username}"), role, &scopes).await?;
+        let id = accounts::insert_user(c, username, &format!("Demo {username}"), role, &scopes).await?;
         sqlx::query("UPDATE users SET password_hash = $1, demo = 1 WHERE id = $2")
             .bind(auth::hash_password(password)?)
             .bind(id)

@@ -1,6 +1,7 @@
 //! Storage: the one module that talks SQL. Portable SQL over sqlx's `Any` driver, so the same
 //! statements run on SQLite (default, one file) and PostgreSQL. Handlers never see the engine.
 
+pub mod accounts;
 pub mod journal;
 
 use std::borrow::Cow;

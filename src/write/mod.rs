@@ -14,6 +14,7 @@ use crate::domain::time;
 use crate::domain::*;
 use crate::read::live::App;
 use crate::store;
+use crate::store::accounts;
 use crate::store::journal::{self, NewEntry};
 
 /// Why a write did not happen. Nothing was stored in any of these cases.
@@ -775,11 +776,11 @@ pub async fn create_user(app: &App, who: &Principal, input: &UserInput) -> Write
     let (who, username) = (who.clone(), input.username.clone());
     transaction(app, move |c| {
         Box::pin(async move {
-            if auth::user_by_name(c, &username).await?.is_some() {
+            if accounts::user_by_name(c, &username).await?.is_some() {
                 return Err(invalid("username", "write.exists"));
             }
-            let id = auth::insert_user(c, &username, &display_name, role, &scopes).await?;
-            let token = auth::issue_setup_token(c, id).await?;
+            let id = accounts::insert_user(c, &username, &display_name, role, &scopes).await?;
+            let token = accounts::issue_setup_token(c, id).await?;
             journal::append(
                 c,
                 entry(
@@ -811,16 +812,16 @@ pub async fn update_user(
     let who = who.clone();
     transaction(app, move |c| {
         Box::pin(async move {
-            let user = auth::user_by_id(c, id).await?.ok_or(WriteError::NotFound("user"))?;
+            let user = accounts::user_by_id(c, id).await?.ok_or(WriteError::NotFound("user"))?;
             sqlx::query("UPDATE users SET role = $1, disabled = $2 WHERE id = $3")
                 .bind(role.as_str())
                 .bind(disabled as i64)
                 .bind(id)
                 .execute(&mut *c)
                 .await?;
-            auth::set_scopes(c, id, &scopes).await?;
+            accounts::set_scopes(c, id, &scopes).await?;
             if disabled {
-                auth::end_all_sessions(c, id).await?;
+                accounts::end_all_sessions(c, id).await?;
             }
             journal::append(
                 c,
@@ -844,13 +845,13 @@ pub async fn reset_user(app: &App, who: &Principal, id: i64) -> WriteResult<Stri
     let who = who.clone();
     transaction(app, move |c| {
         Box::pin(async move {
-            let user = auth::user_by_id(c, id).await?.ok_or(WriteError::NotFound("user"))?;
+            let user = accounts::user_by_id(c, id).await?.ok_or(WriteError::NotFound("user"))?;
             sqlx::query("UPDATE users SET password_hash = '', totp_secret = '' WHERE id = $1")
                 .bind(id)
                 .execute(&mut *c)
                 .await?;
-            auth::end_all_sessions(c, id).await?;
-            let token = auth::issue_setup_token(c, id).await?;
+            accounts::end_all_sessions(c, id).await?;
+            let token = accounts::issue_setup_token(c, id).await?;
             journal::append(c, entry(&who, &format!("user:{}", user.username), "user.reset", json!({}))).await?;
             Ok(token)
         })
@@ -900,8 +901,8 @@ pub async fn create_token(app: &App, who: &Principal, input: &TokenInput) -> Wri
     let who = who.clone();
     transaction(app, move |c| {
         Box::pin(async move {
-            let owner = auth::user_by_id(c, for_user).await?.ok_or(WriteError::NotFound("user"))?;
-            let (id, secret) = auth::create_token(c, for_user, &name, role, &scopes, &expires_at).await?;
+            let owner = accounts::user_by_id(c, for_user).await?.ok_or(WriteError::NotFound("user"))?;
+            let (id, secret) = accounts::create_token(c, for_user, &name, role, &scopes, &expires_at).await?;
             journal::append(
                 c,
                 entry(
@@ -939,10 +940,11 @@ pub async fn revoke_token(app: &App, who: &Principal, id: i64) -> WriteResult<()
                     scopes: &own_scopes,
                 },
             )?;
-            if !auth::revoke_token(c, id).await? {
+            if !accounts::revoke_token(c, id).await? {
                 return Err(WriteError::NotFound("token"));
             }
-            let owner_name = auth::user_by_id(c, owner).await?.map(|u| u.username).unwrap_or_else(|| owner.to_string());
+            let owner_name =
+                accounts::user_by_id(c, owner).await?.map(|u| u.username).unwrap_or_else(|| owner.to_string());
             journal::append(c, entry(&who, &format!("user:{owner_name}"), "token.revoke", json!({ "id": id }))).await?;
             Ok(())
         })

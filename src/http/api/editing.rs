@@ -39,6 +39,7 @@ use crate::domain::*;
 use crate::i18n;
 use crate::read::live::{App, Shared};
 use crate::read::snapshot::Snapshot;
+use crate::store::accounts;
 use crate::store::journal::{self, Entry};
 use crate::write::{
     self, AnnouncementInput, ContactInput, FaqInput, ReferralInput, StatementInput, TokenInput, UserInput, WriteError,
@@ -277,7 +278,7 @@ async fn caller(headers: &HeaderMap, app: &App) -> Result<Principal, Fail> {
         .map(|(_, secret)| secret.trim())
         .ok_or_else(|| unauthorized("api.token_invalid"))?;
     let mut c = app.store.begin().await?;
-    auth::principal_for_token(&mut c, secret).await?.ok_or_else(|| unauthorized("api.token_invalid"))
+    accounts::principal_for_token(&mut c, secret).await?.ok_or_else(|| unauthorized("api.token_invalid"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1165,7 +1166,7 @@ async fn list_tokens(State(app): State<Shared>, Caller(who): Caller, headers: He
     let result = async {
         let whose = if authorize(&who, &Action::ManageUsers).is_ok() { None } else { Some(who.user_id) };
         let mut c = app.store.begin().await?;
-        reply(StatusCode::OK, &TokenList { tokens: auth::tokens(&mut c, whose).await? })
+        reply(StatusCode::OK, &TokenList { tokens: accounts::tokens(&mut c, whose).await? })
     };
     respond(&headers, result.await)
 }
@@ -1198,7 +1199,7 @@ async fn post_token(
         let (id, secret) = write::create_token(app, who, &input).await?;
         let mut c = app.store.begin().await?;
         let owner = input.user_id.unwrap_or(who.user_id);
-        let token = auth::tokens(&mut c, Some(owner))
+        let token = accounts::tokens(&mut c, Some(owner))
             .await?
             .into_iter()
             .find(|t| t.id == id)
@@ -1289,7 +1290,7 @@ async fn list_users(State(app): State<Shared>, Caller(who): Caller, headers: Hea
         let mut c = app.store.begin().await?;
         reply(
             StatusCode::OK,
-            &UserList { users: auth::all_users(&mut c).await?.into_iter().map(UserOut::from).collect() },
+            &UserList { users: accounts::all_users(&mut c).await?.into_iter().map(UserOut::from).collect() },
         )
     };
     respond(&headers, result.await)
@@ -1320,7 +1321,7 @@ async fn post_user(
     post_json(app, who, &headers, &uri, body, |input: UserInput| async move {
         let (id, token) = write::create_user(app, who, &input).await?;
         let mut c = app.store.begin().await?;
-        let user = auth::user_by_id(&mut c, id).await?.ok_or_else(|| Fail::internal("new user not found"))?;
+        let user = accounts::user_by_id(&mut c, id).await?.ok_or_else(|| Fail::internal("new user not found"))?;
         let setup_path = format!("/intern/einrichten/{token}");
         let setup_url = format!("{}{setup_path}", app.public_url);
         reply(StatusCode::CREATED, &CreatedUser { user: user.into(), setup_path, setup_url })

@@ -21,6 +21,7 @@ use crate::domain::authz::{Principal, Role};
 use crate::i18n;
 use crate::read::live::Shared;
 use crate::site::render;
+use crate::store::accounts;
 use crate::store::journal;
 use crate::write::{self, WriteError};
 
@@ -147,8 +148,8 @@ impl Desk {
 async fn signed_in(app: &Shared, headers: &HeaderMap) -> anyhow::Result<Option<(User, Session)>> {
     let Some(value) = cookie(headers, SESSION_COOKIE) else { return Ok(None) };
     let mut c = app.store.begin().await?;
-    let Some(session) = auth::session(&mut c, &value).await? else { return Ok(None) };
-    let Some(user) = auth::user_by_id(&mut c, session.user_id).await? else { return Ok(None) };
+    let Some(session) = accounts::session(&mut c, &value).await? else { return Ok(None) };
+    let Some(user) = accounts::user_by_id(&mut c, session.user_id).await? else { return Ok(None) };
     c.commit().await?;
     if user.disabled {
         return Ok(None);
@@ -288,12 +289,12 @@ enum LoginOutcome {
 
 async fn attempt_login(app: &Shared, address: &str, form: &LoginForm) -> anyhow::Result<LoginOutcome> {
     let mut c = app.store.begin().await?;
-    let failures = auth::recent_failures_from(&mut c, address).await?;
+    let failures = accounts::recent_failures_from(&mut c, address).await?;
     if failures >= auth::ADDRESS_FAILURE_LIMIT {
         return Ok(LoginOutcome::AddressBlocked);
     }
     let username = form.username.trim().to_lowercase();
-    let user = if auth::valid_username(&username) { auth::user_by_name(&mut c, &username).await? } else { None };
+    let user = if auth::valid_username(&username) { accounts::user_by_name(&mut c, &username).await? } else { None };
     let password_ok = match &user {
         Some(u) if !u.password_hash.is_empty() => auth::verify_password(&u.password_hash, &form.password),
         _ => {
@@ -303,13 +304,13 @@ async fn attempt_login(app: &Shared, address: &str, form: &LoginForm) -> anyhow:
     };
     let usable = user.as_ref().is_some_and(|u| !u.disabled && !auth::is_locked(u));
     if let (true, true, Some(user)) = (password_ok, usable, &user) {
-        auth::clear_failures(&mut c, user.id).await?;
+        accounts::clear_failures(&mut c, user.id).await?;
         let second_factor_needed = user.needs_second_factor();
-        let cookie_value = auth::create_session(&mut c, user.id, !second_factor_needed).await?;
+        let cookie_value = accounts::create_session(&mut c, user.id, !second_factor_needed).await?;
         c.commit().await?;
         return Ok(LoginOutcome::Success { cookie_value, second_factor_needed });
     }
-    let locked_now = auth::record_failure(&mut c, address, user.as_ref()).await?;
+    let locked_now = accounts::record_failure(&mut c, address, user.as_ref()).await?;
     c.commit().await?;
     if locked_now {
         write::journal_login_burst(app, &username, address, "login.locked").await?;
@@ -365,14 +366,14 @@ async fn second_factor(
         if auth::is_locked(&user) {
             return Ok(false);
         }
-        let ok = auth::accept_totp(&mut c, &user, &form.code).await?
-            || auth::use_recovery_code(&mut c, user.id, &form.code).await?;
+        let ok = accounts::accept_totp(&mut c, &user, &form.code).await?
+            || accounts::use_recovery_code(&mut c, user.id, &form.code).await?;
         if ok {
-            auth::clear_failures(&mut c, user.id).await?;
-            auth::mark_second_factor(&mut c, &session.id_hash).await?;
+            accounts::clear_failures(&mut c, user.id).await?;
+            accounts::mark_second_factor(&mut c, &session.id_hash).await?;
             c.commit().await?;
         } else {
-            let locked_now = auth::record_failure(&mut c, &peer.ip().to_string(), Some(&user)).await?;
+            let locked_now = accounts::record_failure(&mut c, &peer.ip().to_string(), Some(&user)).await?;
             c.commit().await?;
             if locked_now {
                 write::journal_login_burst(&app, &user.username, &peer.ip().to_string(), "login.locked").await?;
@@ -418,7 +419,7 @@ async fn setup_page(State(app): State<Shared>, Path(token): Path<String>, header
     let lang = desk_lang(&headers);
     let result: anyhow::Result<Option<(User, String)>> = async {
         let mut c = app.store.begin().await?;
-        let Some(user) = auth::user_by_setup_token(&mut c, &token).await? else { return Ok(None) };
+        let Some(user) = accounts::user_by_setup_token(&mut c, &token).await? else { return Ok(None) };
         // The pending secret is kept until the setup is completed; a reload makes a new one.
         let secret = auth::new_totp_secret();
         sqlx::query("UPDATE users SET totp_secret = $1 WHERE id = $2")
@@ -479,7 +480,7 @@ async fn setup(
     }
     let result: anyhow::Result<Result<Vec<String>, (User, String, &'static str)>> = async {
         let mut c = app.store.begin().await?;
-        let Some(user) = auth::user_by_setup_token(&mut c, &token).await? else {
+        let Some(user) = accounts::user_by_setup_token(&mut c, &token).await? else {
             return Ok(Err((dummy_user(), String::new(), "desk.setup_link_invalid")));
         };
         let secret = user.totp_secret.clone();
@@ -494,8 +495,8 @@ async fn setup(
         let Some(step) = auth::check_totp(&secret, &form.code, auth::now_unix()) else {
             return Ok(Err((user, secret, "desk.code_wrong")));
         };
-        auth::complete_setup(&mut c, user.id, &auth::hash_password(&form.password)?, &secret, step).await?;
-        let codes = auth::new_recovery_codes(&mut c, user.id).await?;
+        accounts::complete_setup(&mut c, user.id, &auth::hash_password(&form.password)?, &secret, step).await?;
+        let codes = accounts::new_recovery_codes(&mut c, user.id).await?;
         journal::append(
             &mut c,
             journal::NewEntry {
@@ -573,7 +574,7 @@ async fn logout(State(app): State<Shared>, desk: Desk, Form(form): Form<CsrfForm
         return r;
     }
     if let Ok(mut c) = app.store.begin().await {
-        let _ = auth::end_session(&mut c, &desk.session.id_hash).await;
+        let _ = accounts::end_session(&mut c, &desk.session.id_hash).await;
         let _ = c.commit().await;
     }
     let mut res = see_other("/intern/anmelden");
@@ -587,7 +588,7 @@ async fn logout_everywhere(State(app): State<Shared>, desk: Desk, Form(form): Fo
     }
     let result: anyhow::Result<()> = async {
         let mut c = app.store.begin().await?;
-        auth::end_all_sessions(&mut c, desk.user.id).await?;
+        accounts::end_all_sessions(&mut c, desk.user.id).await?;
         journal::append(
             &mut c,
             journal::NewEntry {

@@ -27,6 +27,7 @@ use crate::i18n;
 use crate::read::live::Shared;
 use crate::read::snapshot::{Availability, Details, Snapshot, Source};
 use crate::site::render::{self, v};
+use crate::store::accounts;
 use crate::store::journal;
 use crate::write::{self, WriteError};
 
@@ -1363,8 +1364,8 @@ async fn render_tokens(app: &Shared, desk: &Desk, notice: Option<String>, new_to
     let everyone = p.role == Role::Admin;
     let result = async {
         let mut c = app.store.begin().await?;
-        let tokens = auth::tokens(&mut c, if everyone { None } else { Some(p.user_id) }).await?;
-        let users = if everyone { auth::all_users(&mut c).await? } else { Vec::new() };
+        let tokens = accounts::tokens(&mut c, if everyone { None } else { Some(p.user_id) }).await?;
+        let users = if everyone { accounts::all_users(&mut c).await? } else { Vec::new() };
         Ok::<_, anyhow::Error>((tokens, users))
     }
     .await;
@@ -1511,7 +1512,7 @@ async fn render_users(app: &Shared, desk: &Desk, notice: Option<String>, created
     let snap = app.snapshot();
     let users = async {
         let mut c = app.store.begin().await?;
-        auth::all_users(&mut c).await
+        accounts::all_users(&mut c).await
     }
     .await;
     let users = match users {
@@ -1574,7 +1575,7 @@ async fn render_user(app: &Shared, desk: &Desk, id: i64, setup: Option<String>) 
     }
     let user = async {
         let mut c = app.store.begin().await?;
-        auth::user_by_id(&mut c, id).await
+        accounts::user_by_id(&mut c, id).await
     }
     .await;
     match user {
