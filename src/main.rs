@@ -11,6 +11,7 @@ mod demo;
 mod desk;
 mod desk_pages;
 mod domain;
+mod events;
 mod feeds;
 mod i18n;
 mod import;
