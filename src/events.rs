@@ -226,7 +226,8 @@ pub enum Event {
 
 /// What part of the public site an event may change; the export turns these into paths
 /// (`site` knows the URLs, this module does not).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(tag = "part", content = "key", rename_all = "snake_case")]
 pub enum Touch {
     /// Area-wide pages: home, overview, area feeds, the JSON API's lists.
     Area,
@@ -471,9 +472,14 @@ mod tests {
                 announcement: announcement(ScopeKind::Service, "wohngeld", Some("2099-01-01T00:00:00Z")),
                 created: false,
             },
-            Event::AnnouncementDrafted { announcement: announcement(ScopeKind::Municipality, "05962040", None), created: true },
+            Event::AnnouncementDrafted {
+                announcement: announcement(ScopeKind::Municipality, "05962040", None),
+                created: true,
+            },
             Event::AnnouncementCorrected { announcement: announcement(ScopeKind::District, "05962", None) },
-            Event::AnnouncementWithdrawn { announcement: announcement(ScopeKind::Area, "", Some("2026-12-01T00:00:00Z")) },
+            Event::AnnouncementWithdrawn {
+                announcement: announcement(ScopeKind::Area, "", Some("2026-12-01T00:00:00Z")),
+            },
             Event::FaqChanged {
                 entry: FaqEntry {
                     id: "f".into(),
@@ -570,11 +576,17 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&e.to_payload()).unwrap();
         assert_eq!(v["type"], "statement_changed");
         // The fields the untyped payload had stay where they were.
-        assert_eq!((v["service"].as_str(), v["level"].as_str(), v["version"].as_i64()), (Some("wohngeld"), Some("limited"), Some(2)));
+        assert_eq!(
+            (v["service"].as_str(), v["level"].as_str(), v["version"].as_i64()),
+            (Some("wohngeld"), Some("limited"), Some(2))
+        );
         assert_eq!(v["from"]["level"], "unavailable");
         assert_eq!(v["expected_return"], "2026-12-24");
         let step: serde_json::Value = serde_json::from_str(&samples()[13].to_payload()).unwrap();
-        assert_eq!((step["type"].as_str(), step["from"].as_str(), step["to"].as_str()), (Some("procedure_stepped"), Some("hardened"), Some("released")));
+        assert_eq!(
+            (step["type"].as_str(), step["from"].as_str(), step["to"].as_str()),
+            (Some("procedure_stepped"), Some("hardened"), Some("released"))
+        );
     }
 
     #[test]
@@ -625,10 +637,7 @@ mod tests {
         assert!(s[1].touches().contains(&Touch::District("05962".into())));
         assert!(s[3].touches().contains(&Touch::Announcement("a-1".into())));
         assert!(s[5].touches().is_empty(), "a draft is not public");
-        assert_eq!(
-            s[14].touches(),
-            vec![Touch::Procedure("kfz".into()), Touch::Municipality("05962040".into())]
-        );
+        assert_eq!(s[14].touches(), vec![Touch::Procedure("kfz".into()), Touch::Municipality("05962040".into())]);
         assert_eq!(s[16].touches(), vec![Touch::Everything]);
         assert!(s[18].touches().is_empty(), "accounts are not public");
     }

@@ -9,17 +9,6 @@ use sqlx::{AnyConnection, Row};
 
 use crate::events::Event;
 
-/// What a write wants recorded.
-pub struct NewEntry<'a> {
-    /// Who did it: a user name, `token:<name>`, `cli`, `system`.
-    pub author: &'a str,
-    /// Whose data it concerns: `area`, an AGS, `user:<name>` …
-    pub scope: &'a str,
-    /// What happened, dotted: `statement.set`, `announcement.publish`, `login.failures` …
-    pub kind: &'a str,
-    pub payload: serde_json::Value,
-}
-
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Entry {
     pub seq: i64,
@@ -54,10 +43,6 @@ pub async fn lock_head(c: &mut AnyConnection) -> Result<(i64, String)> {
 }
 
 /// Appends an entry; call inside the transaction that makes the change.
-pub async fn append(c: &mut AnyConnection, e: NewEntry<'_>) -> Result<Entry> {
-    append_text(c, e.author, e.scope, e.kind, e.payload.to_string()).await
-}
-
 async fn append_text(c: &mut AnyConnection, author: &str, scope: &str, kind: &str, payload: String) -> Result<Entry> {
     let (last_seq, last_hash) = lock_head(c).await?;
     let seq = last_seq + 1;

@@ -90,8 +90,21 @@ where
     let out = body(&mut tx).await?;
     store::bump_data_version(&mut tx).await?;
     tx.commit().await?;
-    app.refresh().await?;
+    if DEFER_REFRESH.try_with(|_| ()).is_err() {
+        app.refresh().await?;
+    }
     Ok(out)
+}
+
+tokio::task_local! {
+    /// Set while a batch of writes (the demo's history) runs: no rebuild after each write.
+    static DEFER_REFRESH: ();
+}
+
+/// Runs a batch of writes without rebuilding the snapshot after each; the caller refreshes
+/// (`App::refresh`) when it needs the new state and once at the end.
+pub async fn deferring_refresh<F: std::future::Future>(f: F) -> F::Output {
+    DEFER_REFRESH.scope((), f).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -174,10 +187,16 @@ pub async fn set_statements(
                 {
                     return Err(WriteError::Conflict { current: current_statement_json(c, ags, service).await? });
                 }
-                let st = Statement { scope_ags: ags.clone(), service_slug: service.clone(), version: current + 1, ..base.clone() };
+                let st = Statement {
+                    scope_ags: ags.clone(),
+                    service_slug: service.clone(),
+                    version: current + 1,
+                    ..base.clone()
+                };
                 let from = stated_before(c, ags, service).await?;
                 store::upsert_statement(c, &st).await?;
-                let event = Event::StatementChanged { scope: ags.clone(), service: service.clone(), to: Stated::of(&st), from };
+                let event =
+                    Event::StatementChanged { scope: ags.clone(), service: service.clone(), to: Stated::of(&st), from };
                 journal::append_event(c, &who.name, &event).await?;
                 saved.push(st);
             }
@@ -189,20 +208,7 @@ pub async fn set_statements(
 
 /// The statement a change replaces, for its event (`None`: there was none).
 async fn stated_before(c: &mut AnyConnection, ags: &str, service: &str) -> WriteResult<Option<Stated>> {
-    let row = sqlx::query("SELECT level, restrictions, workaround, backlog, expected_return, version FROM statements WHERE scope_ags = $1 AND service_slug = $2")
-        .bind(ags)
-        .bind(service)
-        .fetch_optional(&mut *c)
-        .await?;
-    let Some(r) = row else { return Ok(None) };
-    Ok(Some(Stated {
-        level: Level::parse(&r.try_get::<String, _>(0)?).unwrap_or(Level::Normal),
-        restrictions: r.try_get(1)?,
-        workaround: r.try_get(2)?,
-        backlog: r.try_get(3)?,
-        expected_return: r.try_get(4)?,
-        version: r.try_get(5)?,
-    }))
+    Ok(store::stated(c, ags, service).await?)
 }
 
 async fn statement_version(c: &mut AnyConnection, ags: &str, service: &str) -> WriteResult<i64> {
@@ -264,7 +270,8 @@ pub async fn withdraw_statement(
                 .bind(&service)
                 .execute(&mut *c)
                 .await?;
-            let event = Event::StatementWithdrawn { scope: ags.clone(), service: service.clone(), version: current, from };
+            let event =
+                Event::StatementWithdrawn { scope: ags.clone(), service: service.clone(), version: current, from };
             journal::append_event(c, &who.name, &event).await?;
             Ok(())
         })
@@ -356,6 +363,17 @@ fn announcement_payload(a: &Announcement, version: i64) -> serde_json::Value {
 }
 
 pub async fn create_announcement(app: &App, who: &Principal, input: &AnnouncementInput) -> WriteResult<Announcement> {
+    create_announcement_as(app, who, input, None).await
+}
+
+/// `create_announcement` with a given id instead of one made from the title (the demo's
+/// announcements keep their well-known ids).
+pub async fn create_announcement_as(
+    app: &App,
+    who: &Principal,
+    input: &AnnouncementInput,
+    id: Option<&str>,
+) -> WriteResult<Announcement> {
     let snap = app.snapshot();
     let (kind, scope_ref) = scope_of(&snap, &input.scope, &input.scope_ref)?;
     allow(who, Action::EditAnnouncement { scope: &kind, scope_ref: &scope_ref })?;
@@ -365,7 +383,7 @@ pub async fn create_announcement(app: &App, who: &Principal, input: &Announcemen
     }
     let now = time::now_rfc3339();
     let a = Announcement {
-        id: new_id(&title),
+        id: id.map(str::to_string).unwrap_or_else(|| new_id(&title)),
         scope_kind: kind,
         scope_ref,
         lang: lang(&input.lang)?,
@@ -637,7 +655,10 @@ pub async fn save_referral(
 
 /// Office and service of a referral about to be deleted, for its event.
 async fn referral_before(c: &mut AnyConnection, id: &str) -> WriteResult<(String, String)> {
-    let row = sqlx::query("SELECT office_slug, service_slug FROM referrals WHERE id = $1").bind(id).fetch_one(&mut *c).await?;
+    let row = sqlx::query("SELECT office_slug, service_slug FROM referrals WHERE id = $1")
+        .bind(id)
+        .fetch_one(&mut *c)
+        .await?;
     Ok((row.try_get(0)?, row.try_get(1)?))
 }
 
@@ -795,7 +816,8 @@ pub async fn create_user(app: &App, who: &Principal, input: &UserInput) -> Write
             }
             let id = auth::insert_user(c, &username, &display_name, role, &scopes).await?;
             let token = auth::issue_setup_token(c, id).await?;
-            let event = Event::UserCreated { username: username.clone(), role: role.as_str().into(), scopes: scopes.clone() };
+            let event =
+                Event::UserCreated { username: username.clone(), role: role.as_str().into(), scopes: scopes.clone() };
             journal::append_event(c, &who.name, &event).await?;
             Ok((id, token))
         })
@@ -1085,7 +1107,11 @@ pub async fn save_procedure(
             for s in &services {
                 store::link_service_procedure(c, s, &saved.slug).await?;
             }
-            let event = Event::ProcedureSaved { procedure: saved.clone(), services: services.clone(), created: saved.version == 1 };
+            let event = Event::ProcedureSaved {
+                procedure: saved.clone(),
+                services: services.clone(),
+                created: saved.version == 1,
+            };
             journal::append_event(c, &who.name, &event).await?;
             Ok(())
         })
@@ -1153,7 +1179,8 @@ pub async fn step_procedure(
                 .await?;
                 store::insert_procedure_step(c, name, from.as_str(), stage.as_str(), &now, &who.name, &note).await?;
                 let because_of = (*name != slug).then(|| slug.clone());
-                let event = Event::ProcedureStepped { procedure: name.clone(), from, to: *stage, evidence: note, because_of };
+                let event =
+                    Event::ProcedureStepped { procedure: name.clone(), from, to: *stage, evidence: note, because_of };
                 journal::append_event(c, &who.name, &event).await?;
             }
             for r in &rollouts {
