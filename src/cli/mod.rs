@@ -176,6 +176,16 @@ enum JournalCommand {
         #[arg(long, value_parser = ["csv", "json"], default_value = "json")]
         format: String,
     },
+    /// Print the typed events after entry SINCE in order, one JSON object a line (what the
+    /// outbox and the export consume); entries from before typed events are left out.
+    Events {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[arg(long, default_value_t = 0)]
+        since: i64,
+        #[arg(long, default_value_t = 100_000)]
+        limit: i64,
+    },
 }
 
 fn database_url(db: &DatabaseArgs) -> String {
@@ -298,6 +308,18 @@ async fn journal_command(command: JournalCommand) -> Result<()> {
             let mut c = store.begin().await?;
             let entries = journal::all(&mut c).await?;
             print!("{}", journal::export(&entries, &format)?);
+            Ok(())
+        }
+        JournalCommand::Events { db, since, limit } => {
+            let store = store::Store::connect(&database_url(&db)).await?;
+            let mut c = store.begin().await?;
+            for e in journal::events_since(&mut c, since, limit).await? {
+                let line = serde_json::json!({
+                    "seq": e.seq, "at": e.at, "author": e.author, "kind": e.event.kind(), "scope": e.event.scope(),
+                    "touches": e.event.touches(), "event": e.event,
+                });
+                println!("{line}");
+            }
             Ok(())
         }
     }
@@ -463,19 +485,24 @@ async fn serve(
         _ => database_url(&db),
     };
     let store = store::Store::connect(&url).await?;
-    if let Some(demo) = demo {
-        if store.is_empty().await? {
-            demo::seed(&store, demo).await.context("seeding the demo")?;
-            tracing::info!(?demo, "demo data seeded");
-        } else {
+    let seed = match demo {
+        Some(demo) if store.is_empty().await? => Some(demo),
+        Some(_) => {
             tracing::info!("database already holds data; the demo is not seeded again");
+            None
         }
-    }
+        None => None,
+    };
 
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
     let public_url = public_url.unwrap_or_else(|| format!("http://{local}")).trim_end_matches('/').to_string();
     let app = Arc::new(App::load(store, public_url).await?);
+    if let Some(demo) = seed {
+        // Through the same write operations as everyone else, so the journal tells the story.
+        demo::seed(&app, demo).await.context("seeding the demo")?;
+        tracing::info!(?demo, "demo data seeded");
+    }
 
     // Changes written by other processes (an import, another instance) become visible within poll_ms.
     let watcher = app.clone();

@@ -9,10 +9,14 @@ use chrono::Duration;
 use serde::Deserialize;
 use sqlx::AnyConnection;
 
+use crate::domain::authz::Principal;
+use crate::domain::events::{Event, ImportCount};
 use crate::domain::time;
 use crate::domain::*;
+use crate::read::live::App;
+use crate::store;
 use crate::store::accounts;
-use crate::store::{self, Store};
+use crate::write;
 
 const GEMEINDEN: &str = include_str!("../../data/gemeinden-de.csv");
 const POSTLEITZAHLEN: &str = include_str!("../../data/postleitzahlen-de.csv");
@@ -254,52 +258,263 @@ async fn seed_accounts(c: &mut AnyConnection) -> Result<()> {
             .execute(&mut *c)
             .await?;
     }
-    crate::store::journal::append(
-        c,
-        crate::store::journal::NewEntry {
-            author: "system",
-            scope: "area",
-            kind: "demo.seed",
-            payload: serde_json::json!({ "accounts": DEMO_ACCOUNTS.iter().map(|a| a.0).collect::<Vec<_>>() }),
-        },
-    )
-    .await?;
     Ok(())
 }
 
-/// Seeds `demo` into an empty database in one transaction.
-pub async fn seed(store: &Store, demo: Demo) -> Result<()> {
+fn demo_name(demo: Demo) -> &'static str {
+    match demo {
+        Demo::Suedwestfalen => "suedwestfalen",
+        Demo::Germany => "germany",
+    }
+}
+
+/// Seeds `demo` into an empty database. The places and the catalogue (towns, districts, postal
+/// codes, services, offices, referrals, FAQ, the procedures' descriptions and their rollout
+/// plan) go in directly, in one transaction journaled as one `ImportApplied`; then the month of
+/// history (statements, announcements and their corrections, gate steps, rollouts) is replayed
+/// in story order through the write operations of `writes`, with the clock set to each
+/// moment, so the journal tells the story. The snapshot is rebuilt once after the catalogue,
+/// after each gate step (the gate checks still read the snapshot) and once at the end.
+pub async fn seed(app: &App, demo: Demo) -> Result<()> {
     let ds = build(demo)?;
-    let mut tx = store.begin().await?;
+    let story = story(&ds)?;
+    let mut tx = app.store.begin().await?;
     crate::store::journal::lock_head(&mut tx).await?;
-    write_dataset(&mut tx, &ds).await?;
+    write_catalogue(&mut tx, &ds).await?;
     seed_accounts(&mut tx).await?;
-    store::set_meta(
-        &mut tx,
-        "demo",
-        match demo {
-            Demo::Suedwestfalen => "suedwestfalen",
-            Demo::Germany => "germany",
-        },
-    )
-    .await?;
-    store::bump_places_version(&mut tx).await?;
-    store::bump_data_version(&mut tx).await?;
-    tx.commit().await?;
+    store::set_meta(&mut tx, "demo", demo_name(demo)).await?;
+    let counts = [
+        ("districts", ds.districts.len()),
+        ("municipalities", ds.municipalities.len()),
+        ("postal_codes", ds.postal_codes.len()),
+        ("services", ds.services.len()),
+        ("offices", ds.offices.len()),
+        ("referrals", ds.referrals.len()),
+        ("faq", ds.faq.len()),
+        ("procedures", ds.procedures.len()),
+        ("rollouts", ds.rollouts.len()),
+    ]
+    .into_iter()
+    .map(|(k, n)| (k.to_string(), ImportCount { new: n, updated: 0 }))
+    .collect();
+    let source = vec![format!("demo:{}", demo_name(demo))];
+    let start = story.first().map(|(t, _)| *t - Duration::hours(1)).unwrap_or_else(chrono::Utc::now);
+    time::with_clock(async {
+        time::set_clock(start);
+        crate::store::journal::append_event(&mut tx, "system", &Event::ImportApplied { source, counts }).await?;
+        let accounts = DEMO_ACCOUNTS.iter().map(|a| a.0.to_string()).collect();
+        crate::store::journal::append_event(
+            &mut tx,
+            "system",
+            &Event::DemoSeeded { demo: demo_name(demo).into(), accounts },
+        )
+        .await?;
+        store::bump_places_version(&mut tx).await?;
+        store::bump_data_version(&mut tx).await?;
+        tx.commit().await?;
+        app.refresh().await?;
+        write::deferring_refresh(replay(app, &ds, story)).await?;
+        app.refresh().await
+    })
+    .await
+}
+
+/// One move of the story.
+enum Move {
+    Statements { targets: Vec<String>, services: Vec<String>, input: write::StatementInput },
+    Announce { input: write::AnnouncementInput, id: String },
+    Correct { input: write::AnnouncementInput, id: String },
+    Step { procedure: String, to: crate::domain::recovery::Stage, evidence: &'static str },
+    Rollout(write::RolloutInput),
+}
+
+async fn replay(app: &App, _ds: &Dataset, story: Vec<(chrono::DateTime<chrono::Utc>, Move)>) -> Result<()> {
+    let who =
+        Principal { user_id: 0, name: "Demo".into(), role: crate::domain::authz::Role::Admin, scopes: Vec::new() };
+    let fail = |what: String| move |e: write::WriteError| anyhow::anyhow!("demo: {what}: {e:?}");
+    for (at, m) in story {
+        time::set_clock(at);
+        match m {
+            Move::Statements { targets, services, input } => {
+                write::set_statements(app, &who, &targets, &services, &input, None)
+                    .await
+                    .map_err(fail(format!("statements {services:?}")))?;
+            }
+            Move::Announce { input, id } => {
+                write::create_announcement_as(app, &who, &input, Some(&id)).await.map_err(fail(id))?;
+            }
+            Move::Correct { input, id } => {
+                write::update_announcement(app, &who, &id, &input, None).await.map_err(fail(id))?;
+            }
+            Move::Step { procedure, to, evidence } => {
+                write::step_procedure(app, &who, &procedure, to.as_str(), evidence)
+                    .await
+                    .map_err(fail(format!("{procedure} to {to:?}")))?;
+                // The next gate check reads the snapshot.
+                app.refresh().await?;
+            }
+            Move::Rollout(input) => {
+                let what = format!("rollout of {} to {}", input.procedure, input.stage);
+                write::set_rollout(app, &who, &input).await.map_err(fail(what))?;
+            }
+        }
+    }
     Ok(())
 }
 
-pub async fn write_dataset(c: &mut AnyConnection, ds: &Dataset) -> Result<()> {
+/// The history behind the demo's current state, in story order. Everything ends where `build`
+/// says; moves that the gates would refuse at their scenario time (a rollout before its
+/// release) happen a minute after the step that allows them.
+fn story(ds: &Dataset) -> Result<Vec<(chrono::DateTime<chrono::Utc>, Move)>> {
+    use crate::domain::recovery::{Rollout, Stage};
+    let t = |s: &str| time::parse_rfc3339(s).with_context(|| format!("demo time {s}"));
+    let mut moves: Vec<(chrono::DateTime<chrono::Utc>, u8, Move)> = Vec::new();
+
+    // Statements, as they stand in the end: one write per time, content and set of towns.
+    let mut groups: BTreeMap<(String, String, String, String, String, String, String), BTreeMap<String, Vec<String>>> =
+        BTreeMap::new();
+    for st in &ds.statements {
+        let key = (
+            st.stated_at.clone(),
+            st.level.as_str().to_string(),
+            st.restrictions.clone(),
+            st.workaround.clone(),
+            st.backlog.clone(),
+            st.expected_return.clone(),
+            String::new(),
+        );
+        groups.entry(key).or_default().entry(st.service_slug.clone()).or_default().push(st.scope_ags.clone());
+    }
+    for ((at, level, restrictions, workaround, backlog, expected_return, _), by_service) in groups {
+        let mut by_targets: BTreeMap<Vec<String>, Vec<String>> = BTreeMap::new();
+        for (service, mut targets) in by_service {
+            targets.sort();
+            by_targets.entry(targets).or_default().push(service);
+        }
+        for (targets, services) in by_targets {
+            let input = write::StatementInput {
+                level: level.clone(),
+                restrictions: restrictions.clone(),
+                workaround: workaround.clone(),
+                backlog: backlog.clone(),
+                expected_return: expected_return.clone(),
+            };
+            moves.push((t(&at)?, 2, Move::Statements { targets, services, input }));
+        }
+    }
+
+    // Gate steps, a few days apart, the last at the procedure's `stage_since`; dependencies first.
+    let evidence = |to: Stage| match to {
+        Stage::UnderReview => "Forensische Prüfung begonnen",
+        Stage::Cleared => "Forensische Prüfung ohne Hinweise auf Kompromittierung abgeschlossen",
+        Stage::Hardened => "Neue Sicherheitsrichtlinien umgesetzt und abgenommen",
+        Stage::Released => "Freigabe für den Basisbetrieb durch den Krisenstab",
+        Stage::Normal => "Regelbetrieb wiederhergestellt",
+        Stage::Down => "",
+    };
+    let mut reached: HashMap<String, BTreeMap<Stage, chrono::DateTime<chrono::Utc>>> = HashMap::new();
+    let mut pending: Vec<&crate::domain::recovery::Procedure> = ds.procedures.iter().collect();
+    while !pending.is_empty() {
+        let before = pending.len();
+        let mut rest = Vec::new();
+        for p in pending {
+            if p.depends_on.iter().any(|d| !reached.contains_key(d) && *d != p.slug) {
+                rest.push(p);
+                continue;
+            }
+            let stages: Vec<Stage> = Stage::ALL.into_iter().filter(|s| *s > Stage::Down && *s <= p.stage).collect();
+            let last = t(&p.stage_since)?;
+            let mut times = BTreeMap::new();
+            let mut prev: Option<chrono::DateTime<chrono::Utc>> = None;
+            for (i, to) in stages.iter().enumerate() {
+                let mut at = last - Duration::days(2 * (stages.len() - 1 - i) as i64);
+                if *to >= Stage::Released {
+                    for d in &p.depends_on {
+                        if let Some(dep) = reached.get(d).and_then(|r| r.get(&Stage::Released)) {
+                            at = at.max(*dep + Duration::minutes(1));
+                        }
+                    }
+                }
+                if let Some(prev) = prev {
+                    at = at.max(prev + Duration::minutes(1));
+                }
+                prev = Some(at);
+                times.insert(*to, at);
+                moves.push((at, 0, Move::Step { procedure: p.slug.clone(), to: *to, evidence: evidence(*to) }));
+            }
+            reached.insert(p.slug.clone(), times);
+        }
+        if rest.len() == before {
+            bail!("demo procedures depend on each other in a circle");
+        }
+        pending = rest;
+    }
+
+    // Rollouts as they stand in the end: one write per procedure, stage, time and expectation.
+    let slug_of: HashMap<&str, &str> = ds.municipalities.iter().map(|m| (m.ags.as_str(), m.slug.as_str())).collect();
+    let mut rollouts: BTreeMap<(String, String, String, String), Vec<String>> = BTreeMap::new();
+    for r in ds.rollouts.iter().filter(|r| r.stage != Rollout::NotStarted) {
+        let key = (r.since.clone(), r.procedure_slug.clone(), r.stage.as_str().to_string(), r.expected_date.clone());
+        rollouts.entry(key).or_default().push(slug_of[r.municipality_ags.as_str()].to_string());
+    }
+    for ((since, procedure, stage, expected_date), municipalities) in rollouts {
+        let needs = if stage == Rollout::Normal.as_str() { Stage::Normal } else { Stage::Released };
+        let mut at = t(&since)?;
+        if let Some(ready) = reached.get(&procedure).and_then(|r| r.get(&needs)) {
+            at = at.max(*ready + Duration::minutes(1));
+        }
+        let input = write::RolloutInput { procedure, stage, municipalities, districts: Vec::new(), expected_date };
+        moves.push((at, 1, Move::Rollout(input)));
+    }
+
+    // Announcements: published (or drafted) when the scenario says, corrections later.
+    for a in &ds.announcements {
+        let input = write::AnnouncementInput {
+            scope: a.scope_kind.as_str().into(),
+            scope_ref: a.scope_ref.clone(),
+            lang: a.lang.clone(),
+            title: a.title.clone(),
+            body: a.body.clone(),
+            publish: if a.published_at.is_some() { "now".into() } else { "draft".into() },
+        };
+        let created = t(a.published_at.as_deref().unwrap_or(&a.updated_at))?;
+        moves.push((created, 3, Move::Announce { input: input.clone(), id: a.id.clone() }));
+        let updated = t(&a.updated_at)?;
+        if updated > created {
+            moves.push((updated, 3, Move::Correct { input, id: a.id.clone() }));
+        }
+    }
+    moves.sort_by_key(|(at, order, _)| (*at, *order));
+    Ok(moves.into_iter().map(|(at, _, m)| (at, m)).collect())
+}
+
+/// Places, catalogue, FAQ, referrals, the procedures' descriptions (not yet stepped) and their
+/// rollout plan (every served town not started).
+async fn write_catalogue(c: &mut AnyConnection, ds: &Dataset) -> Result<()> {
+    use crate::domain::recovery::{Procedure, Rollout, RolloutRecord, Stage};
     store::set_meta(c, "area_name", &ds.area_name).await?;
     store::set_meta(c, "provider_name", &ds.provider_name).await?;
-    store::upsert_dataset(c, ds).await?;
-    for a in &ds.announcements {
-        store::insert_announcement(c, a).await?;
-    }
+    let places = Dataset { statements: Vec::new(), ..ds.clone() };
+    store::upsert_dataset(c, &places).await?;
     for f in &ds.faq {
         store::insert_faq(c, f).await?;
     }
-    seed_procedure_history(c, ds).await?;
+    for p in &ds.procedures {
+        store::upsert_procedure(c, &Procedure { stage: Stage::Down, ..p.clone() }).await?;
+    }
+    for (service, procedure) in &ds.service_procedures {
+        store::link_service_procedure(c, service, procedure).await?;
+    }
+    for r in &ds.rollouts {
+        let since = ds.procedures.iter().find(|p| p.slug == r.procedure_slug).map(|p| p.stage_since.clone());
+        let plan = RolloutRecord {
+            stage: Rollout::NotStarted,
+            since: if r.stage == Rollout::NotStarted { r.since.clone() } else { since.unwrap_or_default() },
+            expected_date: if r.stage == Rollout::NotStarted { r.expected_date.clone() } else { String::new() },
+            ..r.clone()
+        };
+        store::upsert_rollout(c, &plan).await?;
+    }
     Ok(())
 }
 
@@ -653,38 +868,6 @@ fn build_recovery(
         let p = ds.procedures.iter().find(|p| p.slug == r.procedure_slug).context("rollout of an unknown procedure")?;
         crate::domain::recovery::check_rollout(p.stage, Rollout::NotStarted, r.stage)
             .map_err(|u| anyhow::anyhow!("demo rollout of {} breaks a gate: {u:?}", p.slug))?;
-    }
-    Ok(())
-}
-
-/// The stage history of each procedure, as if it had passed every gate.
-async fn seed_procedure_history(c: &mut AnyConnection, ds: &Dataset) -> Result<()> {
-    use crate::domain::recovery::Stage;
-    let evidence = |to: Stage| match to {
-        Stage::UnderReview => "Forensische Prüfung begonnen",
-        Stage::Cleared => "Forensische Prüfung ohne Hinweise auf Kompromittierung abgeschlossen",
-        Stage::Hardened => "Neue Sicherheitsrichtlinien umgesetzt und abgenommen",
-        Stage::Released => "Freigabe für den Basisbetrieb durch den Krisenstab",
-        Stage::Normal => "Regelbetrieb wiederhergestellt",
-        Stage::Down => "",
-    };
-    for p in &ds.procedures {
-        store::upsert_procedure(c, p).await?;
-        // The steps up to the current stage, a few days apart, the last one at `stage_since`.
-        let reached: Vec<Stage> = Stage::ALL.into_iter().filter(|s| *s > Stage::Down && *s <= p.stage).collect();
-        let last = time::parse_rfc3339(&p.stage_since).unwrap_or_else(chrono::Utc::now);
-        let mut from = Stage::Down;
-        for (i, to) in reached.iter().enumerate() {
-            let at = time::format_rfc3339(last - Duration::days(2 * (reached.len() - 1 - i) as i64));
-            store::insert_procedure_step(c, &p.slug, from.as_str(), to.as_str(), &at, "Demo", evidence(*to)).await?;
-            from = *to;
-        }
-    }
-    for (service, procedure) in &ds.service_procedures {
-        store::link_service_procedure(c, service, procedure).await?;
-    }
-    for r in &ds.rollouts {
-        store::upsert_rollout(c, r).await?;
     }
     Ok(())
 }

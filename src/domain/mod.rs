@@ -2,6 +2,7 @@
 //! German terms are in `PRODUCT.md`; code uses the English words.
 
 pub mod authz;
+pub mod events;
 pub mod recovery;
 pub mod time;
 

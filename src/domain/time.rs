@@ -2,8 +2,31 @@
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc, Weekday};
 
+tokio::task_local! {
+    /// The story's time while the demo seeds its history; unset everywhere else.
+    static CLOCK: std::cell::Cell<Option<DateTime<Utc>>>;
+}
+
+/// Now: the wall clock, or inside [`with_clock`] the time last set with [`set_clock`]. Every
+/// write (its rows and its journal entries) takes its time from here, so the demo can replay a
+/// month of history through the same write operations. The override is task-local: it cannot
+/// leak into requests or other tasks.
+pub fn now() -> DateTime<Utc> {
+    CLOCK.try_with(|c| c.get()).ok().flatten().unwrap_or_else(Utc::now)
+}
+
 pub fn now_rfc3339() -> String {
-    format_rfc3339(Utc::now())
+    format_rfc3339(now())
+}
+
+/// Runs `f` with a settable clock (initially the wall clock).
+pub async fn with_clock<F: std::future::Future>(f: F) -> F::Output {
+    CLOCK.scope(std::cell::Cell::new(None), f).await
+}
+
+/// Sets the clock of the surrounding [`with_clock`]; outside one it does nothing.
+pub fn set_clock(t: DateTime<Utc>) {
+    let _ = CLOCK.try_with(|c| c.set(Some(t)));
 }
 
 pub fn format_rfc3339(t: DateTime<Utc>) -> String {

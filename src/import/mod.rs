@@ -1075,6 +1075,36 @@ async fn write(c: &mut AnyConnection, ds: &Dataset) -> Result<()> {
     store::bump_data_version(c).await
 }
 
+/// Journals the import in its transaction: every statement it wrote as a `StatementChanged`
+/// (with what it replaced), everything else as one `ImportApplied` with counts and file names.
+async fn journal_import(
+    c: &mut AnyConnection,
+    files: &[PathBuf],
+    ds: &Dataset,
+    counts: &Counts,
+    before: Vec<Option<crate::domain::events::Stated>>,
+) -> Result<()> {
+    use crate::domain::events::{Event, ImportCount, Stated};
+    let others: BTreeMap<String, ImportCount> = counts
+        .iter()
+        .filter(|(kind, _)| **kind != Kind::Statements)
+        .map(|(kind, &(new, updated))| (kind.name().to_string(), ImportCount { new, updated }))
+        .collect();
+    if !others.is_empty() {
+        let source = files
+            .iter()
+            .map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| f.display().to_string()))
+            .collect();
+        crate::store::journal::append_event(c, "cli", &Event::ImportApplied { source, counts: others }).await?;
+    }
+    for (st, from) in ds.statements.iter().zip(before) {
+        let to = Stated { version: from.as_ref().map_or(1, |f| f.version + 1), ..Stated::of(st) };
+        let event = Event::StatementChanged { scope: st.scope_ags.clone(), service: st.service_slug.clone(), to, from };
+        crate::store::journal::append_event(c, "cli", &event).await?;
+    }
+    Ok(())
+}
+
 fn summary(counts: &Counts) -> String {
     let parts: Vec<String> = counts
         .iter()
@@ -1110,15 +1140,22 @@ pub async fn import(store: &Store, files: &[PathBuf], kind: Option<Kind>) -> Res
         }
     }
 
-    // Reads and writes in one transaction, so the checks see what the writes change.
+    // Reads and writes in one transaction, so the checks see what the writes change; the journal
+    // lock first, as every write does, so imports and other writes are serialised.
     let mut tx = store.begin().await?;
+    crate::store::journal::lock_head(&mut tx).await?;
     let existing = load_existing(&mut tx).await?;
     let (ds, counts) = build(&records, &existing, &mut problems);
     if problems.any() {
         tx.rollback().await?;
         bail!(problems.report());
     }
+    let mut before = Vec::with_capacity(ds.statements.len());
+    for st in &ds.statements {
+        before.push(store::stated(&mut tx, &st.scope_ags, &st.service_slug).await?);
+    }
     write(&mut tx, &ds).await?;
+    journal_import(&mut tx, files, &ds, &counts, before).await?;
     tx.commit().await?;
     Ok(summary(&counts))
 }

@@ -7,16 +7,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::{AnyConnection, Row};
 
-/// What a write wants recorded.
-pub struct NewEntry<'a> {
-    /// Who did it: a user name, `token:<name>`, `cli`, `system`.
-    pub author: &'a str,
-    /// Whose data it concerns: `area`, an AGS, `user:<name>` …
-    pub scope: &'a str,
-    /// What happened, dotted: `statement.set`, `announcement.publish`, `login.failures` …
-    pub kind: &'a str,
-    pub payload: serde_json::Value,
-}
+use crate::domain::events::Event;
 
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Entry {
@@ -52,20 +43,19 @@ pub async fn lock_head(c: &mut AnyConnection) -> Result<(i64, String)> {
 }
 
 /// Appends an entry; call inside the transaction that makes the change.
-pub async fn append(c: &mut AnyConnection, e: NewEntry<'_>) -> Result<Entry> {
+async fn append_text(c: &mut AnyConnection, author: &str, scope: &str, kind: &str, payload: String) -> Result<Entry> {
     let (last_seq, last_hash) = lock_head(c).await?;
     let seq = last_seq + 1;
     let at = crate::domain::time::now_rfc3339();
-    let payload = e.payload.to_string();
-    let hash = entry_hash(&last_hash, seq, &at, e.author, e.scope, e.kind, &payload);
+    let hash = entry_hash(&last_hash, seq, &at, author, scope, kind, &payload);
     sqlx::query(
         "INSERT INTO journal (seq, at, author, scope, kind, payload, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(seq)
     .bind(&at)
-    .bind(e.author)
-    .bind(e.scope)
-    .bind(e.kind)
+    .bind(author)
+    .bind(scope)
+    .bind(kind)
     .bind(&payload)
     .bind(&last_hash)
     .bind(&hash)
@@ -79,13 +69,48 @@ pub async fn append(c: &mut AnyConnection, e: NewEntry<'_>) -> Result<Entry> {
     Ok(Entry {
         seq,
         at,
-        author: e.author.into(),
-        scope: e.scope.into(),
-        kind: e.kind.into(),
+        author: author.into(),
+        scope: scope.into(),
+        kind: kind.into(),
         payload,
         prev_hash: last_hash,
         hash,
     })
+}
+
+/// Appends one typed event as one entry (kind and scope from the event, payload = the event);
+/// call inside the transaction that makes the change. The time is `time::now_rfc3339()`, which
+/// the demo sets to the story's time (`time::with_clock`).
+pub async fn append_event(c: &mut AnyConnection, author: &str, event: &Event) -> Result<Entry> {
+    append_text(c, author, &event.scope(), event.kind(), event.to_payload()).await
+}
+
+/// An event as read back from the journal, with the entry's position, time and author.
+#[derive(Clone, Debug)]
+pub struct StoredEvent {
+    pub seq: i64,
+    pub at: String,
+    pub author: String,
+    pub event: Event,
+}
+
+/// The typed events after `seq` (0: from the start), in order, at most `limit`: what an outbox
+/// worker or an export on any instance consumes, remembering the last `seq` it handled. Entries
+/// written before typed events (payload without `"type"`) are skipped; they stay in the chain.
+pub async fn events_since(c: &mut AnyConnection, seq: i64, limit: i64) -> Result<Vec<StoredEvent>> {
+    let rows = sqlx::query("SELECT * FROM journal WHERE seq > $1 ORDER BY seq LIMIT $2")
+        .bind(seq)
+        .bind(limit)
+        .fetch_all(&mut *c)
+        .await?;
+    let mut out = Vec::new();
+    for row in &rows {
+        let e = row_to_entry(row)?;
+        if let Some(event) = Event::from_payload(&e.payload) {
+            out.push(StoredEvent { seq: e.seq, at: e.at, author: e.author, event });
+        }
+    }
+    Ok(out)
 }
 
 /// Filter for reading the journal.
@@ -242,6 +267,66 @@ mod tests {
             });
         }
         out
+    }
+
+    /// Appends an entry to a chain in memory, as `append` does in the database.
+    fn push(chain: &mut Vec<Entry>, kind: &str, scope: &str, payload: String) {
+        let seq = chain.len() as i64 + 1;
+        let prev_hash = chain.last().map(|e| e.hash.clone()).unwrap_or_default();
+        let at = format!("2026-01-01T00:{seq:02}:00Z");
+        let hash = entry_hash(&prev_hash, seq, &at, "a", scope, kind, &payload);
+        chain.push(Entry {
+            seq,
+            at,
+            author: "a".into(),
+            scope: scope.into(),
+            kind: kind.into(),
+            payload,
+            prev_hash,
+            hash,
+        });
+    }
+
+    #[test]
+    fn a_chain_of_old_untyped_and_new_typed_entries_verifies() {
+        use crate::domain::events::{Event, Stated};
+        let mut c = Vec::new();
+        // Entries as written before typed events, byte for byte as `json!(..).to_string()` made them.
+        push(&mut c, "demo.seed", "area", r#"{"accounts":["admin","krisenstab"]}"#.into());
+        push(
+            &mut c,
+            "statement.set",
+            "05962040",
+            r#"{"backlog":"","expected_return":"","level":"limited","restrictions":"","service":"wohngeld","version":1,"workaround":""}"#.into(),
+        );
+        let event = Event::StatementChanged {
+            scope: "05962040".into(),
+            service: "wohngeld".into(),
+            to: Stated {
+                level: crate::domain::Level::Normal,
+                restrictions: String::new(),
+                workaround: String::new(),
+                backlog: String::new(),
+                expected_return: String::new(),
+                version: 2,
+            },
+            from: None,
+        };
+        push(&mut c, event.kind(), &event.scope(), event.to_payload());
+        push(&mut c, "user.create", "user:x", r#"{"role":"viewer","scopes":[],"username":"x"}"#.into());
+        let event = Event::UserCreated { username: "y".into(), role: "viewer".into(), scopes: vec![] };
+        push(&mut c, event.kind(), &event.scope(), event.to_payload());
+        let (s, h) = head(&c);
+        assert_eq!(verify(&c, (s, &h)), Ok(()));
+        // Only the typed ones read back as events; the old ones keep their bytes.
+        let typed: Vec<i64> = c.iter().filter(|e| Event::from_payload(&e.payload).is_some()).map(|e| e.seq).collect();
+        assert_eq!(typed, vec![3, 5]);
+        // Tampering is found in either format.
+        for seq in [2usize, 3] {
+            let mut altered = c.clone();
+            altered[seq - 1].payload = altered[seq - 1].payload.replace("wohngeld", "briefwahl");
+            assert_eq!(verify(&altered, (s, &h)), Err(Problem::Altered { seq: seq as i64 }));
+        }
     }
 
     fn head(e: &[Entry]) -> (i64, String) {

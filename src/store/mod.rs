@@ -725,3 +725,24 @@ pub async fn procedure_steps(c: &mut AnyConnection, procedure: &str) -> Result<V
         })
         .collect()
 }
+
+/// A statement's content as its events carry it (`None`: there is none).
+pub async fn stated(c: &mut AnyConnection, ags: &str, service: &str) -> Result<Option<crate::domain::events::Stated>> {
+    let row = sqlx::query(
+        "SELECT level, restrictions, workaround, backlog, expected_return, version FROM statements
+         WHERE scope_ags = $1 AND service_slug = $2",
+    )
+    .bind(ags)
+    .bind(service)
+    .fetch_optional(&mut *c)
+    .await?;
+    let Some(r) = row else { return Ok(None) };
+    Ok(Some(crate::domain::events::Stated {
+        level: Level::parse(&r.try_get::<String, _>(0)?).unwrap_or(Level::Normal),
+        restrictions: r.try_get(1)?,
+        workaround: r.try_get(2)?,
+        backlog: r.try_get(3)?,
+        expected_return: r.try_get(4)?,
+        version: r.try_get(5)?,
+    }))
+}

@@ -10,12 +10,13 @@ use sqlx::{AnyConnection, Row};
 use crate::auth;
 use crate::domain::authz::{Action, authorize};
 use crate::domain::authz::{Principal, Role};
+use crate::domain::events::{AnnouncementState, Event, Stated};
 use crate::domain::time;
 use crate::domain::*;
 use crate::read::live::App;
 use crate::store;
 use crate::store::accounts;
-use crate::store::journal::{self, NewEntry};
+use crate::store::journal;
 
 /// Why a write did not happen. Nothing was stored in any of these cases.
 #[derive(Debug)]
@@ -91,12 +92,21 @@ where
     let out = body(&mut tx).await?;
     store::bump_data_version(&mut tx).await?;
     tx.commit().await?;
-    app.refresh().await?;
+    if DEFER_REFRESH.try_with(|_| ()).is_err() {
+        app.refresh().await?;
+    }
     Ok(out)
 }
 
-fn entry<'a>(who: &'a Principal, scope: &'a str, kind: &'a str, payload: serde_json::Value) -> NewEntry<'a> {
-    NewEntry { author: &who.name, scope, kind, payload }
+tokio::task_local! {
+    /// Set while a batch of writes (the demo's history) runs: no rebuild after each write.
+    static DEFER_REFRESH: ();
+}
+
+/// Runs a batch of writes without rebuilding the snapshot after each; the caller refreshes
+/// (`App::refresh`) when it needs the new state and once at the end.
+pub async fn deferring_refresh<F: std::future::Future>(f: F) -> F::Output {
+    DEFER_REFRESH.scope((), f).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -179,22 +189,28 @@ pub async fn set_statements(
                 {
                     return Err(WriteError::Conflict { current: current_statement_json(c, ags, service).await? });
                 }
-                let st = Statement { scope_ags: ags.clone(), service_slug: service.clone(), version: current + 1, ..base.clone() };
+                let st = Statement {
+                    scope_ags: ags.clone(),
+                    service_slug: service.clone(),
+                    version: current + 1,
+                    ..base.clone()
+                };
+                let from = stated_before(c, ags, service).await?;
                 store::upsert_statement(c, &st).await?;
-                journal::append(
-                    c,
-                    entry(&who, ags, "statement.set", json!({
-                        "service": service, "level": st.level, "restrictions": st.restrictions, "workaround": st.workaround,
-                        "backlog": st.backlog, "expected_return": st.expected_return, "version": st.version,
-                    })),
-                )
-                .await?;
+                let event =
+                    Event::StatementChanged { scope: ags.clone(), service: service.clone(), to: Stated::of(&st), from };
+                journal::append_event(c, &who.name, &event).await?;
                 saved.push(st);
             }
             Ok(saved)
         })
     })
     .await
+}
+
+/// The statement a change replaces, for its event (`None`: there was none).
+async fn stated_before(c: &mut AnyConnection, ags: &str, service: &str) -> WriteResult<Option<Stated>> {
+    Ok(store::stated(c, ags, service).await?)
 }
 
 async fn statement_version(c: &mut AnyConnection, ags: &str, service: &str) -> WriteResult<i64> {
@@ -250,16 +266,15 @@ pub async fn withdraw_statement(
             {
                 return Err(WriteError::Conflict { current: current_statement_json(c, &ags, &service).await? });
             }
+            let from = stated_before(c, &ags, &service).await?;
             sqlx::query("DELETE FROM statements WHERE scope_ags = $1 AND service_slug = $2")
                 .bind(&ags)
                 .bind(&service)
                 .execute(&mut *c)
                 .await?;
-            journal::append(
-                c,
-                entry(&who, &ags, "statement.withdraw", json!({ "service": service, "version": current })),
-            )
-            .await?;
+            let event =
+                Event::StatementWithdrawn { scope: ags.clone(), service: service.clone(), version: current, from };
+            journal::append_event(c, &who.name, &event).await?;
             Ok(())
         })
     })
@@ -332,6 +347,16 @@ fn new_id(title: &str) -> String {
     if slug.is_empty() { suffix } else { format!("{slug}-{suffix}") }
 }
 
+/// The event of saving an announcement that was not public before: published, scheduled or draft.
+fn announcement_event(a: &Announcement, version: i64, created: bool) -> Event {
+    let announcement = AnnouncementState::of(a, version);
+    match &a.published_at {
+        None => Event::AnnouncementDrafted { announcement, created },
+        Some(t) if *t > time::now_rfc3339() => Event::AnnouncementScheduled { announcement, created },
+        Some(_) => Event::AnnouncementPublished { announcement, created },
+    }
+}
+
 fn announcement_payload(a: &Announcement, version: i64) -> serde_json::Value {
     json!({
         "id": a.id, "scope": a.scope_kind, "scope_ref": a.scope_ref, "lang": a.lang, "title": a.title, "body": a.body,
@@ -340,6 +365,17 @@ fn announcement_payload(a: &Announcement, version: i64) -> serde_json::Value {
 }
 
 pub async fn create_announcement(app: &App, who: &Principal, input: &AnnouncementInput) -> WriteResult<Announcement> {
+    create_announcement_as(app, who, input, None).await
+}
+
+/// `create_announcement` with a given id instead of one made from the title (the demo's
+/// announcements keep their well-known ids).
+pub async fn create_announcement_as(
+    app: &App,
+    who: &Principal,
+    input: &AnnouncementInput,
+    id: Option<&str>,
+) -> WriteResult<Announcement> {
     let snap = app.snapshot();
     let (kind, scope_ref) = scope_of(&snap, &input.scope, &input.scope_ref)?;
     allow(who, Action::EditAnnouncement { scope: &kind, scope_ref: &scope_ref })?;
@@ -349,7 +385,7 @@ pub async fn create_announcement(app: &App, who: &Principal, input: &Announcemen
     }
     let now = time::now_rfc3339();
     let a = Announcement {
-        id: new_id(&title),
+        id: id.map(str::to_string).unwrap_or_else(|| new_id(&title)),
         scope_kind: kind,
         scope_ref,
         lang: lang(&input.lang)?,
@@ -363,21 +399,12 @@ pub async fn create_announcement(app: &App, who: &Principal, input: &Announcemen
     transaction(app, move |c| {
         Box::pin(async move {
             store::insert_announcement(c, &saved).await?;
-            let scope = journal_scope(&saved.scope_kind, &saved.scope_ref);
-            journal::append(c, entry(&who, &scope, "announcement.create", announcement_payload(&saved, 1))).await?;
+            journal::append_event(c, &who.name, &announcement_event(&saved, 1, true)).await?;
             Ok(())
         })
     })
     .await?;
     Ok(a)
-}
-
-fn journal_scope(kind: &ScopeKind, r: &str) -> String {
-    match kind {
-        ScopeKind::Area => "area".into(),
-        ScopeKind::Service => format!("service:{r}"),
-        _ => r.to_string(),
-    }
 }
 
 async fn load_announcement(c: &mut AnyConnection, id: &str) -> WriteResult<(Announcement, i64)> {
@@ -447,9 +474,12 @@ pub async fn update_announcement(
             .bind(&a.id)
             .execute(&mut *c)
             .await?;
-            let kind = if public { "announcement.correct" } else { "announcement.update" };
-            let scope = journal_scope(&a.scope_kind, &a.scope_ref);
-            journal::append(c, entry(&who, &scope, kind, announcement_payload(&a, version + 1))).await?;
+            let event = if public {
+                Event::AnnouncementCorrected { announcement: AnnouncementState::of(&a, version + 1) }
+            } else {
+                announcement_event(&a, version + 1, false)
+            };
+            journal::append_event(c, &who.name, &event).await?;
             Ok(a)
         })
     })
@@ -464,9 +494,8 @@ pub async fn withdraw_announcement(app: &App, who: &Principal, id: &str) -> Writ
             let (old, version) = load_announcement(c, &id).await?;
             allow(&who, Action::EditAnnouncement { scope: &old.scope_kind, scope_ref: &old.scope_ref })?;
             sqlx::query("DELETE FROM announcements WHERE id = $1").bind(&id).execute(&mut *c).await?;
-            let scope = journal_scope(&old.scope_kind, &old.scope_ref);
-            journal::append(c, entry(&who, &scope, "announcement.withdraw", announcement_payload(&old, version)))
-                .await?;
+            let event = Event::AnnouncementWithdrawn { announcement: AnnouncementState::of(&old, version) };
+            journal::append_event(c, &who.name, &event).await?;
             Ok(())
         })
     })
@@ -549,9 +578,8 @@ pub async fn save_faq(
                 .bind(&saved.id)
                 .execute(&mut *c)
                 .await?;
-            let scope = journal_scope(&saved.scope_kind, &saved.scope_ref);
-            journal::append(c, entry(&who, &scope, "faq.save", json!({ "entry": saved, "version": version + 1 })))
-                .await?;
+            let event = Event::FaqChanged { entry: saved.clone(), version: version + 1, created: !existing };
+            journal::append_event(c, &who.name, &event).await?;
             Ok(())
         })
     })
@@ -618,16 +646,22 @@ pub async fn save_referral(
                 (None, false) => {}
             }
             store::upsert_referral(c, &saved).await?;
-            journal::append(
-                c,
-                entry(&who, &saved.for_ags, "referral.save", serde_json::to_value(&saved).unwrap_or_default()),
-            )
-            .await?;
+            let event = Event::ReferralChanged { referral: saved.clone(), created: old.is_none() };
+            journal::append_event(c, &who.name, &event).await?;
             Ok(())
         })
     })
     .await?;
     Ok(r)
+}
+
+/// Office and service of a referral about to be deleted, for its event.
+async fn referral_before(c: &mut AnyConnection, id: &str) -> WriteResult<(String, String)> {
+    let row = sqlx::query("SELECT office_slug, service_slug FROM referrals WHERE id = $1")
+        .bind(id)
+        .fetch_one(&mut *c)
+        .await?;
+    Ok((row.try_get(0)?, row.try_get(1)?))
 }
 
 pub async fn delete_referral(app: &App, who: &Principal, id: &str) -> WriteResult<()> {
@@ -640,8 +674,10 @@ pub async fn delete_referral(app: &App, who: &Principal, id: &str) -> WriteResul
                 .await?;
             let for_ags = old.ok_or(WriteError::NotFound("referral"))?;
             allow(&who, Action::EditReferral { for_ags: &for_ags })?;
+            let (office_slug, service_slug) = referral_before(c, &id).await?;
             sqlx::query("DELETE FROM referrals WHERE id = $1").bind(&id).execute(&mut *c).await?;
-            journal::append(c, entry(&who, &for_ags, "referral.delete", json!({ "id": id }))).await?;
+            let event = Event::ReferralDeleted { id: id.clone(), for_ags, office_slug, service_slug };
+            journal::append_event(c, &who.name, &event).await?;
             Ok(())
         })
     })
@@ -727,7 +763,8 @@ pub async fn set_contact(
                 .bind(&ags)
                 .execute(&mut *c)
                 .await?;
-            journal::append(c, entry(&who, &ags, "contact.set", json!({ "contact": contact, "version": version + 1 }))).await?;
+            let event = Event::ContactsChanged { ags: ags.clone(), contact: contact.clone(), version: version + 1 };
+            journal::append_event(c, &who.name, &event).await?;
             store::bump_places_version(c).await?;
             Ok(())
         })
@@ -781,16 +818,9 @@ pub async fn create_user(app: &App, who: &Principal, input: &UserInput) -> Write
             }
             let id = accounts::insert_user(c, &username, &display_name, role, &scopes).await?;
             let token = accounts::issue_setup_token(c, id).await?;
-            journal::append(
-                c,
-                entry(
-                    &who,
-                    &format!("user:{username}"),
-                    "user.create",
-                    json!({ "username": username, "role": role, "scopes": scopes }),
-                ),
-            )
-            .await?;
+            let event =
+                Event::UserCreated { username: username.clone(), role: role.as_str().into(), scopes: scopes.clone() };
+            journal::append_event(c, &who.name, &event).await?;
             Ok((id, token))
         })
     })
@@ -823,16 +853,13 @@ pub async fn update_user(
             if disabled {
                 accounts::end_all_sessions(c, id).await?;
             }
-            journal::append(
-                c,
-                entry(
-                    &who,
-                    &format!("user:{}", user.username),
-                    "user.update",
-                    json!({ "role": role, "scopes": scopes, "disabled": disabled }),
-                ),
-            )
-            .await?;
+            let event = Event::UserChanged {
+                username: user.username.clone(),
+                role: role.as_str().into(),
+                scopes: scopes.clone(),
+                disabled,
+            };
+            journal::append_event(c, &who.name, &event).await?;
             Ok(())
         })
     })
@@ -852,7 +879,7 @@ pub async fn reset_user(app: &App, who: &Principal, id: i64) -> WriteResult<Stri
                 .await?;
             accounts::end_all_sessions(c, id).await?;
             let token = accounts::issue_setup_token(c, id).await?;
-            journal::append(c, entry(&who, &format!("user:{}", user.username), "user.reset", json!({}))).await?;
+            journal::append_event(c, &who.name, &Event::UserReset { username: user.username.clone() }).await?;
             Ok(token)
         })
     })
@@ -903,16 +930,14 @@ pub async fn create_token(app: &App, who: &Principal, input: &TokenInput) -> Wri
         Box::pin(async move {
             let owner = accounts::user_by_id(c, for_user).await?.ok_or(WriteError::NotFound("user"))?;
             let (id, secret) = accounts::create_token(c, for_user, &name, role, &scopes, &expires_at).await?;
-            journal::append(
-                c,
-                entry(
-                    &who,
-                    &format!("user:{}", owner.username),
-                    "token.create",
-                    json!({ "id": id, "name": name, "role": role, "scopes": scopes }),
-                ),
-            )
-            .await?;
+            let event = Event::TokenCreated {
+                owner: owner.username.clone(),
+                id,
+                name: name.clone(),
+                role: role.as_str().into(),
+                scopes: scopes.clone(),
+            };
+            journal::append_event(c, &who.name, &event).await?;
             Ok((id, secret))
         })
     })
@@ -945,7 +970,7 @@ pub async fn revoke_token(app: &App, who: &Principal, id: i64) -> WriteResult<()
             }
             let owner_name =
                 accounts::user_by_id(c, owner).await?.map(|u| u.username).unwrap_or_else(|| owner.to_string());
-            journal::append(c, entry(&who, &format!("user:{owner_name}"), "token.revoke", json!({ "id": id }))).await?;
+            journal::append_event(c, &who.name, &Event::TokenRevoked { owner: owner_name, id }).await?;
             Ok(())
         })
     })
@@ -955,16 +980,12 @@ pub async fn revoke_token(app: &App, who: &Principal, id: i64) -> WriteResult<()
 /// Journals a burst of failed sign-ins (an account locked, an address refused).
 pub async fn journal_login_burst(app: &App, username: &str, address: &str, what: &str) -> anyhow::Result<()> {
     let mut tx = app.store.begin().await?;
-    journal::append(
-        &mut tx,
-        NewEntry {
-            author: "system",
-            scope: &format!("user:{username}"),
-            kind: what,
-            payload: json!({ "username": username, "address": address }),
-        },
-    )
-    .await?;
+    let (username, address) = (username.to_string(), address.to_string());
+    let event = match what {
+        "login.locked" => Event::LoginLocked { username, address },
+        _ => Event::LoginAddressBlocked { username, address },
+    };
+    journal::append_event(&mut tx, "system", &event).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -1089,11 +1110,12 @@ pub async fn save_procedure(
             for s in &services {
                 store::link_service_procedure(c, s, &saved.slug).await?;
             }
-            journal::append(
-                c,
-                entry(&who, "area", "procedure.save", json!({ "procedure": saved, "services": services })),
-            )
-            .await?;
+            let event = Event::ProcedureSaved {
+                procedure: saved.clone(),
+                services: services.clone(),
+                created: saved.version == 1,
+            };
+            journal::append_event(c, &who.name, &event).await?;
             Ok(())
         })
     })
@@ -1159,35 +1181,34 @@ pub async fn step_procedure(
                 .execute(&mut *c)
                 .await?;
                 store::insert_procedure_step(c, name, from.as_str(), stage.as_str(), &now, &who.name, &note).await?;
-                journal::append(
-                    c,
-                    entry(
-                        &who,
-                        "area",
-                        "procedure.step",
-                        json!({ "procedure": name, "from": from, "to": stage, "evidence": note }),
-                    ),
-                )
-                .await?;
+                let because_of = (*name != slug).then(|| slug.clone());
+                let event =
+                    Event::ProcedureStepped { procedure: name.clone(), from, to: *stage, evidence: note, because_of };
+                journal::append_event(c, &who.name, &event).await?;
             }
             for r in &rollouts {
+                let from = rollout_before(c, &r.procedure_slug, &r.municipality_ags).await?;
                 store::upsert_rollout(c, r).await?;
-                journal::append(
-                    c,
-                    entry(
-                        &who,
-                        &r.municipality_ags,
-                        "rollout.pulled_back",
-                        json!({ "procedure": r.procedure_slug, "to": r.stage }),
-                    ),
-                )
-                .await?;
+                let (procedure, municipality) = (r.procedure_slug.clone(), r.municipality_ags.clone());
+                let event = Event::RolloutPulledBack { procedure, municipality, from, to: r.stage };
+                journal::append_event(c, &who.name, &event).await?;
             }
             Ok(())
         })
     })
     .await?;
     Ok(result)
+}
+
+/// A town's rollout stage before a change, for its event (no record: not started).
+async fn rollout_before(c: &mut AnyConnection, procedure: &str, ags: &str) -> WriteResult<Rollout> {
+    let stage: Option<String> =
+        sqlx::query_scalar("SELECT stage FROM rollouts WHERE procedure_slug = $1 AND municipality_ags = $2")
+            .bind(procedure)
+            .bind(ags)
+            .fetch_optional(&mut *c)
+            .await?;
+    Ok(stage.as_deref().and_then(Rollout::parse).unwrap_or(Rollout::NotStarted))
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
@@ -1253,17 +1274,16 @@ pub async fn set_rollout(app: &App, who: &Principal, input: &RolloutInput) -> Wr
     transaction(app, move |c| {
         Box::pin(async move {
             for r in &records {
+                let from = rollout_before(c, &r.procedure_slug, &r.municipality_ags).await?;
                 store::upsert_rollout(c, r).await?;
-                journal::append(
-                    c,
-                    entry(
-                        &who,
-                        &r.municipality_ags,
-                        "rollout.set",
-                        json!({ "procedure": r.procedure_slug, "stage": r.stage, "expected_date": r.expected_date }),
-                    ),
-                )
-                .await?;
+                let event = Event::RolloutChanged {
+                    procedure: r.procedure_slug.clone(),
+                    municipality: r.municipality_ags.clone(),
+                    from,
+                    to: r.stage,
+                    expected_date: r.expected_date.clone(),
+                };
+                journal::append_event(c, &who.name, &event).await?;
             }
             Ok(())
         })

@@ -1062,7 +1062,8 @@ async fn journal_is_filtered_exported_scoped_and_verified(engine: Engine) {
     let (status, check) = call(&s, &menden, Method::GET, "/journal/verify", None).await;
     assert_eq!(status, 200);
     assert_eq!(check["intact"], true, "{check}");
-    assert_eq!(check["entries"].as_u64(), Some(all.len() as u64));
+    // Every entry from 1 to the newest (the listing above is one page of the demo's long journal).
+    assert_eq!(check["entries"].as_u64(), Some(seqs[0] as u64));
     assert_eq!(check["head_seq"].as_i64(), Some(seqs[0]));
     assert_eq!(check["head_hash"], all[0]["hash"]);
 }

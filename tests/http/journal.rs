@@ -31,14 +31,19 @@ fn add_users(s: &Server, names: &[&str]) {
 
 async fn tampering_is_detected_and_named(engine: Engine) {
     let s = Server::demo(engine).await;
+    // The demo journals its history; count what it wrote, then four more.
+    let (ok, text) = verify(&s);
+    assert!(ok, "{text}");
+    let seeded: usize = text["journal intact: ".len()..].split(' ').next().unwrap().parse().unwrap();
+    assert!(seeded > 100, "{text}");
     add_users(&s, &["eins", "zwei", "drei", "vier"]);
     let (ok, text) = verify(&s);
     assert!(ok, "{text}");
-    assert!(text.contains("journal intact: 5 entries"), "{text}");
+    assert!(text.contains(&format!("journal intact: {} entries", seeded + 4)), "{text}");
 
     let export = s.command(&["journal", "export", "--format", "csv"]);
     let csv = String::from_utf8_lossy(&export.stdout);
-    assert_eq!(csv.lines().count(), 6, "header and five entries:\n{csv}");
+    assert_eq!(csv.lines().count(), seeded + 5, "header and every entry:\n{csv}");
     assert!(csv.contains("user.create") && csv.contains("demo.seed"));
 
     // Someone edits the payload of entry 3 directly in the database.
@@ -60,16 +65,17 @@ async fn removal_and_reordering_are_named() {
     let s = Server::demo(Engine::Sqlite).await;
     add_users(&s, &["eins", "zwei", "drei", "vier"]);
     // Swap entries 3 and 4 by renumbering them.
-    sql(&s, "UPDATE journal SET seq = 100 WHERE seq = 3").await;
+    sql(&s, "UPDATE journal SET seq = 1000000 WHERE seq = 3").await;
     sql(&s, "UPDATE journal SET seq = 3 WHERE seq = 4").await;
-    sql(&s, "UPDATE journal SET seq = 4 WHERE seq = 100").await;
+    sql(&s, "UPDATE journal SET seq = 4 WHERE seq = 1000000").await;
     let (ok, text) = verify(&s);
     assert!(!ok);
     assert!(text.contains("entry 3"), "{text}");
 
     let s = Server::demo(Engine::Sqlite).await;
     add_users(&s, &["eins", "zwei"]);
-    sql(&s, "DELETE FROM journal WHERE seq = 3").await;
+    // The last entry (the demo journals its history first).
+    sql(&s, "DELETE FROM journal WHERE seq = (SELECT seq FROM journal_head WHERE id = 1)").await;
     let (ok, text) = verify(&s);
     assert!(!ok);
     assert!(text.contains("the last entries were removed"), "{text}");
@@ -80,7 +86,8 @@ async fn a_failing_journal_append_stores_nothing(engine: Engine) {
     // Occupy the next journal number so the next append fails.
     sql(
         &s,
-        "INSERT INTO journal (seq, at, author, scope, kind, payload, prev_hash, hash) VALUES (2, 'x', 'x', 'x', 'x', '{}', 'x', 'x')",
+        "INSERT INTO journal (seq, at, author, scope, kind, payload, prev_hash, hash)
+         SELECT seq + 1, 'x', 'x', 'x', 'x', '{}', 'x', 'x' FROM journal_head WHERE id = 1",
     )
     .await;
     let out = s.command(&["user", "add", "geist", "--role", "viewer"]);

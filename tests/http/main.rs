@@ -8,6 +8,7 @@ mod api;
 mod api_write;
 mod cli;
 mod desk;
+mod events;
 mod harness;
 mod import;
 mod journal;

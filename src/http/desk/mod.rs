@@ -497,16 +497,12 @@ async fn setup(
         };
         accounts::complete_setup(&mut c, user.id, &auth::hash_password(&form.password)?, &secret, step).await?;
         let codes = accounts::new_recovery_codes(&mut c, user.id).await?;
-        journal::append(
-            &mut c,
-            journal::NewEntry {
-                author: &user.username,
-                scope: &format!("user:{}", user.username),
-                kind: "user.setup",
-                payload: serde_json::json!({ "second_factor": "totp", "recovery_codes": codes.len() }),
-            },
-        )
-        .await?;
+        let event = crate::domain::events::Event::UserSetUp {
+            username: user.username.clone(),
+            second_factor: "totp".into(),
+            recovery_codes: codes.len(),
+        };
+        journal::append_event(&mut c, &user.username, &event).await?;
         c.commit().await?;
         Ok(Ok(codes))
     }
@@ -589,16 +585,8 @@ async fn logout_everywhere(State(app): State<Shared>, desk: Desk, Form(form): Fo
     let result: anyhow::Result<()> = async {
         let mut c = app.store.begin().await?;
         accounts::end_all_sessions(&mut c, desk.user.id).await?;
-        journal::append(
-            &mut c,
-            journal::NewEntry {
-                author: &desk.user.username,
-                scope: &format!("user:{}", desk.user.username),
-                kind: "user.sign_out_everywhere",
-                payload: serde_json::json!({}),
-            },
-        )
-        .await?;
+        let event = crate::domain::events::Event::UserSignedOutEverywhere { username: desk.user.username.clone() };
+        journal::append_event(&mut c, &desk.user.username, &event).await?;
         c.commit().await?;
         Ok(())
     }
