@@ -293,11 +293,10 @@ async fn journal_command(command: JournalCommand) -> Result<()> {
         JournalCommand::Verify { db } => {
             let store = store::Store::connect(&database_url(&db)).await?;
             let mut c = store.begin().await?;
-            let entries = journal::all(&mut c).await?;
-            let (seq, hash) = journal::head(&mut c).await?;
-            match journal::verify(&entries, (seq, &hash)) {
+            let checked = journal::verify_stored(&mut c).await?;
+            match checked.verdict {
                 Ok(()) => {
-                    println!("journal intact: {} entries, head {hash}", entries.len());
+                    println!("journal intact: {} entries, head {}", checked.entries, checked.head_hash);
                     Ok(())
                 }
                 Err(problem) => anyhow::bail!("journal damaged: {problem}"),

@@ -249,10 +249,12 @@ pub struct Dataset {
     pub service_procedures: Vec<(String, String)>,
 }
 
-/// Lower-case ASCII slug: "Menden (Sauerland)" → "menden-sauerland", "Lüdenscheid" → "luedenscheid".
-pub fn slugify(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for c in name.chars().flat_map(char::to_lowercase) {
+/// The one folding for slugs and search: lower case, umlauts and ß spelled out (`ä` → `ae`,
+/// `ß` → `ss`), common accented vowels without their accent (`é` → `e`, `â` → `a`); every other
+/// character is kept as it is.
+pub fn fold(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars().flat_map(char::to_lowercase) {
         match c {
             'ä' => out.push_str("ae"),
             'ö' => out.push_str("oe"),
@@ -260,6 +262,17 @@ pub fn slugify(name: &str) -> String {
             'ß' => out.push_str("ss"),
             'é' | 'è' | 'ê' => out.push('e'),
             'á' | 'à' | 'â' => out.push('a'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Lower-case ASCII slug: "Menden (Sauerland)" → "menden-sauerland", "Lüdenscheid" → "luedenscheid".
+pub fn slugify(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in fold(name).chars() {
+        match c {
             c if c.is_ascii_alphanumeric() => out.push(c),
             _ => {
                 if !out.is_empty() && !out.ends_with('-') {
@@ -274,9 +287,29 @@ pub fn slugify(name: &str) -> String {
     out
 }
 
-/// A slug as accepted in URLs and imports: 1–100 characters of `a-z`, `0-9` and `-`.
+/// Why a slug was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlugError {
+    /// More than 100 characters.
+    TooLong,
+    /// Empty, or a character other than `a-z`, `0-9` and `-`.
+    Invalid,
+}
+
+/// The one slug check: 1–100 characters of `a-z`, `0-9` and `-`, as accepted in URLs and imports.
+pub fn parse_slug(s: &str) -> Result<&str, SlugError> {
+    if s.len() > 100 {
+        Err(SlugError::TooLong)
+    } else if !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        Ok(s)
+    } else {
+        Err(SlugError::Invalid)
+    }
+}
+
+/// A slug as accepted in URLs and imports (see `parse_slug`).
 pub fn is_valid_slug(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 100 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    parse_slug(s).is_ok()
 }
 
 /// Great-circle distance in kilometres.

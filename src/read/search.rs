@@ -6,16 +6,8 @@ use std::collections::HashMap;
 /// Lower-case, umlauts folded to ae/oe/ue/ss, everything but letters and digits turned into spaces.
 pub fn normalise(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
-    for c in s.chars().flat_map(char::to_lowercase) {
-        match c {
-            'ä' => out.push_str("ae"),
-            'ö' => out.push_str("oe"),
-            'ü' => out.push_str("ue"),
-            'ß' => out.push_str("ss"),
-            'é' | 'è' => out.push('e'),
-            c if c.is_alphanumeric() => out.push(c),
-            _ => out.push(' '),
-        }
+    for c in crate::domain::fold(s).chars() {
+        out.push(if c.is_alphanumeric() { c } else { ' ' });
     }
     out.split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -244,6 +244,26 @@ pub fn verify(entries: &[Entry], head: (i64, &str)) -> Result<(), Problem> {
     Ok(())
 }
 
+/// The stored journal checked against its head: what `journal verify`, the desk's journal page
+/// and `GET /api/v1/journal/verify` report.
+#[derive(Debug)]
+pub struct Verified {
+    /// How many entries are stored.
+    pub entries: usize,
+    pub head_seq: i64,
+    pub head_hash: String,
+    /// `Ok` when the chain is intact, else the first thing wrong with it.
+    pub verdict: Result<(), Problem>,
+}
+
+/// Loads every entry and the head in one read transaction and verifies the chain.
+pub async fn verify_stored(c: &mut AnyConnection) -> Result<Verified> {
+    let entries = all(c).await?;
+    let (head_seq, head_hash) = head(c).await?;
+    let verdict = verify(&entries, (head_seq, &head_hash));
+    Ok(Verified { entries: entries.len(), head_seq, head_hash, verdict })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

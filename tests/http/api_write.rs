@@ -5,7 +5,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::{Engine, Server, on_both_engines};
+use crate::{Answer, Engine, Server, Session, on_both_engines};
 
 on_both_engines!(
     authorisation_matrix_over_http,
@@ -23,38 +23,8 @@ const MENDEN: (&str, &str) = ("menden-sauerland", "05962040");
 const LUEDENSCHEID: (&str, &str) = ("luedenscheid", "05962032");
 const OFFICE: &str = "buergerbuero-menden-sauerland";
 
-/// A new API token for a demo account, from the command line.
-pub(crate) fn token(s: &Server, user: &str) -> String {
-    let out = s.command(&["token", "add", "--user", user, "--name", &format!("test-{user}")]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let secret = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    assert!(secret.starts_with("nb_"), "{secret}");
-    secret
-}
-
-/// Sends a request to /api/v1`path` with a bearer token and an optional JSON body.
-pub(crate) async fn call(s: &Server, token: &str, method: Method, path: &str, body: Option<&Value>) -> (u16, Value) {
-    let mut req = s.client.request(method, s.url(&format!("/api/v1{path}"))).bearer_auth(token);
-    if let Some(body) = body {
-        req = req.json(body);
-    }
-    answer(req).await
-}
-
-async fn answer(req: reqwest::RequestBuilder) -> (u16, Value) {
-    let res = req.send().await.unwrap();
-    let status = res.status().as_u16();
-    let text = res.text().await.unwrap();
-    let body = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-    };
-    (status, body)
-}
-
-async fn journal_len(s: &Server, admin: &str) -> u64 {
-    let (status, check) = call(s, admin, Method::GET, "/journal/verify", None).await;
+async fn journal_len(admin: &Session<'_>) -> u64 {
+    let (status, check) = admin.call(Method::GET, "/journal/verify", None).await;
     assert_eq!(status, 200, "{check}");
     assert_eq!(check["intact"], true, "{check}");
     check["entries"].as_u64().unwrap()
@@ -79,8 +49,8 @@ async fn public_view(s: &Server, slug: &str) -> Vec<String> {
     out
 }
 
-async fn user_ids(s: &Server, admin: &str) -> std::collections::HashMap<String, i64> {
-    let (status, list) = call(s, admin, Method::GET, "/users", None).await;
+async fn user_ids(admin: &Session<'_>) -> std::collections::HashMap<String, i64> {
+    let (status, list) = admin.call(Method::GET, "/users", None).await;
     assert_eq!(status, 200, "{list}");
     list["users"]
         .as_array()
@@ -165,8 +135,7 @@ struct Fixtures {
 }
 
 async fn fixtures(
-    s: &Server,
-    admin: &str,
+    admin: &Session<'_>,
     town: (&str, &str),
     token_owner: i64,
     owner_role: &str,
@@ -174,12 +143,12 @@ async fn fixtures(
 ) -> Fixtures {
     let (slug, ags) = town;
     let put = |path: String, body: Value| async move {
-        let (status, out) = call(s, admin, Method::PUT, &path, Some(&body)).await;
+        let (status, out) = admin.call(Method::PUT, &path, Some(&body)).await;
         assert_eq!(status, 200, "{path}: {out}");
     };
     put(format!("/municipalities/{slug}/services/meldebescheinigung/statement"), json!({"level": "limited"})).await;
     let post = |path: &'static str, body: Value| async move {
-        let (status, out) = call(s, admin, Method::POST, path, Some(&body)).await;
+        let (status, out) = admin.call(Method::POST, path, Some(&body)).await;
         assert_eq!(status, 201, "{path}: {out}");
         out
     };
@@ -278,12 +247,12 @@ fn request(op: Op, town: (&str, &str), actor: &str, f: &Fixtures) -> (Method, St
 
 async fn authorisation_matrix_over_http(engine: Engine) {
     let s = Server::demo(engine).await;
-    let admin = token(&s, "admin");
-    let ids = user_ids(&s, &admin).await;
+    let admin = Session::api(&s, "admin");
+    let ids = user_ids(&admin).await;
     let actors = [("admin", "admin"), ("operator", "krisenstab"), ("editor", "menden"), ("viewer", "pruefung")];
     let mut refused = 0;
     for (role, user) in actors {
-        let secret = token(&s, user);
+        let secret = Session::api(&s, user);
         for (town, inside) in [(MENDEN, true), (LUEDENSCHEID, false)] {
             // The token to revoke: the actor's own inside, someone else's outside.
             let owner = if inside {
@@ -298,12 +267,12 @@ async fn authorisation_matrix_over_http(engine: Engine) {
                 "pruefung" => ("viewer", json!([])),
                 _ => (role, json!([])),
             };
-            let f = fixtures(&s, &admin, town, ids[owner], owner_role, owner_scopes).await;
+            let f = fixtures(&admin, town, ids[owner], owner_role, owner_scopes).await;
             for op in OPS {
                 let (method, path, body) = request(op, town, user, &f);
                 let expected = allowed(role, inside, op);
-                let before = (public_view(&s, town.0).await, journal_len(&s, &admin).await);
-                let (status, out) = call(&s, &secret, method.clone(), &path, body.as_ref()).await;
+                let before = (public_view(&s, town.0).await, journal_len(&admin).await);
+                let (status, out) = secret.call(method.clone(), &path, body.as_ref()).await;
                 let what = format!("{role} {op:?} {} ({method} {path})", town.0);
                 if expected {
                     assert!((200..300).contains(&status), "{what} should succeed: {status} {out}");
@@ -311,7 +280,7 @@ async fn authorisation_matrix_over_http(engine: Engine) {
                     refused += 1;
                     assert_eq!(status, 403, "{what} should be refused: {out}");
                     assert_eq!(out["error"], "forbidden", "{what}");
-                    assert_eq!(journal_len(&s, &admin).await, before.1, "{what} added a journal entry");
+                    assert_eq!(journal_len(&admin).await, before.1, "{what} added a journal entry");
                     assert!(public_view(&s, town.0).await == before.0, "{what} changed the public view");
                 }
             }
@@ -324,16 +293,11 @@ async fn authorisation_matrix_over_http(engine: Engine) {
 
 async fn writes_are_public_at_once(engine: Engine) {
     let s = Server::demo(engine).await;
-    let menden = token(&s, "menden");
+    let menden = Session::api(&s, "menden");
     let body = json!({"level": "normal", "workaround": "Sonderöffnung am Samstag", "expected_return": "2026-12-15"});
-    let (status, stored) = call(
-        &s,
-        &menden,
-        Method::PUT,
-        "/municipalities/menden-sauerland/services/fahrzeug-zulassen/statement",
-        Some(&body),
-    )
-    .await;
+    let (status, stored) = menden
+        .call(Method::PUT, "/municipalities/menden-sauerland/services/fahrzeug-zulassen/statement", Some(&body))
+        .await;
     assert_eq!(status, 200, "{stored}");
     assert_eq!(
         (stored["level"].as_str(), stored["scope_ags"].as_str(), stored["author"].as_str()),
@@ -349,7 +313,7 @@ async fn writes_are_public_at_once(engine: Engine) {
     assert!(page.contains("Sonderöffnung am Samstag"), "service page shows the statement");
 
     let a = json!({"scope": "municipality", "scope_ref": MENDEN.1, "title": "Bürgerbüro wieder geöffnet", "body": "Ab **sofort**."});
-    let (status, created) = call(&s, &menden, Method::POST, "/announcements", Some(&a)).await;
+    let (status, created) = menden.call(Method::POST, "/announcements", Some(&a)).await;
     assert_eq!(status, 201, "{created}");
     assert_eq!(created["version"], 1);
     let (_, news) = s.json("/api/v1/announcements?municipality=menden-sauerland").await;
@@ -364,14 +328,13 @@ async fn writes_are_public_at_once(engine: Engine) {
     assert_eq!(status, 200);
     assert!(page.contains("Bürgerbüro wieder geöffnet"));
 
-    let (status, contact) = call(
-        &s,
-        &menden,
-        Method::PUT,
-        "/municipalities/menden-sauerland/contact",
-        Some(&json!({"phone": "02373 903-0", "website": "https://www.menden.de"})),
-    )
-    .await;
+    let (status, contact) = menden
+        .call(
+            Method::PUT,
+            "/municipalities/menden-sauerland/contact",
+            Some(&json!({"phone": "02373 903-0", "website": "https://www.menden.de"})),
+        )
+        .await;
     assert_eq!(status, 200, "{contact}");
     let (_, town) = s.json("/api/v1/municipalities/menden-sauerland").await;
     assert_eq!(town["contact"]["phone"], "02373 903-0");
@@ -379,7 +342,7 @@ async fn writes_are_public_at_once(engine: Engine) {
 
     // A bulk statement over a whole service area.
     let bulk = json!({"municipalities": ["menden-sauerland"], "areas": ["registration"], "level": "unavailable", "workaround": "Kreishaus Iserlohn"});
-    let (status, out) = call(&s, &menden, Method::POST, "/statements", Some(&bulk)).await;
+    let (status, out) = menden.call(Method::POST, "/statements", Some(&bulk)).await;
     assert_eq!(status, 200, "{out}");
     let (_, town) = s.json("/api/v1/municipalities/menden-sauerland").await;
     let registration: Vec<&Value> =
@@ -388,14 +351,9 @@ async fn writes_are_public_at_once(engine: Engine) {
     assert!(registration.iter().all(|e| e["level"] == "unavailable" && e["workaround"] == "Kreishaus Iserlohn"));
 
     // Withdrawn: the town falls back to the district's statement.
-    let (status, _) = call(
-        &s,
-        &menden,
-        Method::DELETE,
-        "/municipalities/menden-sauerland/services/fahrzeug-zulassen/statement",
-        None,
-    )
-    .await;
+    let (status, _) = menden
+        .call(Method::DELETE, "/municipalities/menden-sauerland/services/fahrzeug-zulassen/statement", None)
+        .await;
     assert_eq!(status, 204);
     let (_, town) = s.json("/api/v1/municipalities/menden-sauerland").await;
     let entry =
@@ -405,26 +363,19 @@ async fn writes_are_public_at_once(engine: Engine) {
 
 async fn stale_versions_get_409_with_the_current_state(engine: Engine) {
     let s = Server::demo(engine).await;
-    let (anna, ben) = (token(&s, "menden"), token(&s, "admin"));
+    let (anna, ben) = (Session::api(&s, "menden"), Session::api(&s, "admin"));
     let path = "/municipalities/menden-sauerland/services/geburtsurkunde/statement";
-    let res = s
-        .client
-        .put(s.url(&format!("/api/v1{path}")))
-        .bearer_auth(&anna)
-        .json(&json!({"level": "limited"}))
-        .send()
-        .await
-        .unwrap();
-    let etag = res.headers()["etag"].to_str().unwrap().to_string();
-    let first: Value = res.json().await.unwrap();
+    let res = anna.send(anna.api_request(Method::PUT, path).json(&json!({"level": "limited"}))).await;
+    let etag = res.headers["etag"].to_str().unwrap().to_string();
+    let first: Value = res.json();
     let v = first["version"].as_i64().unwrap();
     assert_eq!(etag, format!("\"{v}\""));
     // Ben saves on top of that version; Anna, still looking at it, is refused.
-    let ben_req = s.client.put(s.url(&format!("/api/v1{path}"))).bearer_auth(&ben).header("if-match", &etag);
-    let (status, second) = answer(ben_req.json(&json!({"level": "emergency", "workaround": "Ben's"}))).await;
+    let ben_req = ben.api_request(Method::PUT, path).header("if-match", &etag);
+    let (status, second) = ben.json(ben_req.json(&json!({"level": "emergency", "workaround": "Ben's"}))).await;
     assert_eq!((status, second["version"].as_i64()), (200, Some(v + 1)), "{second}");
-    let anna_req = s.client.put(s.url(&format!("/api/v1{path}"))).bearer_auth(&anna).header("if-match", &etag);
-    let (status, conflict) = answer(anna_req.json(&json!({"level": "normal"}))).await;
+    let anna_req = anna.api_request(Method::PUT, path).header("if-match", &etag);
+    let (status, conflict) = anna.json(anna_req.json(&json!({"level": "normal"}))).await;
     assert_eq!(status, 409, "{conflict}");
     assert_eq!(conflict["error"], "conflict");
     assert_eq!(
@@ -432,27 +383,23 @@ async fn stale_versions_get_409_with_the_current_state(engine: Engine) {
         (Some(v + 1), Some("Ben's"))
     );
     // The same with the version in the body, and for withdrawal; "0" means "there was none".
-    let (status, _) = call(&s, &anna, Method::PUT, path, Some(&json!({"level": "normal", "version": v}))).await;
+    let (status, _) = anna.call(Method::PUT, path, Some(&json!({"level": "normal", "version": v}))).await;
     assert_eq!(status, 409);
-    let stale_delete = s.client.delete(s.url(&format!("/api/v1{path}"))).bearer_auth(&anna).header("if-match", &etag);
-    assert_eq!(answer(stale_delete).await.0, 409);
+    let stale_delete = anna.api_request(Method::DELETE, path).header("if-match", &etag);
+    assert_eq!(anna.json(stale_delete).await.0, 409);
     let fresh_path = "/municipalities/menden-sauerland/services/elterngeld/statement";
-    let (status, created) =
-        call(&s, &anna, Method::PUT, fresh_path, Some(&json!({"level": "limited", "version": 0}))).await;
+    let (status, created) = anna.call(Method::PUT, fresh_path, Some(&json!({"level": "limited", "version": 0}))).await;
     assert_eq!((status, created["version"].as_i64()), (200, Some(1)), "{created}");
-    assert_eq!(call(&s, &anna, Method::PUT, fresh_path, Some(&json!({"level": "limited", "version": 0}))).await.0, 409);
+    assert_eq!(anna.call(Method::PUT, fresh_path, Some(&json!({"level": "limited", "version": 0}))).await.0, 409);
     let (_, town) = s.json("/api/v1/municipalities/menden-sauerland").await;
     let entry = town["services"].as_array().unwrap().iter().find(|e| e["service"]["slug"] == "geburtsurkunde").unwrap();
     assert_eq!(entry["workaround"], "Ben's", "the refused saves changed nothing");
 
     // Announcements, FAQ entries and contact channels are versioned the same way.
     let text = json!({"scope": "municipality", "scope_ref": MENDEN.1, "title": "Hinweis", "body": "Eins"});
-    let (_, a) = call(&s, &anna, Method::POST, "/announcements", Some(&text)).await;
+    let (_, a) = anna.call(Method::POST, "/announcements", Some(&text)).await;
     let a_path = format!("/announcements/{}", a["id"].as_str().unwrap());
-    let (status, a2) = call(
-        &s,
-        &ben,
-        Method::PUT,
+    let (status, a2) = ben.call(Method::PUT,
         &a_path,
         Some(
             &json!({"scope": "municipality", "scope_ref": MENDEN.1, "title": "Hinweis", "body": "Zwei", "version": 1}),
@@ -460,10 +407,7 @@ async fn stale_versions_get_409_with_the_current_state(engine: Engine) {
     )
     .await;
     assert_eq!((status, a2["version"].as_i64()), (200, Some(2)), "{a2}");
-    let (status, c) = call(
-        &s,
-        &anna,
-        Method::PUT,
+    let (status, c) = anna.call(Method::PUT,
         &a_path,
         Some(
             &json!({"scope": "municipality", "scope_ref": MENDEN.1, "title": "Hinweis", "body": "Drei", "version": 1}),
@@ -477,197 +421,161 @@ async fn stale_versions_get_409_with_the_current_state(engine: Engine) {
     );
 
     let faq = json!({"scope": "municipality", "scope_ref": MENDEN.1, "question": "Wann?", "answer": "Bald"});
-    let (_, f) = call(&s, &anna, Method::POST, "/faq", Some(&faq)).await;
+    let (_, f) = anna.call(Method::POST, "/faq", Some(&faq)).await;
     let f_path = format!("/faq/{}", f["id"].as_str().unwrap());
-    assert_eq!(call(&s, &ben, Method::PUT, &f_path, Some(&json!({"scope": "municipality", "scope_ref": MENDEN.1, "question": "Wann?", "answer": "Morgen", "version": 1}))).await.0, 200);
-    assert_eq!(call(&s, &anna, Method::PUT, &f_path, Some(&json!({"scope": "municipality", "scope_ref": MENDEN.1, "question": "Wann?", "answer": "Heute", "version": 1}))).await.0, 409);
+    assert_eq!(ben.call(Method::PUT, &f_path, Some(&json!({"scope": "municipality", "scope_ref": MENDEN.1, "question": "Wann?", "answer": "Morgen", "version": 1}))).await.0, 200);
+    assert_eq!(anna.call(Method::PUT, &f_path, Some(&json!({"scope": "municipality", "scope_ref": MENDEN.1, "question": "Wann?", "answer": "Heute", "version": 1}))).await.0, 409);
 
     let (_, c1) =
-        call(&s, &anna, Method::PUT, "/municipalities/menden-sauerland/contact", Some(&json!({"phone": "1"}))).await;
+        anna.call(Method::PUT, "/municipalities/menden-sauerland/contact", Some(&json!({"phone": "1"}))).await;
     let cv = c1["version"].as_i64().unwrap();
     assert_eq!(
-        call(
-            &s,
-            &ben,
-            Method::PUT,
-            "/municipalities/menden-sauerland/contact",
-            Some(&json!({"phone": "2", "version": cv}))
-        )
-        .await
-        .0,
+        ben.call(Method::PUT, "/municipalities/menden-sauerland/contact", Some(&json!({"phone": "2", "version": cv})))
+            .await
+            .0,
         200
     );
-    let (status, c) = call(
-        &s,
-        &anna,
-        Method::PUT,
-        "/municipalities/menden-sauerland/contact",
-        Some(&json!({"phone": "3", "version": cv})),
-    )
-    .await;
+    let (status, c) = anna
+        .call(Method::PUT, "/municipalities/menden-sauerland/contact", Some(&json!({"phone": "3", "version": cv})))
+        .await;
     assert_eq!((status, c["current"]["version"].as_i64()), (409, Some(cv + 1)), "{c}");
     // Header and body must not disagree.
-    let both = s
-        .client
-        .put(s.url("/api/v1/municipalities/menden-sauerland/contact"))
-        .bearer_auth(&anna)
-        .header("if-match", "\"7\"");
-    let (status, out) = answer(both.json(&json!({"phone": "4", "version": 8}))).await;
+    let both = anna.api_request(Method::PUT, "/municipalities/menden-sauerland/contact").header("if-match", "\"7\"");
+    let (status, out) = anna.json(both.json(&json!({"phone": "4", "version": 8}))).await;
     assert_eq!((status, out["field"].as_str()), (422, Some("version")), "{out}");
 }
 
 async fn idempotent_retries_act_once(engine: Engine) {
     let s = Server::demo(engine).await;
-    let (menden, admin) = (token(&s, "menden"), token(&s, "admin"));
+    let (menden, admin) = (Session::api(&s, "menden"), Session::api(&s, "admin"));
     let body = json!({"scope": "municipality", "scope_ref": MENDEN.1, "title": "Einmal", "body": "Nur einmal."});
-    let post = |key: &str, body: &Value, secret: &str| {
-        s.client
-            .post(s.url("/api/v1/announcements"))
-            .bearer_auth(secret.to_string())
-            .header("idempotency-key", key)
-            .json(body)
-            .send()
-    };
-    let before = journal_len(&s, &admin).await;
-    let first = post("retry-1", &body, &menden).await.unwrap();
-    assert_eq!(first.status(), 201);
-    assert!(first.headers().get("idempotent-replayed").is_none());
-    let first: Value = first.json().await.unwrap();
-    let again = post("retry-1", &body, &menden).await.unwrap();
-    assert_eq!(again.status(), 201);
-    assert_eq!(again.headers()["idempotent-replayed"], "true");
-    assert_eq!(again.json::<Value>().await.unwrap(), first, "the same answer again");
-    assert_eq!(journal_len(&s, &admin).await, before + 1, "acted once");
+    async fn post(key: &str, body: &Value, who: &Session<'_>) -> Answer {
+        who.send(who.api_request(Method::POST, "/announcements").header("idempotency-key", key).json(body)).await
+    }
+    let before = journal_len(&admin).await;
+    let first = post("retry-1", &body, &menden).await;
+    assert_eq!(first.status, 201);
+    assert!(first.headers.get("idempotent-replayed").is_none());
+    let first: Value = first.json();
+    let again = post("retry-1", &body, &menden).await;
+    assert_eq!(again.status, 201);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(again.json(), first, "the same answer again");
+    assert_eq!(journal_len(&admin).await, before + 1, "acted once");
     let (_, news) = s.json("/api/v1/announcements").await;
     assert_eq!(news["announcements"].as_array().unwrap().iter().filter(|a| a["title"] == "Einmal").count(), 1);
 
     // The same key with another body is an error, and does not act.
     let other = json!({"scope": "municipality", "scope_ref": MENDEN.1, "title": "Anders", "body": "?"});
-    let (status, out) = answer(
-        s.client
-            .post(s.url("/api/v1/announcements"))
-            .bearer_auth(&menden)
-            .header("idempotency-key", "retry-1")
-            .json(&other),
-    )
-    .await;
+    let (status, out) = menden
+        .json(menden.api_request(Method::POST, "/announcements").header("idempotency-key", "retry-1").json(&other))
+        .await;
     assert_eq!((status, out["error"].as_str()), (422, Some("idempotency_key_reused")), "{out}");
-    assert_eq!(journal_len(&s, &admin).await, before + 1);
+    assert_eq!(journal_len(&admin).await, before + 1);
 
     // Keys belong to their principal: another token's same key acts on its own.
-    assert_eq!(post("retry-1", &body, &admin).await.unwrap().status(), 201);
+    assert_eq!(post("retry-1", &body, &admin).await.status, 201);
     // A refused request keeps nothing, so the key can be used for the corrected request.
     let outside = json!({"scope": "municipality", "scope_ref": LUEDENSCHEID.1, "title": "Falsch", "body": "x"});
-    assert_eq!(post("retry-2", &outside, &menden).await.unwrap().status(), 403);
+    assert_eq!(post("retry-2", &outside, &menden).await.status, 403);
     let corrected = json!({"scope": "municipality", "scope_ref": MENDEN.1, "title": "Richtig", "body": "x"});
-    assert_eq!(post("retry-2", &corrected, &menden).await.unwrap().status(), 201);
+    assert_eq!(post("retry-2", &corrected, &menden).await.status, 201);
 
     // Two identical requests at the same time still act once: the second waits its turn (409) or replays.
-    let before = journal_len(&s, &admin).await;
+    let before = journal_len(&admin).await;
     let bulk = json!({"municipalities": ["menden-sauerland"], "services": ["briefwahl"], "level": "limited"});
-    let send = || {
-        s.client
-            .post(s.url("/api/v1/statements"))
-            .bearer_auth(&menden)
-            .header("idempotency-key", "race")
-            .json(&bulk)
-            .send()
-    };
+    let send =
+        || menden.send(menden.api_request(Method::POST, "/statements").header("idempotency-key", "race").json(&bulk));
     let (a, b) = tokio::join!(send(), send());
-    let mut statuses = [a.unwrap().status().as_u16(), b.unwrap().status().as_u16()];
+    let mut statuses = [a.status, b.status];
     statuses.sort();
     assert!(statuses == [200, 200] || statuses == [200, 409], "{statuses:?}");
-    assert_eq!(journal_len(&s, &admin).await, before + 1);
+    assert_eq!(journal_len(&admin).await, before + 1);
 
     // Secrets are not kept for replays: the retried token creation names the same token, without its secret.
-    let token_request = || {
-        s.client
-            .post(s.url("/api/v1/tokens"))
-            .bearer_auth(&menden)
-            .header("idempotency-key", "tok")
-            .json(&json!({"name": "cms"}))
-    };
-    let (status, created) = answer(token_request()).await;
+    let token_request =
+        || menden.api_request(Method::POST, "/tokens").header("idempotency-key", "tok").json(&json!({"name": "cms"}));
+    let (status, created) = menden.json(token_request()).await;
     assert_eq!(status, 201, "{created}");
     assert!(created["secret"].as_str().unwrap().starts_with("nb_"));
-    let (status, replayed) = answer(token_request()).await;
+    let (status, replayed) = menden.json(token_request()).await;
     assert_eq!((status, &replayed["id"], replayed.get("secret")), (201, &created["id"], None), "{replayed}");
 
     // Malformed keys are refused before anything happens.
     for key in ["", &"k".repeat(201)] {
-        let (status, out) = answer(
-            s.client.post(s.url("/api/v1/statements")).bearer_auth(&menden).header("idempotency-key", key).json(&bulk),
-        )
-        .await;
+        let (status, out) = menden
+            .json(menden.api_request(Method::POST, "/statements").header("idempotency-key", key).json(&bulk))
+            .await;
         assert_eq!((status, out["error"].as_str()), (400, Some("bad_request")), "{key:?}");
     }
 }
 
 async fn missing_garbage_revoked_and_expired_tokens_get_401(engine: Engine) {
     let s = Server::demo(engine).await;
-    let admin = token(&s, "admin");
+    let admin = Session::api(&s, "admin");
     let body = json!({"level": "unavailable"});
     let path = "/api/v1/municipalities/menden-sauerland/services/wohnsitz-anmelden/statement";
     let before = s.text("/api/v1/municipalities/menden-sauerland").await;
+    let anonymous = &Session::new(&s);
     let expect_401 = |req: reqwest::RequestBuilder, what: &'static str| async move {
-        let res = req.send().await.unwrap();
-        assert_eq!(res.status(), 401, "{what}");
-        assert!(res.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"), "{what}");
-        let out: Value = res.json().await.unwrap();
+        let res = anonymous.send(req).await;
+        assert_eq!(res.status, 401, "{what}");
+        assert!(res.headers["www-authenticate"].to_str().unwrap().starts_with("Bearer"), "{what}");
+        let out: Value = res.json();
         assert_eq!(out["error"], "unauthorized", "{what}");
     };
-    expect_401(s.client.put(s.url(path)).json(&body), "no token").await;
-    expect_401(s.client.put(s.url(path)).bearer_auth("nb_garbage").json(&body), "garbage").await;
-    expect_401(s.client.put(s.url(path)).bearer_auth("").json(&body), "empty").await;
-    expect_401(s.client.put(s.url(path)).basic_auth("admin", Some("demo-admin-passwort")).json(&body), "basic auth")
-        .await;
-    expect_401(s.client.get(s.url("/api/v1/journal")), "reads of internal data too").await;
+    let put = || anonymous.request(Method::PUT, path);
+    expect_401(put().json(&body), "no token").await;
+    expect_401(put().bearer_auth("nb_garbage").json(&body), "garbage").await;
+    expect_401(put().bearer_auth("").json(&body), "empty").await;
+    expect_401(put().basic_auth("admin", Some("demo-admin-passwort")).json(&body), "basic auth").await;
+    expect_401(anonymous.request(Method::GET, "/api/v1/journal"), "reads of internal data too").await;
 
     // Revoked: the token's owner revokes it; the next request is refused.
-    let menden = token(&s, "menden");
-    let (status, tokens) = call(&s, &menden, Method::GET, "/tokens", None).await;
+    let menden = Session::api(&s, "menden");
+    let (status, tokens) = menden.call(Method::GET, "/tokens", None).await;
     assert_eq!(status, 200);
     let own: Vec<&Value> = tokens["tokens"].as_array().unwrap().iter().collect();
     assert!(own.iter().all(|t| t["name"] == "test-menden") && !own.is_empty(), "only one's own tokens: {tokens}");
     assert!(!tokens.to_string().contains("nb_"), "no secrets in listings");
     let id = own[0]["id"].as_i64().unwrap();
-    assert_eq!(call(&s, &menden, Method::DELETE, &format!("/tokens/{id}"), None).await.0, 204);
-    expect_401(s.client.put(s.url(path)).bearer_auth(&menden).json(&body), "revoked").await;
+    assert_eq!(menden.call(Method::DELETE, &format!("/tokens/{id}"), None).await.0, 204);
+    expect_401(put().bearer_auth(menden.secret()).json(&body), "revoked").await;
 
     let out = s.command(&["token", "add", "--user", "menden", "--name", "old", "--expires", "2020-01-01T00:00:00Z"]);
     assert!(out.status.success());
     let expired = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    expect_401(s.client.put(s.url(path)).bearer_auth(&expired).json(&body), "expired").await;
+    expect_401(put().bearer_auth(&expired).json(&body), "expired").await;
 
     assert_eq!(s.text("/api/v1/municipalities/menden-sauerland").await, before, "nothing changed");
-    let (_, all) = call(&s, &admin, Method::GET, "/tokens", None).await;
+    let (_, all) = admin.call(Method::GET, "/tokens", None).await;
     assert!(all["tokens"].as_array().unwrap().len() >= 3, "admins list every token: {all}");
 }
 
 async fn malformed_requests_get_413_415_400_and_422_naming_the_field(engine: Engine) {
     let s = Server::demo(engine).await;
-    let menden = token(&s, "menden");
-    let url = s.url("/api/v1/municipalities/menden-sauerland/services/wohnsitz-anmelden/statement");
+    let menden = Session::api(&s, "menden");
+    let path = "/municipalities/menden-sauerland/services/wohnsitz-anmelden/statement";
     let put = |content_type: &'static str, body: String| {
-        s.client.put(&url).bearer_auth(&menden).header("content-type", content_type).body(body)
+        menden.api_request(Method::PUT, path).header("content-type", content_type).body(body)
     };
 
     let huge = json!({"level": "limited", "workaround": "x".repeat(300 * 1024)}).to_string();
-    let (status, out) = answer(put("application/json", huge)).await;
+    let (status, out) = menden.json(put("application/json", huge)).await;
     assert_eq!((status, out["error"].as_str()), (413, Some("payload_too_large")), "{out}");
     // The API's limit is 256 KiB, above the site's 64 KiB: a long announcement of four-byte
     // characters (80 KB) is accepted.
     let long = json!({"scope": "municipality", "scope_ref": MENDEN.1, "title": "Lang", "body": "😀".repeat(19_000)});
     assert!(long.to_string().len() > 64 * 1024);
-    assert_eq!(call(&s, &menden, Method::POST, "/announcements", Some(&long)).await.0, 201);
+    assert_eq!(menden.call(Method::POST, "/announcements", Some(&long)).await.0, 201);
 
-    let (status, out) = answer(put("text/plain", r#"{"level": "limited"}"#.into())).await;
+    let (status, out) = menden.json(put("text/plain", r#"{"level": "limited"}"#.into())).await;
     assert_eq!((status, out["error"].as_str()), (415, Some("unsupported_media_type")));
-    let (status, _) = answer(s.client.put(&url).bearer_auth(&menden).body(r#"{"level": "limited"}"#)).await;
+    let (status, _) = menden.json(menden.api_request(Method::PUT, path).body(r#"{"level": "limited"}"#)).await;
     assert_eq!(status, 415, "no content type");
-    let (status, out) = answer(put("application/json", r#"{"level": "limited""#.into())).await;
+    let (status, out) = menden.json(put("application/json", r#"{"level": "limited""#.into())).await;
     assert_eq!((status, out["error"].as_str()), (400, Some("bad_request")));
-    assert_eq!(answer(put("application/json; charset=utf-8", r#"{"level": "limited"}"#.into())).await.0, 200);
+    assert_eq!(menden.json(put("application/json; charset=utf-8", r#"{"level": "limited"}"#.into())).await.0, 200);
 
     for (body, field, key) in [
         (r#"{"level": "limited", "colour": "red"}"#, "colour", "unknown"),
@@ -678,14 +586,12 @@ async fn malformed_requests_get_413_415_400_and_422_naming_the_field(engine: Eng
         (r#"{"level": "limited", "workaround": "a\u0000b"}"#, "workaround", ""),
         (r#"["limited"]"#, "body", ""),
     ] {
-        let res = s
-            .client
-            .put(&url)
-            .bearer_auth(&menden)
+        let res = menden
+            .api_request(Method::PUT, path)
             .header("accept-language", "en")
             .header("content-type", "application/json")
             .body(body);
-        let (status, out) = answer(res).await;
+        let (status, out) = menden.json(res).await;
         assert_eq!(
             (status, out["error"].as_str(), out["field"].as_str()),
             (422, Some("invalid"), Some(field)),
@@ -717,36 +623,26 @@ async fn malformed_requests_get_413_415_400_and_422_naming_the_field(engine: Eng
             "municipalities",
         ),
     ] {
-        let (status, out) = call(&s, &menden, Method::POST, path, Some(&body)).await;
+        let (status, out) = menden.call(Method::POST, path, Some(&body)).await;
         assert_eq!((status, out["field"].as_str()), (422, Some(field)), "{path}: {out}");
     }
-    let (status, out) = call(
-        &s,
-        &menden,
-        Method::PUT,
-        "/municipalities/atlantis/services/briefwahl/statement",
-        Some(&json!({"level": "limited"})),
-    )
-    .await;
+    let (status, out) = menden
+        .call(Method::PUT, "/municipalities/atlantis/services/briefwahl/statement", Some(&json!({"level": "limited"})))
+        .await;
     assert_eq!((status, out["error"].as_str()), (404, Some("not_found")));
-    let (status, _) = call(
-        &s,
-        &menden,
-        Method::PUT,
-        "/municipalities/Menden!/services/briefwahl/statement",
-        Some(&json!({"level": "limited"})),
-    )
-    .await;
+    let (status, _) = menden
+        .call(Method::PUT, "/municipalities/Menden!/services/briefwahl/statement", Some(&json!({"level": "limited"})))
+        .await;
     assert_eq!(status, 400);
-    let (status, _) = call(&s, &menden, Method::DELETE, "/tokens/abc", None).await;
+    let (status, _) = menden.call(Method::DELETE, "/tokens/abc", None).await;
     assert_eq!(status, 400);
     let bad_if_match =
-        s.client.put(&url).bearer_auth(&menden).header("if-match", "soon").json(&json!({"level": "limited"}));
-    assert_eq!(answer(bad_if_match).await.0, 400);
+        menden.api_request(Method::PUT, path).header("if-match", "soon").json(&json!({"level": "limited"}));
+    assert_eq!(menden.json(bad_if_match).await.0, 400);
     // Methods a route does not have get 405 with the real Allow header.
-    let res = s.client.get(s.url("/api/v1/statements")).send().await.unwrap();
-    assert_eq!(res.status(), 405);
-    assert_eq!(res.headers()["allow"], "POST");
+    let res = Session::new(&s).get("/api/v1/statements").await;
+    assert_eq!(res.status, 405);
+    assert_eq!(res.headers["allow"], "POST");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -860,7 +756,7 @@ fn the_checker_finds_what_would_execute_and_passes_escaped_text() {
 
 async fn injection_corpus_never_executes_on_public_pages(engine: Engine) {
     let s = Server::demo(engine).await;
-    let admin = token(&s, "admin");
+    let admin = Session::api(&s, "admin");
     let (_, towns) = s.json("/api/v1/municipalities").await;
     let towns: Vec<String> =
         towns["municipalities"].as_array().unwrap().iter().map(|t| t["slug"].as_str().unwrap().to_string()).collect();
@@ -887,7 +783,7 @@ async fn injection_corpus_never_executes_on_public_pages(engine: Engine) {
         let (service, town) = (&services[i], &towns[i]);
         // Every write is stored as written or refused naming the field; never a server error.
         let mut write = async |method: Method, path: String, body: Value| -> Value {
-            let (status, out) = call(&s, &admin, method, &path, Some(&body)).await;
+            let (status, out) = admin.call(method, &path, Some(&body)).await;
             assert!(
                 (200..300).contains(&status) || (status == 422 && out["field"].is_string()),
                 "{path} {payload:?}: {status} {out}"
@@ -932,8 +828,7 @@ async fn injection_corpus_never_executes_on_public_pages(engine: Engine) {
             "phone": payload, "email": format!("{payload}@example.org"), "website": payload,
             "emergency_website": format!("https://example.org/{payload}"), "social_media": format!("{payload}\nhttps://social.example/{payload}"),
         });
-        let (status, _) =
-            call(&s, &admin, Method::PUT, &format!("/municipalities/{town}/contact"), Some(&contact)).await;
+        let (status, _) = admin.call(Method::PUT, &format!("/municipalities/{town}/contact"), Some(&contact)).await;
         assert!(status == 200 || status == 422, "{status}");
         // Field by field too, so a rejected neighbour does not hide one.
         for field in ["phone", "email", "website", "emergency_website", "social_media"] {
@@ -983,24 +878,27 @@ async fn injection_corpus_never_executes_on_public_pages(engine: Engine) {
 
 async fn journal_is_filtered_exported_scoped_and_verified(engine: Engine) {
     let s = Server::demo(engine).await;
-    let (admin, menden, luedenscheid, viewer) =
-        (token(&s, "admin"), token(&s, "menden"), token(&s, "luedenscheid"), token(&s, "pruefung"));
+    let (admin, menden, luedenscheid, viewer) = (
+        Session::api(&s, "admin"),
+        Session::api(&s, "menden"),
+        Session::api(&s, "luedenscheid"),
+        Session::api(&s, "pruefung"),
+    );
     for (secret, slug) in [(&menden, MENDEN.0), (&luedenscheid, LUEDENSCHEID.0)] {
-        let (status, _) = call(
-            &s,
-            secret,
-            Method::PUT,
-            &format!("/municipalities/{slug}/services/briefwahl/statement"),
-            Some(&json!({"level": "limited"})),
-        )
-        .await;
+        let (status, _) = secret
+            .call(
+                Method::PUT,
+                &format!("/municipalities/{slug}/services/briefwahl/statement"),
+                Some(&json!({"level": "limited"})),
+            )
+            .await;
         assert_eq!(status, 200);
     }
     let area = json!({"scope": "area", "title": "Für alle", "body": "x"});
-    assert_eq!(call(&s, &admin, Method::POST, "/announcements", Some(&area)).await.0, 201);
+    assert_eq!(admin.call(Method::POST, "/announcements", Some(&area)).await.0, 201);
 
     let entries = |body: &Value| body["entries"].as_array().unwrap().clone();
-    let (status, all) = call(&s, &viewer, Method::GET, "/journal", None).await;
+    let (status, all) = viewer.call(Method::GET, "/journal", None).await;
     assert_eq!(status, 200, "viewers read the journal");
     let all = entries(&all);
     let seqs: Vec<i64> = all.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
@@ -1009,23 +907,23 @@ async fn journal_is_filtered_exported_scoped_and_verified(engine: Engine) {
         assert!(all.iter().any(|e| e["scope"] == scope), "{scope}");
     }
 
-    let (_, statements) = call(&s, &admin, Method::GET, "/journal?kind=statement", None).await;
+    let (_, statements) = admin.call(Method::GET, "/journal?kind=statement", None).await;
     assert!(entries(&statements).iter().all(|e| e["kind"].as_str().unwrap().starts_with("statement")));
-    let (_, by_author) = call(&s, &admin, Method::GET, "/journal?author=token:test-menden", None).await;
+    let (_, by_author) = admin.call(Method::GET, "/journal?author=token:test-menden", None).await;
     let by_author = entries(&by_author);
     assert_eq!(by_author.len(), 1);
     let payload: Value = serde_json::from_str(by_author[0]["payload"].as_str().unwrap()).unwrap();
     assert_eq!((payload["service"].as_str(), payload["level"].as_str()), (Some("briefwahl"), Some("limited")));
     let (_, scoped) =
-        call(&s, &admin, Method::GET, &format!("/journal?scope={}&kind=statement.set", LUEDENSCHEID.1), None).await;
+        admin.call(Method::GET, &format!("/journal?scope={}&kind=statement.set", LUEDENSCHEID.1), None).await;
     assert!(entries(&scoped).iter().all(|e| e["scope"] == LUEDENSCHEID.1) && !entries(&scoped).is_empty());
-    let (_, limited) = call(&s, &admin, Method::GET, "/journal?limit=2", None).await;
+    let (_, limited) = admin.call(Method::GET, "/journal?limit=2", None).await;
     assert_eq!(entries(&limited).len(), 2);
-    let (_, future) = call(&s, &admin, Method::GET, "/journal?since=2999-01-01", None).await;
+    let (_, future) = admin.call(Method::GET, "/journal?since=2999-01-01", None).await;
     assert!(entries(&future).is_empty());
-    let (_, past) = call(&s, &admin, Method::GET, "/journal?until=2000-01-01T00:00:00Z", None).await;
+    let (_, past) = admin.call(Method::GET, "/journal?until=2000-01-01T00:00:00Z", None).await;
     assert!(entries(&past).is_empty());
-    let (_, today) = call(&s, &admin, Method::GET, "/journal?since=2000-01-01&until=2999-01-01", None).await;
+    let (_, today) = admin.call(Method::GET, "/journal?since=2000-01-01&until=2999-01-01", None).await;
     assert_eq!(entries(&today).len(), all.len());
     for (query, status, field) in [
         ("since=gestern", 422, Some("since")),
@@ -1033,33 +931,32 @@ async fn journal_is_filtered_exported_scoped_and_verified(engine: Engine) {
         ("limit=0", 422, Some("limit")),
         ("colour=red", 400, None),
     ] {
-        let (got, out) = call(&s, &admin, Method::GET, &format!("/journal?{query}"), None).await;
+        let (got, out) = admin.call(Method::GET, &format!("/journal?{query}"), None).await;
         assert_eq!((got, out["field"].as_str()), (status, field), "{query}: {out}");
     }
 
     // Editors see only their own towns' entries.
-    let (status, own) = call(&s, &menden, Method::GET, "/journal", None).await;
+    let (status, own) = menden.call(Method::GET, "/journal", None).await;
     assert_eq!(status, 200);
     let own = entries(&own);
     assert!(!own.is_empty() && own.iter().all(|e| e["scope"] == MENDEN.1), "{own:?}");
-    let (_, other) = call(&s, &menden, Method::GET, &format!("/journal?scope={}", LUEDENSCHEID.1), None).await;
+    let (_, other) = menden.call(Method::GET, &format!("/journal?scope={}", LUEDENSCHEID.1), None).await;
     assert!(entries(&other).is_empty());
 
     // CSV export: the same entries with a header line.
-    let res = s.client.get(s.url("/api/v1/journal?format=csv")).bearer_auth(&admin).send().await.unwrap();
-    assert_eq!(res.status(), 200);
-    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
-    let csv = res.text().await.unwrap();
+    let res = admin.send(admin.api_request(Method::GET, "/journal?format=csv")).await;
+    assert_eq!(res.status, 200);
+    assert!(res.headers["content-type"].to_str().unwrap().starts_with("text/csv"));
+    let csv = res.body;
     let mut lines = csv.lines();
     assert_eq!(lines.next(), Some("seq,at,author,scope,kind,payload,prev_hash,hash"));
     assert!(csv.contains("token:test-menden") && csv.contains("announcement.create"));
     let records = csv.lines().skip(1).filter(|l| l.chars().next().is_some_and(|c| c.is_ascii_digit())).count();
     assert_eq!(records, all.len());
-    let res = s.client.get(s.url("/api/v1/journal?format=csv")).bearer_auth(&menden).send().await.unwrap();
-    let csv = res.text().await.unwrap();
+    let csv = menden.send(menden.api_request(Method::GET, "/journal?format=csv")).await.body;
     assert!(!csv.contains(LUEDENSCHEID.1) && csv.contains(MENDEN.1), "editors' export is scoped too");
 
-    let (status, check) = call(&s, &menden, Method::GET, "/journal/verify", None).await;
+    let (status, check) = menden.call(Method::GET, "/journal/verify", None).await;
     assert_eq!(status, 200);
     assert_eq!(check["intact"], true, "{check}");
     // Every entry from 1 to the newest (the listing above is one page of the demo's long journal).

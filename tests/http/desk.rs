@@ -3,11 +3,9 @@
 //! referrals, announcements from draft to correction, scopes per role, sign-out, the journal
 //! with its exports, accounts and API tokens.
 
-use std::collections::BTreeMap;
-
 use serde_json::Value;
 
-use crate::{Engine, Server, on_both_engines};
+use crate::{Engine, Server, Session, element_text, input_value, on_both_engines, totp, unix_now};
 
 on_both_engines!(
     demo_and_totp_accounts_sign_in,
@@ -26,135 +24,6 @@ on_both_engines!(
 
 const MENDEN: &str = "/intern/kommunen/menden-sauerland";
 
-/// `application/x-www-form-urlencoded` without pulling in another crate feature.
-fn encode(pairs: &[(&str, &str)]) -> String {
-    let enc = |s: &str| -> String {
-        s.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-                b' ' => "+".into(),
-                _ => format!("%{b:02X}"),
-            })
-            .collect()
-    };
-    pairs.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&")
-}
-
-/// The value of the first `name="…" value="…"` (or `id="…">…<`) in a page.
-fn input_value(html: &str, name: &str) -> Option<String> {
-    let at = html.find(&format!("name=\"{name}\" value=\""))?;
-    let rest = &html[at + name.len() + 15..];
-    Some(rest[..rest.find('"')?].to_string())
-}
-
-fn element_text(html: &str, id: &str) -> String {
-    let at = html.find(&format!("id=\"{id}\">")).unwrap_or_else(|| panic!("no #{id} in page"));
-    let rest = &html[at + id.len() + 6..];
-    rest[..rest.find('<').unwrap()].trim().to_string()
-}
-
-/// What a browser keeps between requests: its cookies.
-struct Browser<'a> {
-    s: &'a Server,
-    cookies: BTreeMap<String, String>,
-}
-
-struct Page {
-    status: u16,
-    body: String,
-    location: String,
-    headers: reqwest::header::HeaderMap,
-}
-
-impl<'a> Browser<'a> {
-    fn new(s: &'a Server) -> Browser<'a> {
-        Browser { s, cookies: BTreeMap::new() }
-    }
-
-    async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
-        let cookie = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
-        let res = req.header("cookie", cookie).send().await.unwrap();
-        for set in res.headers().get_all("set-cookie") {
-            let first = set.to_str().unwrap().split(';').next().unwrap();
-            let (name, value) = first.split_once('=').unwrap();
-            if value.is_empty() {
-                self.cookies.remove(name);
-            } else {
-                self.cookies.insert(name.to_string(), value.to_string());
-            }
-        }
-        let status = res.status().as_u16();
-        let headers = res.headers().clone();
-        let location = headers.get("location").map(|l| l.to_str().unwrap().to_string()).unwrap_or_default();
-        Page { status, body: res.text().await.unwrap(), location, headers }
-    }
-
-    async fn get(&mut self, path: &str) -> Page {
-        let req = self.s.client.get(self.s.url(path));
-        self.send(req).await
-    }
-
-    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
-        let req = self
-            .s
-            .client
-            .post(self.s.url(path))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(encode(form));
-        self.send(req).await
-    }
-
-    /// Opens a page and submits a form on it with the page's CSRF token added.
-    async fn submit(&mut self, page: &str, action: &str, form: &[(&str, &str)]) -> Page {
-        let shown = self.get(page).await;
-        assert_eq!(shown.status, 200, "{page}: {}", shown.body);
-        let csrf = input_value(&shown.body, "csrf").unwrap_or_else(|| panic!("{page} has no form"));
-        let mut with_token = vec![("csrf", csrf.as_str())];
-        with_token.extend_from_slice(form);
-        self.post(action, &with_token).await
-    }
-
-    /// Password sign-in; returns the answer to the POST.
-    async fn sign_in(&mut self, username: &str, password: &str) -> Page {
-        let login = self.get("/intern/anmelden").await;
-        let token = input_value(&login.body, "form").expect("sign-in form token");
-        self.post("/intern/anmelden", &[("username", username), ("password", password), ("form", &token)]).await
-    }
-
-    /// A demo account, signed in (demo accounts have no second factor).
-    async fn demo(s: &'a Server, username: &str) -> Browser<'a> {
-        let mut b = Browser::new(s);
-        let res = b.sign_in(username, &format!("demo-{username}-passwort")).await;
-        assert_eq!((res.status, res.location.as_str()), (303, "/intern"), "{username}: {}", res.body);
-        b
-    }
-}
-
-/// RFC 6238 code (SHA-1, 6 digits, 30 s) for a base32 secret at a given time.
-fn totp(secret: &str, unix: u64) -> String {
-    let mut bytes = Vec::new();
-    let (mut buffer, mut bits) = (0u32, 0);
-    for c in secret.chars() {
-        let v = match c {
-            'A'..='Z' => c as u32 - 'A' as u32,
-            '2'..='7' => c as u32 - '2' as u32 + 26,
-            _ => continue,
-        };
-        buffer = (buffer << 5) | v;
-        bits += 5;
-        if bits >= 8 {
-            bytes.push((buffer >> (bits - 8)) as u8);
-            bits -= 8;
-        }
-    }
-    let t = totp_rs::Builder::new().with_secret(bytes).build().unwrap();
-    t.generate(unix).to_string()
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
-}
-
 async fn public_town(s: &Server) -> Value {
     s.json("/api/v1/municipalities/menden-sauerland").await.1
 }
@@ -165,7 +34,7 @@ fn public_service<'v>(town: &'v Value, slug: &str) -> &'v Value {
 
 async fn demo_and_totp_accounts_sign_in(engine: Engine) {
     let s = Server::demo(engine).await;
-    let mut demo = Browser::demo(&s, "menden").await;
+    let demo = Session::demo(&s, "menden").await;
     let home = demo.get("/intern").await;
     assert_eq!(home.status, 200);
     assert!(home.body.contains("Menden (Sauerland)"), "{}", home.body);
@@ -176,13 +45,13 @@ async fn demo_and_totp_accounts_sign_in(engine: Engine) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let link = stdout.lines().find(|l| l.contains("/intern/einrichten/")).unwrap();
     let path = &link[link.find("/intern/einrichten/").unwrap()..];
-    let mut anna = Browser::new(&s);
+    let anna = Session::new(&s);
     let setup = anna.get(path).await;
     assert_eq!(setup.status, 200);
     let secret = element_text(&setup.body, "totp-secret");
     let form = input_value(&setup.body, "form").unwrap();
     let password = "ein langer Satz als Passwort";
-    let code = totp(&secret, now());
+    let code = totp(&secret, unix_now());
     let done = anna
         .post(path, &[("password", password), ("password_again", password), ("code", &code), ("form", &form)])
         .await;
@@ -194,7 +63,7 @@ async fn demo_and_totp_accounts_sign_in(engine: Engine) {
     // Without the second factor the desk stays closed.
     assert_eq!(anna.get(MENDEN).await.location, "/intern/zweiter-faktor");
     // The step used during setup cannot be replayed; the next one is accepted (one step of skew).
-    let code = totp(&secret, now() + 30);
+    let code = totp(&secret, unix_now() + 30);
     let second = anna.submit("/intern/zweiter-faktor", "/intern/zweiter-faktor", &[("code", &code)]).await;
     assert_eq!((second.status, second.location.as_str()), (303, "/intern"), "{}", second.body);
     let town = anna.get(MENDEN).await;
@@ -204,7 +73,7 @@ async fn demo_and_totp_accounts_sign_in(engine: Engine) {
 
 async fn wrong_passwords_get_one_generic_answer_and_lock_the_account(engine: Engine) {
     let s = Server::demo(engine).await;
-    let mut b = Browser::new(&s);
+    let b = Session::new(&s);
     let unknown = b.sign_in("niemand", "irgendetwas").await;
     let wrong = b.sign_in("menden", "falsches-passwort").await;
     assert_eq!((unknown.status, wrong.status), (401, 401));
@@ -224,12 +93,12 @@ async fn wrong_passwords_get_one_generic_answer_and_lock_the_account(engine: Eng
     assert!(locked.body.contains(message));
     assert!(b.get("/intern").await.location.ends_with("/intern/anmelden"));
     // Other accounts are not affected.
-    Browser::demo(&s, "luedenscheid").await;
+    Session::demo(&s, "luedenscheid").await;
 }
 
 async fn forms_without_the_right_csrf_token_change_nothing(engine: Engine) {
     let s = Server::demo(engine).await;
-    let mut b = Browser::demo(&s, "menden").await;
+    let b = Session::demo(&s, "menden").await;
     let form = [("areas", "vehicle"), ("level", "normal"), ("workaround", "CSRF-Probe")];
     assert_eq!(b.post(&format!("{MENDEN}/status"), &form).await.status, 403);
     let mut wrong = vec![("csrf", "falsch")];
@@ -252,7 +121,7 @@ async fn forms_without_the_right_csrf_token_change_nothing(engine: Engine) {
 
 async fn a_bulk_change_reaches_the_public_pages_at_once(engine: Engine) {
     let s = Server::demo(engine).await;
-    let mut b = Browser::demo(&s, "menden").await;
+    let b = Session::demo(&s, "menden").await;
     let page = b.get(MENDEN).await;
     assert!(page.body.contains("<legend>Kfz-Zulassung und Führerschein</legend>"), "{}", page.body);
     assert!(page.body.contains("name=\"areas\" value=\"vehicle\""));
@@ -323,8 +192,8 @@ async fn a_bulk_change_reaches_the_public_pages_at_once(engine: Engine) {
 
 async fn a_stale_version_is_refused_with_the_current_state(engine: Engine) {
     let s = Server::demo(engine).await;
-    let mut first = Browser::demo(&s, "menden").await;
-    let mut second = Browser::demo(&s, "admin").await;
+    let first = Session::demo(&s, "menden").await;
+    let second = Session::demo(&s, "admin").await;
     let page = format!("{MENDEN}/leistungen/geburtsurkunde");
     let seen_by_first = first.get(&page).await.body;
     let seen_by_second = second.get(&page).await.body;
@@ -364,7 +233,7 @@ async fn a_stale_version_is_refused_with_the_current_state(engine: Engine) {
 
 async fn contact_channels_and_referrals_are_edited_per_town(engine: Engine) {
     let s = Server::demo(engine).await;
-    let mut b = Browser::demo(&s, "menden").await;
+    let b = Session::demo(&s, "menden").await;
     let page = b.get(MENDEN).await.body;
     let version = input_value(&page, "version").unwrap();
     let contact = [
@@ -432,7 +301,7 @@ fn announcement_id(list: &str, title: &str) -> String {
 
 async fn an_announcement_goes_from_draft_to_published_to_corrected(engine: Engine) {
     let s = Server::demo(engine).await;
-    let mut b = Browser::demo(&s, "menden").await;
+    let b = Session::demo(&s, "menden").await;
     let body = "Das Bürgerbüro öffnet **ab Montag** wieder.\n\n<script>alert('x')</script><img src=x onerror=alert(1)>\n\n[Mehr](javascript:alert(1))";
     let form = [
         ("scope", "municipality:05962040"),
@@ -536,7 +405,7 @@ async fn an_announcement_goes_from_draft_to_published_to_corrected(engine: Engin
 
 async fn editors_stay_inside_their_scope(engine: Engine) {
     let s = Server::demo(engine).await;
-    let mut menden = Browser::demo(&s, "menden").await;
+    let menden = Session::demo(&s, "menden").await;
     assert_eq!(menden.get("/intern/kommunen/luedenscheid").await.status, 403);
     assert_eq!(menden.get("/intern/kommunen/luedenscheid/leistungen/geburtsurkunde").await.status, 403);
     assert_eq!(menden.get("/intern/kreise/maerkischer-kreis").await.status, 403);
@@ -579,7 +448,7 @@ async fn editors_stay_inside_their_scope(engine: Engine) {
     assert!(!s.text("/meldungen").await.1.contains("Für alle"));
 
     // Lüdenscheid's announcement is not Menden's to open.
-    let mut luedenscheid = Browser::demo(&s, "luedenscheid").await;
+    let luedenscheid = Session::demo(&s, "luedenscheid").await;
     let res = luedenscheid
         .submit(
             "/intern/meldungen/neu",
@@ -594,7 +463,7 @@ async fn editors_stay_inside_their_scope(engine: Engine) {
     assert_eq!(menden.submit(MENDEN, &format!("/intern/meldungen/{id}/zuruecknehmen"), &[]).await.status, 403);
 
     // The crisis team may speak for the whole area.
-    let mut operator = Browser::demo(&s, "krisenstab").await;
+    let operator = Session::demo(&s, "krisenstab").await;
     let form = operator.get("/intern/meldungen/neu").await.body;
     assert!(form.contains("value=\"area:\"") && form.contains("value=\"service:fahrzeug-zulassen\""));
     let res = operator
@@ -610,7 +479,7 @@ async fn editors_stay_inside_their_scope(engine: Engine) {
 
 async fn viewers_read_everything_and_change_nothing(engine: Engine) {
     let s = Server::demo(engine).await;
-    let mut viewer = Browser::demo(&s, "pruefung").await;
+    let viewer = Session::demo(&s, "pruefung").await;
     for page in [
         MENDEN,
         "/intern/kommunen/luedenscheid",
@@ -656,15 +525,15 @@ async fn viewers_read_everything_and_change_nothing(engine: Engine) {
 
 async fn sign_out_ends_the_session_and_everywhere_ends_all(engine: Engine) {
     let s = Server::demo(engine).await;
-    let mut a = Browser::demo(&s, "menden").await;
-    let mut b = Browser::demo(&s, "menden").await;
-    let mut c = Browser::demo(&s, "menden").await;
-    let a_cookies = a.cookies.clone();
+    let a = Session::demo(&s, "menden").await;
+    let b = Session::demo(&s, "menden").await;
+    let c = Session::demo(&s, "menden").await;
+    let a_cookies = a.cookies();
     let res = a.submit("/intern", "/intern/abmelden", &[]).await;
     assert_eq!((res.status, res.location.as_str()), (303, "/intern/anmelden"));
-    assert!(!a.cookies.contains_key("nb_session"), "the cookie is cleared");
+    assert!(!a.cookies().contains_key("nb_session"), "the cookie is cleared");
     // The old cookie no longer works: the session ended on the server.
-    a.cookies = a_cookies;
+    a.set_cookies(a_cookies);
     assert_eq!(a.get("/intern").await.location, "/intern/anmelden");
     assert_eq!(b.get("/intern").await.status, 200, "other sessions stay");
 
@@ -672,12 +541,12 @@ async fn sign_out_ends_the_session_and_everywhere_ends_all(engine: Engine) {
     assert_eq!(res.status, 303);
     assert_eq!(c.get("/intern").await.location, "/intern/anmelden");
     assert_eq!(c.get(MENDEN).await.location, "/intern/anmelden");
-    Browser::demo(&s, "menden").await;
+    Session::demo(&s, "menden").await;
 }
 
 async fn the_journal_lists_changes_verifies_and_exports(engine: Engine) {
     let s = Server::demo(engine).await;
-    let mut menden = Browser::demo(&s, "menden").await;
+    let menden = Session::demo(&s, "menden").await;
     let res = menden
         .submit(
             MENDEN,
@@ -697,9 +566,9 @@ async fn the_journal_lists_changes_verifies_and_exports(engine: Engine) {
     assert!(journal.contains("Unversehrt"));
     assert!(journal.contains("href=\"/intern/journal.csv?"));
     // Another town's editor does not see Menden's entries; the viewer sees everything.
-    let mut other = Browser::demo(&s, "luedenscheid").await;
+    let other = Session::demo(&s, "luedenscheid").await;
     assert!(!other.get("/intern/journal").await.body.contains("Formular per Post"));
-    let mut viewer = Browser::demo(&s, "pruefung").await;
+    let viewer = Session::demo(&s, "pruefung").await;
     assert!(viewer.get("/intern/journal?kind=statement&author=menden").await.body.contains("Formular per Post"));
     assert!(!viewer.get("/intern/journal?kind=announcement").await.body.contains("Formular per Post"));
 
@@ -722,7 +591,7 @@ async fn the_journal_lists_changes_verifies_and_exports(engine: Engine) {
 
 async fn admins_manage_accounts_and_everyone_their_tokens(engine: Engine) {
     let s = Server::demo(engine).await;
-    let mut admin = Browser::demo(&s, "admin").await;
+    let admin = Session::demo(&s, "admin").await;
     let res = admin
         .submit(
             "/intern/benutzer",
@@ -735,7 +604,7 @@ async fn admins_manage_accounts_and_everyone_their_tokens(engine: Engine) {
     assert!(link.contains("/intern/einrichten/"), "{link}");
     let path = &link[link.find("/intern/einrichten/").unwrap()..];
     assert!(admin.get("/intern/benutzer").await.body.contains("Einrichtung ausstehend"));
-    let mut berta = Browser::new(&s);
+    let berta = Session::new(&s);
     assert_eq!(berta.get(path).await.status, 200, "the link opens the setup");
     let duplicate =
         admin.submit("/intern/benutzer", "/intern/benutzer", &[("username", "berta"), ("role", "viewer")]).await;
@@ -752,7 +621,7 @@ async fn admins_manage_accounts_and_everyone_their_tokens(engine: Engine) {
     let res = admin.submit(&user_page, &format!("{user_page}/zuruecksetzen"), &[]).await;
     assert_eq!(res.status, 200);
     assert_ne!(element_text(&res.body, "setup-link"), link);
-    let mut menden = Browser::demo(&s, "menden").await;
+    let menden = Session::demo(&s, "menden").await;
     assert_eq!(menden.get("/intern/benutzer").await.status, 403);
     assert_eq!(
         menden.submit(MENDEN, "/intern/benutzer", &[("username", "mallory"), ("role", "admin")]).await.status,
@@ -772,7 +641,7 @@ async fn admins_manage_accounts_and_everyone_their_tokens(engine: Engine) {
     );
     let all = admin.get("/intern/tokens").await.body;
     assert!(all.contains("Website Menden") && all.contains("Gehört zu"));
-    let mut other = Browser::demo(&s, "luedenscheid").await;
+    let other = Session::demo(&s, "luedenscheid").await;
     assert!(!other.get("/intern/tokens").await.body.contains("Website Menden"));
     let revoke =
         list.split("action=\"").find(|p| p.starts_with("/intern/tokens/") && p.contains("widerrufen")).unwrap();

@@ -183,3 +183,224 @@ where
     }
     false
 }
+
+/// `application/x-www-form-urlencoded`, without pulling in another crate feature.
+pub fn form_encode(pairs: &[(&str, &str)]) -> String {
+    let enc = |s: &str| -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+                b' ' => "+".into(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    pairs.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&")
+}
+
+/// The value of the first `name="…" value="…"` in a page.
+pub fn input_value(html: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let at = html.find(&marker)? + marker.len();
+    Some(html[at..at + html[at..].find('"')?].to_string())
+}
+
+/// The text of the element with this id (up to its first tag).
+pub fn element_text(html: &str, id: &str) -> String {
+    let at = html.find(&format!("id=\"{id}\">")).unwrap_or_else(|| panic!("no #{id} in page"));
+    let rest = &html[at + id.len() + 6..];
+    rest[..rest.find('<').unwrap()].trim().to_string()
+}
+
+/// A new API token for a demo account, from the command line.
+pub fn api_token(s: &Server, user: &str) -> String {
+    let out = s.command(&["token", "add", "--user", user, "--name", &format!("test-{user}")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let secret = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(secret.starts_with("nb_"), "{secret}");
+    secret
+}
+
+/// One answer as a test sees it.
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    /// The `Location` header, or empty.
+    pub location: String,
+    pub body: String,
+}
+
+impl Answer {
+    /// The body as JSON; `null` when it is empty, a panic when it is not JSON.
+    pub fn json(&self) -> serde_json::Value {
+        if self.body.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+        }
+    }
+}
+
+/// The one HTTP client of the tests, for the desk and the API: what a browser keeps between
+/// requests (its cookies), or an API token sent as `Authorization: Bearer`. Every method takes
+/// `&self`, so a session can be shared by concurrent requests and `eventually` closures.
+pub struct Session<'a> {
+    pub server: &'a Server,
+    cookies: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+    bearer: Option<String>,
+}
+
+impl<'a> Session<'a> {
+    /// No cookies and no token yet.
+    pub fn new(server: &'a Server) -> Session<'a> {
+        Session { server, cookies: Default::default(), bearer: None }
+    }
+
+    /// Requests that carry this bearer token (valid or not).
+    pub fn bearer(server: &'a Server, secret: &str) -> Session<'a> {
+        Session { bearer: Some(secret.to_string()), ..Session::new(server) }
+    }
+
+    /// A new API token for a demo account (from `notbetrieb token add`).
+    pub fn api(server: &'a Server, user: &str) -> Session<'a> {
+        Session::bearer(server, &api_token(server, user))
+    }
+
+    /// A demo account signed in at the desk (demo accounts have no second factor).
+    pub async fn demo(server: &'a Server, username: &str) -> Session<'a> {
+        let b = Session::new(server);
+        let res = b.sign_in(username, &format!("demo-{username}-passwort")).await;
+        assert_eq!((res.status, res.location.as_str()), (303, "/intern"), "{username}: {}", res.body);
+        b
+    }
+
+    /// The bearer token's secret.
+    pub fn secret(&self) -> &str {
+        self.bearer.as_deref().expect("a session with a bearer token")
+    }
+
+    /// The cookies kept now.
+    pub fn cookies(&self) -> std::collections::BTreeMap<String, String> {
+        self.cookies.lock().unwrap().clone()
+    }
+
+    /// Replaces the cookies (to replay an old session cookie, for example).
+    pub fn set_cookies(&self, cookies: std::collections::BTreeMap<String, String>) {
+        *self.cookies.lock().unwrap() = cookies;
+    }
+
+    /// A request to `path` on the server, to be sent with `send`.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.server.client.request(method, self.server.url(path))
+    }
+
+    /// Sends a request with the session's cookies and bearer token; keeps the cookies it sets.
+    pub async fn send(&self, mut req: reqwest::RequestBuilder) -> Answer {
+        let cookie =
+            self.cookies.lock().unwrap().iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
+        if !cookie.is_empty() {
+            req = req.header("cookie", cookie);
+        }
+        if let Some(secret) = &self.bearer {
+            req = req.bearer_auth(secret);
+        }
+        let res = req.send().await.unwrap();
+        {
+            let mut cookies = self.cookies.lock().unwrap();
+            for set in res.headers().get_all("set-cookie") {
+                let first = set.to_str().unwrap().split(';').next().unwrap();
+                let (name, value) = first.split_once('=').unwrap();
+                if value.is_empty() {
+                    cookies.remove(name);
+                } else {
+                    cookies.insert(name.to_string(), value.to_string());
+                }
+            }
+        }
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let location = headers.get("location").map(|l| l.to_str().unwrap().to_string()).unwrap_or_default();
+        Answer { status, headers, location, body: res.text().await.unwrap() }
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.send(self.request(reqwest::Method::GET, path)).await
+    }
+
+    /// POSTs a form as given (no CSRF token added).
+    pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> Answer {
+        let req = self
+            .request(reqwest::Method::POST, path)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form_encode(form));
+        self.send(req).await
+    }
+
+    /// Opens `page` and submits a form to `action` with the page's CSRF token added.
+    pub async fn submit(&self, page: &str, action: &str, form: &[(&str, &str)]) -> Answer {
+        let shown = self.get(page).await;
+        assert_eq!(shown.status, 200, "{page}: {}", shown.body);
+        let csrf = input_value(&shown.body, "csrf").unwrap_or_else(|| panic!("{page} has no form"));
+        let mut with_token = vec![("csrf", csrf.as_str())];
+        with_token.extend_from_slice(form);
+        self.post(action, &with_token).await
+    }
+
+    /// Password sign-in at the desk; returns the answer to the POST.
+    pub async fn sign_in(&self, username: &str, password: &str) -> Answer {
+        let login = self.get("/intern/anmelden").await;
+        let token = input_value(&login.body, "form").expect("sign-in form token");
+        self.post("/intern/anmelden", &[("username", username), ("password", password), ("form", &token)]).await
+    }
+
+    /// A request to the API at /api/v1`path`, to be sent with `send` or `json`.
+    pub fn api_request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.request(method, &format!("/api/v1{path}"))
+    }
+
+    /// Sends a request and returns its status and JSON body (`null` when empty).
+    pub async fn json(&self, req: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+        let answer = self.send(req).await;
+        (answer.status, answer.json())
+    }
+
+    /// A JSON call to /api/v1`path` with an optional body; status and JSON answer.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = self.api_request(method, path);
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        self.json(req).await
+    }
+}
+
+/// RFC 6238 code (SHA-1, 6 digits, 30 s) for a base32 secret at a given time.
+pub fn totp(secret: &str, unix: u64) -> String {
+    let mut bytes = Vec::new();
+    let (mut buffer, mut bits) = (0u32, 0);
+    for c in secret.chars() {
+        let v = match c {
+            'A'..='Z' => c as u32 - 'A' as u32,
+            '2'..='7' => c as u32 - '2' as u32 + 26,
+            _ => continue,
+        };
+        buffer = (buffer << 5) | v;
+        bits += 5;
+        if bits >= 8 {
+            bytes.push((buffer >> (bits - 8)) as u8);
+            bits -= 8;
+        }
+    }
+    let t = totp_rs::Builder::new().with_secret(bytes).build().unwrap();
+    t.generate(unix).to_string()
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}

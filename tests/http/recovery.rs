@@ -7,8 +7,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::api_write::{call, token};
-use crate::{Engine, Server, eventually, on_both_engines};
+use crate::{Answer, Engine, Server, Session, eventually, input_value, on_both_engines};
 
 on_both_engines!(
     a_refused_release_lists_every_unmet_condition,
@@ -23,93 +22,20 @@ on_both_engines!(
     demo_advance_walks_the_script_forward,
 );
 
-/// A signed-in desk session (demo accounts have no second factor).
-struct Desk<'a> {
-    s: &'a Server,
-    cookies: Vec<String>,
+/// Posts a form of a procedure page (`action` relative to it), with the page's CSRF token.
+async fn submit(desk: &Session<'_>, procedure: &str, action: &str, form: &[(&str, &str)]) -> Answer {
+    let page = format!("/intern/wiederanlauf/{procedure}");
+    desk.submit(&page, &format!("{page}{action}"), form).await
 }
 
-struct Answer {
-    status: u16,
-    body: String,
-    location: String,
-}
-
-impl<'a> Desk<'a> {
-    async fn sign_in(s: &'a Server, username: &str) -> Desk<'a> {
-        let mut d = Desk { s, cookies: Vec::new() };
-        let login = d.get("/intern/anmelden").await;
-        let form = hidden(&login.body, "form");
-        let password = format!("demo-{username}-passwort");
-        let res = d.post("/intern/anmelden", &[("username", username), ("password", &password), ("form", &form)]).await;
-        assert_eq!((res.status, res.location.as_str()), (303, "/intern"), "{username}: {}", res.body);
-        d
-    }
-
-    async fn send(&mut self, req: reqwest::RequestBuilder) -> Answer {
-        let res = req.header("cookie", self.cookies.join("; ")).send().await.unwrap();
-        for set in res.headers().get_all("set-cookie") {
-            let pair = set.to_str().unwrap().split(';').next().unwrap().to_string();
-            let name = pair.split('=').next().unwrap().to_string();
-            self.cookies.retain(|c| !c.starts_with(&format!("{name}=")));
-            self.cookies.push(pair);
-        }
-        let status = res.status().as_u16();
-        let location = res.headers().get("location").map(|l| l.to_str().unwrap().to_string()).unwrap_or_default();
-        Answer { status, location, body: res.text().await.unwrap() }
-    }
-
-    async fn get(&mut self, path: &str) -> Answer {
-        let req = self.s.client.get(self.s.url(path));
-        self.send(req).await
-    }
-
-    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Answer {
-        let body = form.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&");
-        let req =
-            self.s.client.post(self.s.url(path)).header("content-type", "application/x-www-form-urlencoded").body(body);
-        self.send(req).await
-    }
-
-    /// Posts a form of a procedure page, with the page's CSRF token.
-    async fn submit(&mut self, procedure: &str, action: &str, form: &[(&str, &str)]) -> Answer {
-        let page = self.get(&format!("/intern/wiederanlauf/{procedure}")).await;
-        assert_eq!(page.status, 200, "{}", page.body);
-        let csrf = hidden(&page.body, "csrf");
-        let mut fields = vec![("csrf", csrf.as_str())];
-        fields.extend_from_slice(form);
-        self.post(&format!("/intern/wiederanlauf/{procedure}{action}"), &fields).await
-    }
-}
-
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-/// The value of the first hidden field `name` in a page.
-fn hidden(html: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let at = html.find(&marker).unwrap_or_else(|| panic!("no field {name}")) + marker.len();
-    html[at..at + html[at..].find('"').unwrap()].to_string()
-}
-
-async fn procedure(s: &Server, t: &str, slug: &str) -> Value {
-    let (status, p) = call(s, t, Method::GET, &format!("/procedures/{slug}"), None).await;
+async fn procedure(t: &Session<'_>, slug: &str) -> Value {
+    let (status, p) = t.call(Method::GET, &format!("/procedures/{slug}"), None).await;
     assert_eq!(status, 200, "{p}");
     p
 }
 
-async fn step(s: &Server, t: &str, slug: &str, to: &str, evidence: &str) -> (u16, Value) {
-    call(s, t, Method::POST, &format!("/procedures/{slug}/steps"), Some(&json!({ "to": to, "evidence": evidence })))
-        .await
+async fn step(t: &Session<'_>, slug: &str, to: &str, evidence: &str) -> (u16, Value) {
+    t.call(Method::POST, &format!("/procedures/{slug}/steps"), Some(&json!({ "to": to, "evidence": evidence }))).await
 }
 
 fn conditions(refusal: &Value) -> Vec<String> {
@@ -131,9 +57,9 @@ async fn public_level(s: &Server, town: &str, service: &str) -> String {
 
 async fn a_refused_release_lists_every_unmet_condition(engine: Engine) {
     let s = Server::demo(engine).await;
-    let t = token(&s, "krisenstab");
+    let t = Session::api(&s, "krisenstab");
     // Fahrerlaubnis is under review and needs the remote access, which is only hardened.
-    let (status, refusal) = step(&s, &t, "fahrerlaubnis", "released", "Freigabe").await;
+    let (status, refusal) = step(&t, "fahrerlaubnis", "released", "Freigabe").await;
     assert_eq!(status, 409, "{refusal}");
     assert_eq!(refusal["error"], "conflict");
     assert_eq!(
@@ -143,10 +69,10 @@ async fn a_refused_release_lists_every_unmet_condition(engine: Engine) {
     );
     assert_eq!(refusal["current"]["unmet"][3]["dependency"], "fernzugang");
     assert_eq!(refusal["current"]["messages"].as_array().unwrap().len(), 4, "{refusal}");
-    assert_eq!(procedure(&s, &t, "fahrerlaubnis").await["stage"], "under_review", "nothing changed");
+    assert_eq!(procedure(&t, "fahrerlaubnis").await["stage"], "under_review", "nothing changed");
 
-    let mut desk = Desk::sign_in(&s, "krisenstab").await;
-    let res = desk.submit("fahrerlaubnis", "/schritt", &[("to", "released"), ("evidence", "Freigabe")]).await;
+    let desk = Session::demo(&s, "krisenstab").await;
+    let res = submit(&desk, "fahrerlaubnis", "/schritt", &[("to", "released"), ("evidence", "Freigabe")]).await;
     assert_eq!(res.status, 409);
     for sentence in [
         "nur eine Stufe nach der anderen",
@@ -164,9 +90,9 @@ async fn a_refused_release_lists_every_unmet_condition(engine: Engine) {
 
 async fn a_valid_sequence_passes_the_gates_and_is_recorded(engine: Engine) {
     let s = Server::demo(engine).await;
-    let t = token(&s, "krisenstab");
-    let mut desk = Desk::sign_in(&s, "krisenstab").await;
-    let res = desk.submit("fahrerlaubnis", "/schritt", &[("to", "cleared"), ("evidence", "")]).await;
+    let t = Session::api(&s, "krisenstab");
+    let desk = Session::demo(&s, "krisenstab").await;
+    let res = submit(&desk, "fahrerlaubnis", "/schritt", &[("to", "cleared"), ("evidence", "")]).await;
     assert_eq!(res.status, 422, "a forward step needs evidence");
     assert!(res.body.contains("Bitte einen kurzen Nachweis angeben"), "{}", res.body);
     for (slug, to) in [
@@ -175,7 +101,8 @@ async fn a_valid_sequence_passes_the_gates_and_is_recorded(engine: Engine) {
         ("fahrerlaubnis", "hardened"),
         ("fahrerlaubnis", "released"),
     ] {
-        let res = desk.submit(slug, "/schritt", &[("to", to), ("evidence", &format!("Prüfbericht {slug} {to}"))]).await;
+        let res =
+            submit(&desk, slug, "/schritt", &[("to", to), ("evidence", &format!("Prüfbericht {slug} {to}"))]).await;
         assert_eq!(
             (res.status, res.location.as_str()),
             (303, format!("/intern/wiederanlauf/{slug}?gespeichert=1&mit=0#stufe").as_str()),
@@ -183,18 +110,18 @@ async fn a_valid_sequence_passes_the_gates_and_is_recorded(engine: Engine) {
             res.body
         );
     }
-    let res = desk
-        .submit(
-            "fahrerlaubnis",
-            "/rollout",
-            &[("districts", "hochsauerlandkreis"), ("stage", "pilot"), ("expected_date", "2030-01-15")],
-        )
-        .await;
+    let res = submit(
+        &desk,
+        "fahrerlaubnis",
+        "/rollout",
+        &[("districts", "hochsauerlandkreis"), ("stage", "pilot"), ("expected_date", "2030-01-15")],
+    )
+    .await;
     assert_eq!(res.status, 303, "{}", res.body);
     let page = desk.get(&res.location).await;
     assert!(page.body.contains("Für 12 Kommunen gespeichert"), "{}", page.body);
 
-    let p = procedure(&s, &t, "fahrerlaubnis").await;
+    let p = procedure(&t, "fahrerlaubnis").await;
     assert_eq!(p["stage"], "released");
     assert_eq!((p["rollout"]["pilot"].as_u64(), p["rollout"]["live"].as_u64()), (Some(12), Some(12)), "{p}");
     assert_eq!(p["gate"]["next_stage"], "normal");
@@ -208,36 +135,34 @@ async fn a_valid_sequence_passes_the_gates_and_is_recorded(engine: Engine) {
         ]
     );
     assert_eq!(p["history"][0]["author"], "krisenstab");
-    let (_, journal) = call(&s, &t, Method::GET, "/journal?kind=procedure.step", None).await;
+    let (_, journal) = t.call(Method::GET, "/journal?kind=procedure.step", None).await;
     assert_eq!(journal["entries"].as_array().unwrap().len(), 4, "{journal}");
 
     // Through the API, once per Idempotency-Key.
     let req = |key: &str| {
-        s.client
-            .post(s.url("/api/v1/procedures/gewerbe/steps"))
-            .bearer_auth(&t)
+        t.api_request(Method::POST, "/procedures/gewerbe/steps")
             .header("idempotency-key", key)
             .json(&json!({ "to": "cleared", "evidence": "Forensik ohne Befund" }))
     };
-    let first = req("k1").send().await.unwrap();
-    assert_eq!(first.status(), 200);
-    let again = req("k1").send().await.unwrap();
-    assert_eq!((again.status().as_u16(), again.headers()["idempotent-replayed"].to_str().unwrap()), (200, "true"));
-    let body: Value = again.json().await.unwrap();
+    let first = t.send(req("k1")).await;
+    assert_eq!(first.status, 200);
+    let again = t.send(req("k1")).await;
+    assert_eq!((again.status, again.headers["idempotent-replayed"].to_str().unwrap()), (200, "true"));
+    let body: Value = again.json();
     assert_eq!(body["changed"], json!([{ "procedure": "gewerbe", "stage": "cleared" }]));
-    assert_eq!(procedure(&s, &t, "gewerbe").await["history"][1]["to_stage"], "under_review", "acted once");
+    assert_eq!(procedure(&t, "gewerbe").await["history"][1]["to_stage"], "under_review", "acted once");
 }
 
 async fn a_step_back_cascades_to_dependents_and_their_towns(engine: Engine) {
     let s = Server::demo(engine).await;
-    let t = token(&s, "krisenstab");
+    let t = Session::api(&s, "krisenstab");
     // Arnsberg's social services follow the rollout (no statement): basic operation.
     assert_eq!(public_level(&s, "arnsberg", "wohngeld").await, "Basisbetrieb (eingeschränkt)");
-    let (status, refusal) = step(&s, &t, "verzeichnisdienst", "under_review", " ").await;
+    let (status, refusal) = step(&t, "verzeichnisdienst", "under_review", " ").await;
     assert_eq!((status, conditions(&refusal)), (409, vec!["reason_missing".to_string()]), "{refusal}");
 
     let (status, result) =
-        step(&s, &t, "verzeichnisdienst", "under_review", "Neue Indikatoren im Verzeichnisdienst gefunden").await;
+        step(&t, "verzeichnisdienst", "under_review", "Neue Indikatoren im Verzeichnisdienst gefunden").await;
     assert_eq!(status, 200, "{result}");
     let changed: Vec<(&str, &str)> = result["changed"]
         .as_array()
@@ -250,17 +175,17 @@ async fn a_step_back_cascades_to_dependents_and_their_towns(engine: Engine) {
     }
     assert!(changed.contains(&("verzeichnisdienst", "under_review")));
     assert!(!changed.iter().any(|(p, _)| *p == "gewerbe"), "not released, so not pulled back");
-    let social = procedure(&s, &t, "sozialwesen").await;
+    let social = procedure(&t, "sozialwesen").await;
     assert_eq!((social["stage"].as_str(), social["rollout"]["live"].as_u64()), (Some("hardened"), Some(0)), "{social}");
     assert!(social["history"][0]["evidence"].as_str().unwrap().contains("verzeichnisdienst"), "{social}");
     assert_eq!(public_level(&s, "arnsberg", "wohngeld").await, "Ausfall");
-    let (_, journal) = call(&s, &t, Method::GET, "/journal?kind=rollout.pulled_back", None).await;
+    let (_, journal) = t.call(Method::GET, "/journal?kind=rollout.pulled_back", None).await;
     assert!(journal["entries"].as_array().unwrap().len() > 50, "every town's rollout journaled");
 }
 
 async fn a_district_rollout_changes_every_town_page_at_once(engine: Engine) {
     let s = Server::demo(engine).await;
-    let t = token(&s, "krisenstab");
+    let t = Session::api(&s, "krisenstab");
     let (_, list) = s.json("/api/v1/municipalities").await;
     let olpe: Vec<String> = list["municipalities"]
         .as_array()
@@ -274,7 +199,7 @@ async fn a_district_rollout_changes_every_town_page_at_once(engine: Engine) {
         assert_eq!(public_level(&s, town, "wohngeld").await, "Ausfall", "{town} before");
     }
     let body = json!({ "procedure": "sozialwesen", "stage": "basic", "districts": ["kreis-olpe"], "expected_date": "2030-02-01" });
-    let (status, result) = call(&s, &t, Method::POST, "/procedures/sozialwesen/rollout", Some(&body)).await;
+    let (status, result) = t.call(Method::POST, "/procedures/sozialwesen/rollout", Some(&body)).await;
     assert_eq!((status, result["municipalities"].as_u64()), (200, Some(7)), "{result}");
     for town in &olpe {
         assert_eq!(public_level(&s, town, "wohngeld").await, "Basisbetrieb (eingeschränkt)", "{town} after");
@@ -287,32 +212,32 @@ async fn a_district_rollout_changes_every_town_page_at_once(engine: Engine) {
             "{wohngeld}"
         );
     }
-    let (status, wrong) = call(&s, &t, Method::POST, "/procedures/kfz/rollout", Some(&body)).await;
+    let (status, wrong) = t.call(Method::POST, "/procedures/kfz/rollout", Some(&body)).await;
     assert_eq!((status, wrong["field"].as_str()), (422, Some("procedure")), "the body names the path's procedure");
 }
 
 async fn no_rollout_before_release(engine: Engine) {
     let s = Server::demo(engine).await;
-    let t = token(&s, "krisenstab");
+    let t = Session::api(&s, "krisenstab");
     let body = json!({ "procedure": "gewerbe", "stage": "pilot", "municipalities": ["menden-sauerland"] });
-    let (status, refusal) = call(&s, &t, Method::POST, "/procedures/gewerbe/rollout", Some(&body)).await;
+    let (status, refusal) = t.call(Method::POST, "/procedures/gewerbe/rollout", Some(&body)).await;
     assert_eq!((status, conditions(&refusal)), (409, vec!["procedure_not_released".to_string()]), "{refusal}");
     let body = json!({ "procedure": "kfz", "stage": "normal", "districts": ["hochsauerlandkreis"] });
-    let (status, refusal) = call(&s, &t, Method::POST, "/procedures/kfz/rollout", Some(&body)).await;
+    let (status, refusal) = t.call(Method::POST, "/procedures/kfz/rollout", Some(&body)).await;
     assert_eq!((status, conditions(&refusal)), (409, vec!["procedure_not_normal".to_string()]), "{refusal}");
 
-    let mut desk = Desk::sign_in(&s, "krisenstab").await;
-    let res = desk.submit("gewerbe", "/rollout", &[("municipalities", "menden-sauerland"), ("stage", "pilot")]).await;
+    let desk = Session::demo(&s, "krisenstab").await;
+    let res = submit(&desk, "gewerbe", "/rollout", &[("municipalities", "menden-sauerland"), ("stage", "pilot")]).await;
     assert_eq!(res.status, 409);
     assert!(res.body.contains("Keine Einführung vor der Freigabe"), "{}", res.body);
-    assert_eq!(procedure(&s, &t, "gewerbe").await["rollout"]["live"], 0);
+    assert_eq!(procedure(&t, "gewerbe").await["rollout"]["live"], 0);
 }
 
 async fn a_dependency_cycle_is_refused_with_the_cycle_named(engine: Engine) {
     let s = Server::demo(engine).await;
-    let t = token(&s, "krisenstab");
+    let t = Session::api(&s, "krisenstab");
     let mut infra = json!({ "slug": "verzeichnisdienst", "name": "Verzeichnisdienst", "kind": "infrastructure", "priority": 0, "depends_on": ["meldewesen"] });
-    let (status, refusal) = call(&s, &t, Method::PUT, "/procedures/verzeichnisdienst", Some(&infra)).await;
+    let (status, refusal) = t.call(Method::PUT, "/procedures/verzeichnisdienst", Some(&infra)).await;
     assert_eq!(status, 409, "{refusal}");
     assert_eq!(refusal["current"]["cycle"], json!(["verzeichnisdienst", "meldewesen", "verzeichnisdienst"]));
     assert!(
@@ -324,53 +249,53 @@ async fn a_dependency_cycle_is_refused_with_the_cycle_named(engine: Engine) {
     );
     infra["depends_on"] = json!([]);
     infra["slug"] = json!("netz");
-    let (status, wrong) = call(&s, &t, Method::PUT, "/procedures/verzeichnisdienst", Some(&infra)).await;
+    let (status, wrong) = t.call(Method::PUT, "/procedures/verzeichnisdienst", Some(&infra)).await;
     assert_eq!((status, wrong["field"].as_str()), (422, Some("slug")));
 
     // A new procedure, then one that would close a cycle through it.
     let new = json!({ "slug": "e-akte", "name": "E-Akte", "area": "finance", "depends_on": ["finanzwesen"], "services": ["zahlungen"] });
-    let (status, created) = call(&s, &t, Method::POST, "/procedures", Some(&new)).await;
+    let (status, created) = t.call(Method::POST, "/procedures", Some(&new)).await;
     assert_eq!(
         (status, created["stage"].as_str(), created["version"].as_u64()),
         (201, Some("down"), Some(1)),
         "{created}"
     );
-    let (status, _) = call(&s, &t, Method::POST, "/procedures", Some(&new)).await;
+    let (status, _) = t.call(Method::POST, "/procedures", Some(&new)).await;
     assert_eq!(status, 409, "no second procedure with the same slug");
-    let mut desk = Desk::sign_in(&s, "krisenstab").await;
-    let res = desk
-        .submit(
-            "finanzwesen",
-            "",
-            &[
-                ("version", "1"),
-                ("name", "Finanzverfahren und Kasse"),
-                ("kind", "procedure"),
-                ("area", "finance"),
-                ("priority", "7"),
-                ("depends_on", "netz"),
-                ("depends_on", "e-akte"),
-            ],
-        )
-        .await;
+    let desk = Session::demo(&s, "krisenstab").await;
+    let res = submit(
+        &desk,
+        "finanzwesen",
+        "",
+        &[
+            ("version", "1"),
+            ("name", "Finanzverfahren und Kasse"),
+            ("kind", "procedure"),
+            ("area", "finance"),
+            ("priority", "7"),
+            ("depends_on", "netz"),
+            ("depends_on", "e-akte"),
+        ],
+    )
+    .await;
     assert_eq!(res.status, 409);
     assert!(res.body.contains("finanzwesen → e-akte → finanzwesen"), "{}", res.body);
-    let res = desk
-        .submit(
-            "finanzwesen",
-            "",
-            &[
-                ("version", "1"),
-                ("name", "Finanzen"),
-                ("kind", "procedure"),
-                ("area", "finance"),
-                ("priority", "7"),
-                ("depends_on", "netz"),
-            ],
-        )
-        .await;
+    let res = submit(
+        &desk,
+        "finanzwesen",
+        "",
+        &[
+            ("version", "1"),
+            ("name", "Finanzen"),
+            ("kind", "procedure"),
+            ("area", "finance"),
+            ("priority", "7"),
+            ("depends_on", "netz"),
+        ],
+    )
+    .await;
     assert_eq!(res.status, 303, "{}", res.body);
-    let finance = procedure(&s, &t, "finanzwesen").await;
+    let finance = procedure(&t, "finanzwesen").await;
     assert_eq!(
         (finance["name"].as_str(), finance["version"].as_u64(), finance["depends_on"].clone()),
         (Some("Finanzen"), Some(2), json!(["netz"]))
@@ -379,11 +304,11 @@ async fn a_dependency_cycle_is_refused_with_the_cycle_named(engine: Engine) {
 
 async fn editors_may_look_but_not_change(engine: Engine) {
     let s = Server::demo(engine).await;
-    let mut desk = Desk::sign_in(&s, "menden").await;
+    let desk = Session::demo(&s, "menden").await;
     let page = desk.get("/intern/wiederanlauf/kfz").await;
     assert_eq!(page.status, 200);
     assert!(page.body.contains("Kfz-Zulassungsverfahren") && !page.body.contains("/schritt\""), "no forms for editors");
-    let csrf = hidden(&page.body, "csrf");
+    let csrf = input_value(&page.body, "csrf").expect("no field csrf");
     let res =
         desk.post("/intern/wiederanlauf/kfz/schritt", &[("csrf", &csrf), ("to", "normal"), ("evidence", "x")]).await;
     assert_eq!(res.status, 403, "{}", res.body);
@@ -396,20 +321,20 @@ async fn editors_may_look_but_not_change(engine: Engine) {
     assert_eq!(res.status, 403);
     assert_eq!(desk.get("/intern/wiederanlauf/neu").await.status, 403);
 
-    let t = token(&s, "menden");
-    let (status, _) = call(&s, &t, Method::GET, "/procedures/kfz", None).await;
+    let t = Session::api(&s, "menden");
+    let (status, _) = t.call(Method::GET, "/procedures/kfz", None).await;
     assert_eq!(status, 200, "reading is allowed");
-    let (status, refusal) = step(&s, &t, "kfz", "normal", "x").await;
+    let (status, refusal) = step(&t, "kfz", "normal", "x").await;
     assert_eq!((status, refusal["error"].as_str()), (403, Some("forbidden")));
-    let (status, _) = call(&s, "nb_wrong", Method::GET, "/procedures", None).await;
+    let (status, _) = Session::bearer(&s, "nb_wrong").call(Method::GET, "/procedures", None).await;
     assert_eq!(status, 401);
-    let krisenstab = token(&s, "krisenstab");
-    assert_eq!(procedure(&s, &krisenstab, "kfz").await["stage"], "released", "nothing changed");
+    let krisenstab = Session::api(&s, "krisenstab");
+    assert_eq!(procedure(&krisenstab, "kfz").await["stage"], "released", "nothing changed");
 }
 
 async fn the_board_shows_the_matrix_counts_and_the_plan(engine: Engine) {
     let s = Server::demo(engine).await;
-    let mut desk = Desk::sign_in(&s, "krisenstab").await;
+    let desk = Session::demo(&s, "krisenstab").await;
     let board = desk.get("/intern/wiederanlauf").await;
     assert_eq!(board.status, 200);
     assert!(
@@ -433,7 +358,7 @@ async fn the_board_shows_the_matrix_counts_and_the_plan(engine: Engine) {
     assert!(plan.body.contains("„Fernzugang mit zweitem Faktor“ ist noch nicht freigegeben"), "what blocks it");
     assert_eq!(desk.get("/intern/wiederanlauf/neu").await.status, 200);
     assert_eq!(desk.get("/intern/wiederanlauf/gibt-es-nicht").await.status, 404);
-    let viewer_board = Desk::sign_in(&s, "menden").await.get("/intern/wiederanlauf").await;
+    let viewer_board = Session::demo(&s, "menden").await.get("/intern/wiederanlauf").await;
     assert!(viewer_board.status == 200 && !viewer_board.body.contains("/intern/wiederanlauf/neu"));
 }
 
@@ -458,15 +383,15 @@ async fn the_fahrplan_is_public_json(engine: Engine) {
 
 async fn demo_advance_walks_the_script_forward(engine: Engine) {
     let s = Server::demo(engine).await;
-    let t = token(&s, "krisenstab");
+    let t = Session::api(&s, "krisenstab");
     let out = s.command(&["demo", "advance", "--steps", "2"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("step 1/11: Fahrerlaubnisverfahren (fahrerlaubnis) under_review -> cleared"), "{stdout}");
     assert!(stdout.contains("step 2/11: Fernzugang"), "{stdout}");
     // The running server sees the change within its poll interval.
-    let (server, secret) = (&s, t.as_str());
-    assert!(eventually(|| async move { procedure(server, secret, "fernzugang").await["stage"] == "released" }).await);
+    let api = &t;
+    assert!(eventually(|| async move { procedure(api, "fernzugang").await["stage"] == "released" }).await);
     let out = s.command(&["demo", "advance", "--steps", "20"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -477,13 +402,13 @@ async fn demo_advance_walks_the_script_forward(engine: Engine) {
     );
     let out = s.command(&["demo", "advance"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "the demo scenario is complete: nothing left to advance");
-    assert!(eventually(|| async move { procedure(server, secret, "personenstand").await["stage"] == "normal" }).await);
-    let licence = procedure(&s, &t, "fahrerlaubnis").await;
+    assert!(eventually(|| async move { procedure(api, "personenstand").await["stage"] == "normal" }).await);
+    let licence = procedure(&t, "fahrerlaubnis").await;
     assert_eq!(
         (licence["stage"].as_str(), licence["rollout"]["pilot"].as_u64()),
         (Some("released"), Some(12)),
         "{licence}"
     );
-    let (_, journal) = call(&s, &t, Method::GET, "/journal?author=cli&kind=procedure.step", None).await;
+    let (_, journal) = t.call(Method::GET, "/journal?author=cli&kind=procedure.step", None).await;
     assert_eq!(journal["entries"].as_array().unwrap().len(), 6, "every step journaled as the CLI");
 }

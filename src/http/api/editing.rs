@@ -381,7 +381,7 @@ fn expected_version(headers: &HeaderMap, in_body: Option<i64>) -> Result<Option<
 }
 
 pub(crate) fn check_slug(slug: &str) -> Result<&str, Fail> {
-    if is_valid_slug(slug) { Ok(slug) } else { Err(Fail::bad_request("api.invalid_slug")) }
+    parse_slug(slug).map_err(|_| Fail::bad_request("api.invalid_slug"))
 }
 
 /// Ids of announcements, FAQ entries and referrals are slugs, but imported ones may be freer.
@@ -1472,13 +1472,9 @@ async fn journal_verify(State(app): State<Shared>, Caller(who): Caller, headers:
     let result = async {
         authorize(&who, &Action::ReadInternal).map_err(|_| Fail::forbidden())?;
         let mut c = app.store.begin().await?;
-        let entries = journal::all(&mut c).await?;
-        let (head_seq, head_hash) = journal::head(&mut c).await?;
-        let problem = journal::verify(&entries, (head_seq, &head_hash)).err().map(|p| p.to_string());
-        reply(
-            StatusCode::OK,
-            &JournalCheck { intact: problem.is_none(), entries: entries.len(), head_seq, head_hash, problem },
-        )
+        let journal::Verified { entries, head_seq, head_hash, verdict } = journal::verify_stored(&mut c).await?;
+        let problem = verdict.err().map(|p| p.to_string());
+        reply(StatusCode::OK, &JournalCheck { intact: problem.is_none(), entries, head_seq, head_hash, problem })
     };
     respond(&headers, result.await)
 }

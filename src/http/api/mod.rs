@@ -169,13 +169,10 @@ async fn cors(mut res: Response) -> Response {
 
 /// Checks a slug from the path before it is looked up.
 pub(crate) fn valid_slug(s: &str) -> Result<&str, Problem> {
-    if s.len() > 100 {
-        Err(Problem::TooLong)
-    } else if is_valid_slug(s) {
-        Ok(s)
-    } else {
-        Err(Problem::InvalidSlug)
-    }
+    parse_slug(s).map_err(|e| match e {
+        SlugError::TooLong => Problem::TooLong,
+        SlugError::Invalid => Problem::InvalidSlug,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

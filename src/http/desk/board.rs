@@ -21,6 +21,7 @@ use serde_json::Value as Json;
 use crate::domain::authz::{Action, authorize};
 use crate::domain::recovery::{self, Procedure, Rollout, Stage};
 use crate::domain::*;
+use crate::http::desk::pages::{Fields, Notice};
 use crate::http::desk::{self, Desk};
 use crate::i18n;
 use crate::read::live::Shared;
@@ -147,28 +148,12 @@ fn unmet_for(lang: &str, snap: &Snapshot, p: &Procedure, to: Stage) -> Vec<Strin
 // ---------------------------------------------------------------------------------------------
 // Pages and forms: helpers
 
-fn show(app: &Shared, desk: &Desk, status: StatusCode, template: &str, content: Value) -> Response {
-    desk::page(app, desk.lang, status, template, Some(desk), content)
-}
-
 fn can_edit(desk: &Desk) -> bool {
     authorize(&desk.principal(), &Action::EditRecovery).is_ok()
 }
 
 fn not_found(app: &Shared, desk: &Desk) -> Response {
     desk::write_error_page(app, desk, WriteError::NotFound("procedure"), BOARD)
-}
-
-/// A form as name/value pairs, for forms with repeated names (checkbox groups).
-struct Fields(Vec<(String, String)>);
-
-impl Fields {
-    fn one(&self, name: &str) -> &str {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or("")
-    }
-    fn all(&self, name: &str) -> Vec<String> {
-        self.0.iter().filter(|(k, v)| k == name && !v.trim().is_empty()).map(|(_, v)| v.clone()).collect()
-    }
 }
 
 /// Why a form was not saved, shown next to it: every reason in words, and the field at fault.
@@ -201,34 +186,6 @@ fn problems(
         other => return Err(other),
     };
     Ok((status, Problems { form, messages, field }))
-}
-
-/// The notice after a redirect.
-#[derive(Deserialize, Default)]
-struct Notice {
-    /// How many things were saved.
-    #[serde(default)]
-    gespeichert: String,
-    /// How many dependent procedures fell back with a step back.
-    #[serde(default)]
-    mit: String,
-}
-
-impl Notice {
-    fn text(&self, lang: &str) -> Option<String> {
-        let saved: usize = self.gespeichert.parse().ok()?;
-        let fallen: usize = self.mit.parse().unwrap_or(0);
-        let mut text = if saved > 1 {
-            i18n::tf(lang, "board.saved_towns", &[("n", saved.to_string())])
-        } else {
-            i18n::t(lang, "desk_form.saved")
-        };
-        if fallen > 0 {
-            text.push(' ');
-            text.push_str(&i18n::tf(lang, "board.cascaded", &[("n", fallen.to_string())]));
-        }
-        Some(text)
-    }
 }
 
 /// A procedure with its stage, as lists show it.
@@ -292,10 +249,7 @@ async fn board(State(app): State<Shared>, Query(filter): Query<BoardFilter>, des
         .filter(|d| all_towns.iter().any(|m| m.district_ags == d.ags))
         .map(|d| context! { slug => d.slug.clone(), name => d.name.clone() })
         .collect();
-    show(
-        &app,
-        &desk,
-        StatusCode::OK,
+    desk.page(&app, StatusCode::OK,
         "desk/board.html",
         context! {
             columns => columns, rows => rows, areas => areas, infrastructure => infrastructure, districts => districts,
@@ -377,7 +331,7 @@ async fn plan(State(app): State<Shared>, desk: Desk) -> Response {
             })
         })
         .collect();
-    show(&app, &desk, StatusCode::OK, "desk/plan.html", context! { items => items })
+    desk.page(&app, StatusCode::OK, "desk/plan.html", context! { items => items })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -389,7 +343,7 @@ async fn procedure_page(
     Query(notice): Query<Notice>,
     desk: Desk,
 ) -> Response {
-    let content = context! { notice => notice.text(desk.lang) };
+    let content = context! { notice => notice.text_with(desk.lang, "board.saved_towns") };
     procedure_view(&app, &desk, &slug, StatusCode::OK, content).await
 }
 
@@ -447,10 +401,7 @@ async fn procedure_view(app: &Shared, desk: &Desk, slug: &str, status: StatusCod
         Ok(typed) if !typed.is_undefined() => typed,
         _ => edit_form_view(&snap, &procedure_input(p, &snap)),
     };
-    show(
-        app,
-        desk,
-        status,
+    desk.page(app, status,
         "desk/procedure.html",
         context! {
             p => v(p), next => next.map(Stage::as_str), gate => next.map(|n| unmet_for(desk.lang, &snap, p, n)).unwrap_or_default(),
@@ -496,8 +447,8 @@ async fn rollout(
     let input = RolloutInput {
         procedure: slug.clone(),
         stage: f.one("stage").to_string(),
-        municipalities: f.all("municipalities"),
-        districts: f.all("districts"),
+        municipalities: f.filled("municipalities"),
+        districts: f.filled("districts"),
         expected_date: f.one("expected_date").to_string(),
     };
     match write::set_rollout(&app, &desk.principal(), &input).await {
@@ -603,10 +554,10 @@ fn submitted_input(f: &Fields, slug: &str) -> Result<ProcedureInput, WriteError>
             .filter(|l| !l.is_empty())
             .map(str::to_string)
             .collect(),
-        depends_on: f.all("depends_on"),
+        depends_on: f.filled("depends_on"),
         expected_release: f.one("expected_release").to_string(),
         expected_normal: f.one("expected_normal").to_string(),
-        services: f.all("services"),
+        services: f.filled("services"),
     })
 }
 
@@ -615,9 +566,8 @@ async fn new_procedure(State(app): State<Shared>, desk: Desk) -> Response {
         return desk::write_error_page(&app, &desk, WriteError::Forbidden, BOARD);
     }
     let input = ProcedureInput { kind: "procedure".into(), priority: 100, ..ProcedureInput::default() };
-    show(
+    desk.page(
         &app,
-        &desk,
         StatusCode::OK,
         "desk/procedure_new.html",
         context! { form => edit_form_view(&app.snapshot(), &input) },
@@ -644,9 +594,8 @@ async fn create_procedure(State(app): State<Shared>, desk: Desk, Form(pairs): Fo
             let snap = app.snapshot();
             let typed = submitted_input(&f, &slug).unwrap_or_default();
             match problems(desk.lang, &snap, "edit", e) {
-                Ok((status, problems)) => show(
+                Ok((status, problems)) => desk.page(
                     &app,
-                    &desk,
                     status,
                     "desk/procedure_new.html",
                     context! { form => edit_form_view(&snap, &typed), problems => v(problems) },

@@ -135,6 +135,12 @@ impl Desk {
         self.user.principal()
     }
 
+    /// Renders a page of the signed-in desk in the one desk shell (`page`): user, CSRF token,
+    /// language and headers come from here; notices and everything else from `content`.
+    pub fn page(&self, app: &Shared, status: StatusCode, template: &str, content: Value) -> Response {
+        page(app, self.lang, status, template, Some(self), content)
+    }
+
     /// Every form of a signed-in user carries the session's CSRF token.
     pub fn check_csrf(&self, token: &str) -> Result<(), Response> {
         if auth::constant_time_eq(token, &self.session.csrf_token) {
@@ -187,12 +193,10 @@ pub fn write_error_page(app: &Shared, desk: &Desk, e: WriteError, back: &str) ->
         }
     };
     let current = current.map(|c| serde_json::to_string_pretty(&c).unwrap_or_default());
-    page(
+    desk.page(
         app,
-        desk.lang,
         status,
         "desk/refused.html",
-        Some(desk),
         context! { message => i18n::t(desk.lang, key), field => field, current => current, back => back },
     )
 }
@@ -626,12 +630,10 @@ async fn dashboard(State(app): State<Shared>, desk: Desk) -> Response {
         .filter(|d| all || p.scopes.contains(&d.ags))
         .map(|d| context! { slug => d.slug.clone(), name => d.name.clone(), ags => d.ags.clone() })
         .collect();
-    page(
+    desk.page(
         &app,
-        desk.lang,
         StatusCode::OK,
         "desk/dashboard.html",
-        Some(&desk),
         context! { towns => towns, districts => districts, can_edit => p.role != Role::Viewer },
     )
 }

@@ -68,10 +68,6 @@ fn place_router(kind: PlaceKind) -> Router<Shared> {
 // ---------------------------------------------------------------------------------------------
 // Shared helpers
 
-fn show(app: &Shared, desk: &Desk, status: StatusCode, template: &str, content: Value) -> Response {
-    desk::page(app, desk.lang, status, template, Some(desk), content)
-}
-
 fn redirect(to: &str) -> Response {
     Redirect::to(to).into_response()
 }
@@ -82,7 +78,7 @@ fn unavailable(app: &Shared, desk: &Desk, status: StatusCode) -> Response {
     let content = context! {
         title => i18n::t(desk.lang, "desk_form.unavailable_title"), message => i18n::t(desk.lang, key), back => "/intern",
     };
-    show(app, desk, status, "desk/refused.html", content)
+    desk.page(app, status, "desk/refused.html", content)
 }
 
 /// After a write: on to `done` (POST-redirect-GET with a notice), or the refusal with a way back.
@@ -102,35 +98,56 @@ fn may_open(p: &Principal, may_change: bool) -> bool {
     may_change || p.role != Role::Editor
 }
 
-/// The notice after a redirect: `?gespeichert=N` or `?entfernt=1`.
+/// The notice after a redirect (desk pages and the recovery board): `?gespeichert=N`,
+/// `?entfernt=1`, and with a step back `&mit=N` dependent procedures that fell back.
 #[derive(Deserialize, Default)]
-struct Notice {
+pub(crate) struct Notice {
+    /// How many things were saved.
     #[serde(default)]
     gespeichert: String,
     #[serde(default)]
     entfernt: String,
+    /// How many dependent procedures fell back with a step back.
+    #[serde(default)]
+    mit: String,
 }
 
 impl Notice {
-    fn text(&self, lang: &str) -> Option<String> {
-        match self.gespeichert.parse::<usize>() {
-            Ok(n) if n > 1 => Some(i18n::tf(lang, "desk_form.saved_n", &[("n", n.to_string())])),
-            Ok(_) => Some(i18n::t(lang, "desk_form.saved")),
-            Err(_) if !self.entfernt.is_empty() => Some(i18n::t(lang, "desk_form.removed")),
-            Err(_) => None,
+    /// The notice in words; `saved_n` is the message for more than one saved thing.
+    pub(crate) fn text_with(&self, lang: &str, saved_n: &str) -> Option<String> {
+        let mut text = match self.gespeichert.parse::<usize>() {
+            Ok(n) if n > 1 => i18n::tf(lang, saved_n, &[("n", n.to_string())]),
+            Ok(_) => i18n::t(lang, "desk_form.saved"),
+            Err(_) if !self.entfernt.is_empty() => return Some(i18n::t(lang, "desk_form.removed")),
+            Err(_) => return None,
+        };
+        let fallen: usize = self.mit.parse().unwrap_or(0);
+        if fallen > 0 {
+            text.push(' ');
+            text.push_str(&i18n::tf(lang, "board.cascaded", &[("n", fallen.to_string())]));
         }
+        Some(text)
+    }
+
+    pub(crate) fn text(&self, lang: &str) -> Option<String> {
+        self.text_with(lang, "desk_form.saved_n")
     }
 }
 
 /// A form as name/value pairs, for forms with repeated names (checkbox groups).
-struct Fields(Vec<(String, String)>);
+pub(crate) struct Fields(pub(crate) Vec<(String, String)>);
 
 impl Fields {
-    fn one(&self, name: &str) -> &str {
+    pub(crate) fn one(&self, name: &str) -> &str {
         self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or("")
     }
-    fn all(&self, name: &str) -> Vec<String> {
+    /// Every value given for `name`, empty ones included.
+    pub(crate) fn all(&self, name: &str) -> Vec<String> {
         self.0.iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone()).collect()
+    }
+    /// Every value given for `name` that is not blank.
+    pub(crate) fn filled(&self, name: &str) -> Vec<String> {
+        self.0.iter().filter(|(k, v)| k == name && !v.trim().is_empty()).map(|(_, v)| v.clone()).collect()
     }
 }
 
@@ -429,9 +446,8 @@ async fn place_page(
         .collect();
     let service_choices: Vec<Choice> =
         services.iter().map(|s| Choice { value: s.slug.clone(), label: s.name.clone() }).collect();
-    show(
+    desk.page(
         &app,
-        &desk,
         StatusCode::OK,
         "desk/place.html",
         context! {
@@ -525,9 +541,8 @@ async fn statement_page(
         return unavailable(&app, &desk, StatusCode::FORBIDDEN);
     };
     let row = service_row(&snap, &place, s);
-    show(
+    desk.page(
         &app,
-        &desk,
         StatusCode::OK,
         "desk/statement.html",
         context! { place => place.view(), can => v(&can), row => v(&row) },
@@ -859,10 +874,7 @@ fn editorial_form(
     let (kind, scope_ref) = split_scope(&form.scope);
     let kind = ScopeKind::parse(&kind);
     let can_edit = id.is_none() || kind.as_ref().is_some_and(|k| may_edit_scope(&p, k, &scope_ref));
-    show(
-        app,
-        desk,
-        status,
+    desk.page(app, status,
         "desk/editorial.html",
         context! {
             what => what.key(), id => id, stage => v(stage), form => v(form), can_edit => can_edit, back => what.list_url(),
@@ -932,7 +944,7 @@ fn editorial_list(app: &Shared, desk: &Desk, what: Editorial, rows: Vec<Editoria
         what => what.key(), rows => v(&rows), can_create => can_create, list_url => what.list_url(),
         notice => notice.text(desk.lang),
     };
-    show(app, desk, StatusCode::OK, "desk/editorial_list.html", content)
+    desk.page(app, StatusCode::OK, "desk/editorial_list.html", content)
 }
 
 async fn announcements(State(app): State<Shared>, Query(notice): Query<Notice>, desk: Desk) -> Response {
@@ -1247,9 +1259,9 @@ struct JournalRow {
 /// The chain's head and whether the whole journal verifies, in words.
 async fn chain_status(app: &Shared, lang: &str) -> anyhow::Result<(i64, String, Result<(), String>)> {
     let mut c = app.store.begin().await?;
-    let entries = journal::all(&mut c).await?;
-    let (seq, hash) = journal::head(&mut c).await?;
-    let verdict = journal::verify(&entries, (seq, &hash)).map_err(|p| {
+    let checked = journal::verify_stored(&mut c).await?;
+    let (seq, hash) = (checked.head_seq, checked.head_hash);
+    let verdict = checked.verdict.map_err(|p| {
         let (key, args) = match p {
             journal::Problem::Altered { seq } => ("desk_journal.altered", vec![("seq", seq.to_string())]),
             journal::Problem::Removed { from, to } => {
@@ -1295,9 +1307,8 @@ async fn journal_page(State(app): State<Shared>, Query(q): Query<JournalQuery>, 
             }
         })
         .collect();
-    show(
+    desk.page(
         &app,
-        &desk,
         StatusCode::OK,
         "desk/journal.html",
         context! {
@@ -1391,9 +1402,8 @@ async fn render_tokens(app: &Shared, desk: &Desk, notice: Option<String>, new_to
     let can_create =
         authorize(&p, &Action::ManageTokens { for_user: p.user_id, role: p.role, scopes: &p.scopes }).is_ok();
     let scopes: Vec<String> = p.scopes.iter().map(|s| scope_label(&snap, desk.lang, s)).collect();
-    show(
+    desk.page(
         app,
-        desk,
         StatusCode::OK,
         "desk/tokens.html",
         context! {
@@ -1520,9 +1530,8 @@ async fn render_users(app: &Shared, desk: &Desk, notice: Option<String>, created
         Err(e) => return internal(app, desk, e),
     };
     let rows: Vec<UserRow> = users.iter().map(|u| user_row(&snap, desk.lang, u)).collect();
-    show(
+    desk.page(
         app,
-        desk,
         StatusCode::OK,
         "desk/users.html",
         context! { rows => v(&rows), notice => notice, created => created },
@@ -1581,7 +1590,7 @@ async fn render_user(app: &Shared, desk: &Desk, id: i64, setup: Option<String>) 
     match user {
         Ok(Some(u)) => {
             let row = user_row(&app.snapshot(), desk.lang, &u);
-            show(app, desk, StatusCode::OK, "desk/user.html", context! { u => v(&row), setup_link => setup })
+            desk.page(app, StatusCode::OK, "desk/user.html", context! { u => v(&row), setup_link => setup })
         }
         Ok(None) => unavailable(app, desk, StatusCode::NOT_FOUND),
         Err(e) => internal(app, desk, e),
