@@ -318,7 +318,7 @@ fn publication(value: &str) -> WriteResult<Option<String>> {
 }
 
 fn lang(value: &str) -> WriteResult<String> {
-    if crate::i18n::LANGS.contains(&value) { Ok(value.to_string()) } else { Err(invalid("lang", "write.invalid_lang")) }
+    if crate::i18n::is_language(value) { Ok(value.to_string()) } else { Err(invalid("lang", "write.invalid_lang")) }
 }
 
 fn new_id(title: &str) -> String {
