@@ -11,6 +11,7 @@ mod desk;
 mod harness;
 mod import;
 mod journal;
+mod languages;
 mod public;
 mod recovery;
 
