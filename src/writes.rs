@@ -286,7 +286,7 @@ pub struct AnnouncementInput {
 }
 
 fn default_lang() -> String {
-    "de".into()
+    crate::i18n::DEFAULT_LANG.into()
 }
 fn default_publish() -> String {
     "now".into()
