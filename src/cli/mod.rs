@@ -54,6 +54,11 @@ enum Command {
         /// How often to look for changes written by other processes, in milliseconds.
         #[arg(long, default_value_t = 500, value_name = "MS")]
         poll_ms: u64,
+        /// A directory of further message catalogues (`<code>.toml`, each with a `[language]`
+        /// table), served under `/<code>/` next to the built-in languages; keys they lack fall
+        /// back to German.
+        #[arg(long, env = "NOTBETRIEB_MESSAGES_DIR", value_name = "DIR")]
+        messages_dir: Option<PathBuf>,
     },
     /// Load towns, districts, services, offices, referrals, postal codes or statements from CSV
     /// or JSON files, all or nothing.
@@ -203,7 +208,12 @@ pub async fn main() {
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Serve { listen, db, demo, public_url, poll_ms } => serve(listen, db, demo, public_url, poll_ms).await,
+        Command::Serve { listen, db, demo, public_url, poll_ms, messages_dir } => {
+            if let Some(dir) = messages_dir {
+                i18n::load_extra(&dir)?;
+            }
+            serve(listen, db, demo, public_url, poll_ms).await
+        }
         Command::Import { db, files, kind } => {
             let store = store::Store::connect(&database_url(&db)).await?;
             import::run(&store, &files, kind).await

@@ -64,18 +64,20 @@ pub fn berlin_local(t: DateTime<Utc>) -> chrono::NaiveDateTime {
     (t + Duration::hours(berlin_offset_hours(t))).naive_utc()
 }
 
-pub fn german_datetime(rfc3339: &str) -> String {
+/// An RFC 3339 time as German local time in a chrono `format` (a language's, from its catalogue).
+pub fn local_datetime(rfc3339: &str, format: &str) -> String {
     match parse_rfc3339(rfc3339) {
-        Some(t) => berlin_local(t).format("%d.%m.%Y, %H:%M").to_string(),
+        Some(t) => berlin_local(t).format(format).to_string(),
         None => rfc3339.to_string(),
     }
 }
 
-pub fn german_date(date: &str) -> String {
+/// A date, or the German local date of an RFC 3339 time, in a chrono `format`.
+pub fn local_date(date: &str, format: &str) -> String {
     match parse_date(date) {
-        Some(d) => d.format("%d.%m.%Y").to_string(),
+        Some(d) => d.format(format).to_string(),
         None => match parse_rfc3339(date) {
-            Some(t) => berlin_local(t).format("%d.%m.%Y").to_string(),
+            Some(t) => berlin_local(t).format(format).to_string(),
             None => date.to_string(),
         },
     }
@@ -107,7 +109,8 @@ mod tests {
 
     #[test]
     fn german_formats() {
-        assert_eq!(german_datetime("2023-12-12T08:30:00Z"), "12.12.2023, 09:30");
-        assert_eq!(german_date("2024-01-03"), "03.01.2024");
+        assert_eq!(local_datetime("2023-12-12T08:30:00Z", "%d.%m.%Y, %H:%M"), "12.12.2023, 09:30");
+        assert_eq!(local_date("2024-01-03", "%d.%m.%Y"), "03.01.2024");
+        assert_eq!(local_date("2023-12-12T23:30:00Z", "%d.%m.%Y"), "13.12.2023");
     }
 }

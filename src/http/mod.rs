@@ -16,7 +16,7 @@ use crate::read::live::Shared;
 use crate::read::snapshot::{CachedPage, Snapshot};
 use crate::site::render;
 
-/// The language of a public page, set per router ("/" German, "/en" English).
+/// The language of a public page, set per router ("/" German, "/<code>" every other language).
 #[derive(Clone, Copy)]
 pub struct Lang(pub &'static str);
 
@@ -50,10 +50,20 @@ pub fn router(app: Shared) -> Router {
             .fallback(not_found)
             .layer(Extension(Lang(lang)))
     };
-    Router::new()
-        .merge(public("de"))
-        .nest("/en", public("en"))
-        .route("/en/", get(|| async { Redirect::permanent("/en") }))
+    // German at "/", every other language of the catalogue at "/<code>" ("/<code>/" redirects).
+    let mut router = Router::new();
+    for language in crate::i18n::languages() {
+        let code: &'static str = &language.code;
+        if code == crate::i18n::DEFAULT_LANG {
+            router = router.merge(public(code));
+        } else {
+            let base: &'static str = &language.base;
+            router = router
+                .nest(base, public(code))
+                .route(&format!("{base}/"), get(move || async move { Redirect::permanent(base) }));
+        }
+    }
+    router
         .nest("/api/v1", crate::http::api::router())
         .nest("/intern", crate::http::desk::router())
         .route("/healthz", get(healthz))

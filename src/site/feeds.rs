@@ -52,7 +52,7 @@ fn feed(
     let mut f = Feed::default();
     f.set_id(format!("{public_url}{self_path}"));
     f.set_title(Text::plain(title));
-    f.set_lang(Some(lang.to_string()));
+    f.set_lang(Some(i18n::language(lang).tag.clone()));
     let updated = items.iter().map(|a| a.updated_at.as_str()).max().unwrap_or(snap.changed_at.as_str());
     f.set_updated(fixed(updated));
     f.set_links(vec![

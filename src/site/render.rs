@@ -8,7 +8,6 @@ use anyhow::Result;
 use minijinja::{Environment, State, Value, context};
 use serde::Serialize;
 
-use crate::domain::time;
 use crate::domain::*;
 use crate::i18n;
 use crate::read::snapshot::{Availability, Snapshot, Source};
@@ -93,17 +92,33 @@ fn env() -> &'static Environment<'static> {
             }
         });
         env.add_function("t", template_t);
-        env.add_filter("datetime", |s: String| time::german_datetime(&s));
-        env.add_filter("date", |s: String| time::german_date(&s));
+        env.add_function("language", template_language);
+        env.add_function("languages", || v(i18n::languages()));
+        env.add_filter("datetime", |state: &State, s: String| i18n::datetime(&page_lang(state), &s));
+        env.add_filter("date", |state: &State, s: String| i18n::date(&page_lang(state), &s));
         env.add_filter("markdown", |s: String| Value::from_safe_string(markdown(&s)));
         env.add_filter("http_url", |s: String| http_url(&s).to_string());
         env
     })
 }
 
+/// The language of the page being rendered (its `lang` in the context).
+fn page_lang(state: &State) -> String {
+    state.lookup("lang").map(|v| v.to_string()).unwrap_or_else(|| i18n::DEFAULT_LANG.into())
+}
+
+/// `language()` in templates: the page's language (tag, dir, name, …) from its catalogue;
+/// `language(code)`: that language, or none when we do not have it.
+fn template_language(state: &State, code: Option<String>) -> Value {
+    match code {
+        None => v(i18n::language(&page_lang(state))),
+        Some(code) => i18n::find(&code).map(v).unwrap_or_default(),
+    }
+}
+
 /// `t("key", name=value, …)` in templates, in the page's language.
 fn template_t(state: &State, key: &str, kwargs: minijinja::value::Kwargs) -> Result<String, minijinja::Error> {
-    let lang = state.lookup("lang").map(|v| v.to_string()).unwrap_or_else(|| i18n::DEFAULT_LANG.into());
+    let lang = page_lang(state);
     let mut args = Vec::new();
     for name in kwargs.args() {
         let v: Value = kwargs.get(name)?;
@@ -121,13 +136,30 @@ pub fn markdown(source: &str) -> String {
 
 /// The prefix of every public URL in a language: "" for German, "/en" for English.
 pub fn base(lang: &str) -> &'static str {
-    if lang == "en" { "/en" } else { "" }
+    &i18n::language(lang).base
 }
 
-/// German number format with one decimal: 12,3
+/// The address of a page (its path without prefix) in a language: `/en/kommunen`, and `/en`
+/// (not `/en/`) for the home page.
+pub fn lang_url(lang: &str, path: &str) -> String {
+    let base = base(lang);
+    if path == "/" && !base.is_empty() { base.to_string() } else { format!("{base}{path}") }
+}
+
+/// A distance in the language's number format with one decimal: 12,3 or 12.3
 pub fn km(lang: &str, d: f64) -> String {
-    let s = format!("{d:.1}");
-    if lang == "de" { s.replace('.', ",") } else { s }
+    i18n::decimal(lang, d, 1)
+}
+
+/// One language of the site, for the `hreflang` alternates and the language switch.
+#[derive(Serialize)]
+struct LanguageLink {
+    code: &'static str,
+    /// In its own name.
+    name: &'static str,
+    tag: &'static str,
+    /// This page in that language.
+    url: String,
 }
 
 #[derive(Serialize)]
@@ -151,7 +183,10 @@ struct Page<'a> {
 impl Page<'_> {
     fn render(&self, template: &str, content: Value) -> Result<String> {
         let d = &self.snapshot.data;
-        let other_lang = if self.lang == "de" { "en" } else { "de" };
+        let languages: Vec<LanguageLink> = i18n::languages()
+            .iter()
+            .map(|l| LanguageLink { code: &l.code, name: &l.name, tag: &l.tag, url: lang_url(&l.code, &self.path) })
+            .collect();
         let ctx = context! {
             lang => v(&self.lang),
             base => v(base(self.lang)),
@@ -159,8 +194,8 @@ impl Page<'_> {
             changed_at => v(&self.changed_at),
             nav => v(&self.nav),
             path => v(&self.path),
-            other_lang => v(other_lang),
-            other_lang_url => v(format!("{}{}", base(other_lang), self.path)),
+            alternates => v(languages),
+            default_url => v(lang_url(i18n::DEFAULT_LANG, &self.path)),
             ..content
         };
         Ok(env().get_template(template)?.render(ctx)?)

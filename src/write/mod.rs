@@ -303,7 +303,7 @@ pub struct AnnouncementInput {
 }
 
 fn default_lang() -> String {
-    "de".into()
+    crate::i18n::DEFAULT_LANG.into()
 }
 fn default_publish() -> String {
     "now".into()
@@ -335,7 +335,7 @@ fn publication(value: &str) -> WriteResult<Option<String>> {
 }
 
 fn lang(value: &str) -> WriteResult<String> {
-    if crate::i18n::LANGS.contains(&value) { Ok(value.to_string()) } else { Err(invalid("lang", "write.invalid_lang")) }
+    if crate::i18n::is_language(value) { Ok(value.to_string()) } else { Err(invalid("lang", "write.invalid_lang")) }
 }
 
 fn new_id(title: &str) -> String {

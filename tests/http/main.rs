@@ -12,6 +12,7 @@ mod events;
 mod harness;
 mod import;
 mod journal;
+mod languages;
 mod public;
 mod recovery;
 

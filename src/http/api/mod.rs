@@ -114,23 +114,10 @@ impl Problem {
     }
 }
 
-/// The language for error messages: the first of ours in Accept-Language (clients list their
-/// preference first; a `q=0` refusal is respected), German otherwise.
+/// The language for error messages: the client's preference among ours (`Accept-Language`,
+/// weighed by q-values, `q=0` refusing), German otherwise.
 pub(crate) fn message_lang(headers: &HeaderMap) -> &'static str {
-    headers
-        .get(header::ACCEPT_LANGUAGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.split(',').find_map(|part| {
-                let mut it = part.split(';');
-                let primary = it.next()?.trim().split('-').next()?.to_ascii_lowercase();
-                if it.any(|p| p.trim().replace(' ', "") == "q=0") {
-                    return None;
-                }
-                i18n::LANGS.iter().find(|l| **l == primary).copied()
-            })
-        })
-        .unwrap_or(i18n::DEFAULT_LANG)
+    i18n::negotiate(headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()).unwrap_or(""))
 }
 
 pub(crate) fn problem(headers: &HeaderMap, p: Problem) -> Response {

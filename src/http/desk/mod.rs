@@ -69,10 +69,10 @@ fn insecure_loopback(public_url: &str) -> bool {
     ["http://127.", "http://localhost", "http://[::1]"].iter().any(|p| public_url.starts_with(p))
 }
 
-/// The language of the desk: German, or English when the browser prefers it.
+/// The language of the desk: the browser's preference among ours (`Accept-Language`), German
+/// otherwise.
 pub fn desk_lang(headers: &HeaderMap) -> &'static str {
-    let accept = headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if accept.trim_start().starts_with("en") { "en" } else { "de" }
+    crate::i18n::negotiate(headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()).unwrap_or(""))
 }
 
 /// Renders a desk page: never cached, never indexed.
