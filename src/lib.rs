@@ -92,6 +92,31 @@ mod tests {
         assert!(wrong.is_empty(), "dependencies that point the wrong way:\n{}", wrong.join("\n"));
     }
 
+    /// SQL statements and sqlx query calls, which belong in `store` only.
+    fn sql_in(source: &str) -> Vec<String> {
+        let needles = ["sqlx::query", "\"SELECT ", "\"INSERT INTO ", "\"UPDATE ", "\"DELETE FROM ", "\"CREATE "];
+        source
+            .lines()
+            .enumerate()
+            .filter(|(_, line)| needles.iter().any(|n| line.contains(n)))
+            .map(|(i, line)| format!("{}: {}", i + 1, line.trim()))
+            .collect()
+    }
+
+    #[test]
+    fn sql_lives_only_in_the_store() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        rust_files(&src, &mut files);
+        let mut found = Vec::new();
+        for file in files.iter().filter(|f| !f.starts_with(src.join("store")) && !f.ends_with("lib.rs")) {
+            let source = std::fs::read_to_string(file).unwrap();
+            found.extend(sql_in(&source).into_iter().map(|l| format!("{}:{l}", file.strip_prefix(&src).unwrap().display())));
+        }
+        assert!(found.is_empty(), "SQL outside src/store/:\n{}", found.join("\n"));
+        assert_eq!(sql_in("let x = 1;\nsqlx::query(\"SELECT 1\")").len(), 1);
+    }
+
     #[test]
     fn the_layer_table_has_no_cycle_and_the_checker_finds_uses() {
         // Each module may use only modules listed before it, so the table itself is acyclic.

@@ -252,11 +252,7 @@ async fn seed_accounts(c: &mut AnyConnection) -> Result<()> {
     ];
     for ((username, password, _), (role, scopes)) in DEMO_ACCOUNTS.iter().zip(roles) {
         let id = accounts::insert_user(c, username, &format!("Demo {username}"), role, &scopes).await?;
-        sqlx::query("UPDATE users SET password_hash = $1, demo = 1 WHERE id = $2")
-            .bind(auth::hash_password(password)?)
-            .bind(id)
-            .execute(&mut *c)
-            .await?;
+        accounts::make_demo_account(c, id, &auth::hash_password(password)?).await?;
     }
     Ok(())
 }

@@ -694,33 +694,17 @@ struct Existing {
     referrals: HashSet<String>,
 }
 
-async fn pairs(c: &mut AnyConnection, sql: &'static str) -> Result<Vec<(String, String)>> {
-    let rows = sqlx::query(sql).fetch_all(&mut *c).await?;
-    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
-}
-
 async fn load_existing(c: &mut AnyConnection) -> Result<Existing> {
-    let mut ex = Existing {
-        districts: pairs(c, "SELECT ags, slug FROM districts").await?.into_iter().collect(),
-        municipalities: pairs(c, "SELECT ags, slug FROM municipalities").await?.into_iter().collect(),
-        ..Existing::default()
-    };
-    for r in sqlx::query("SELECT slug, responsibility, sort_order FROM services").fetch_all(&mut *c).await? {
-        ex.services.insert(r.try_get(0)?, (r.try_get(1)?, r.try_get(2)?));
-    }
-    ex.offices = pairs(c, "SELECT slug, owner_ags FROM offices").await?.into_iter().collect();
-    ex.referrals = pairs(c, "SELECT id, office_slug FROM referrals").await?.into_iter().map(|(s, _)| s).collect();
-    ex.postal_codes = pairs(c, "SELECT postal_code, municipality_ags FROM postal_codes")
-        .await?
-        .into_iter()
-        .map(|(a, b)| key2(&a, &b))
-        .collect();
-    ex.statements = pairs(c, "SELECT scope_ags, service_slug FROM statements")
-        .await?
-        .into_iter()
-        .map(|(a, b)| key2(&a, &b))
-        .collect();
-    Ok(ex)
+    let keys = store::stored_keys(c).await?;
+    Ok(Existing {
+        districts: keys.districts.into_iter().collect(),
+        municipalities: keys.municipalities.into_iter().collect(),
+        services: keys.services.into_iter().map(|(slug, responsibility, order)| (slug, (responsibility, order))).collect(),
+        offices: keys.offices.into_iter().collect(),
+        referrals: keys.referrals.into_iter().collect(),
+        postal_codes: keys.postal_codes.iter().map(|(a, b)| key2(a, b)).collect(),
+        statements: keys.statements.iter().map(|(a, b)| key2(a, b)).collect(),
+    })
 }
 
 fn key2(a: &str, b: &str) -> String {

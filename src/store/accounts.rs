@@ -411,3 +411,19 @@ pub async fn principal_for_token(c: &mut AnyConnection, secret: &str) -> Result<
     };
     Ok(Some(Principal { user_id: user.id, name: format!("token:{}", token.name), role, scopes }))
 }
+
+/// Makes a demo account: a known password and no second factor (only demo accounts may skip it).
+pub async fn make_demo_account(c: &mut AnyConnection, user_id: i64, password_hash: &str) -> Result<()> {
+    sqlx::query("UPDATE users SET password_hash = $1, demo = 1 WHERE id = $2")
+        .bind(password_hash)
+        .bind(user_id)
+        .execute(&mut *c)
+        .await?;
+    Ok(())
+}
+
+/// Keeps the second-factor secret offered during setup until the setup is completed.
+pub async fn set_pending_totp_secret(c: &mut AnyConnection, user_id: i64, secret: &str) -> Result<()> {
+    sqlx::query("UPDATE users SET totp_secret = $1 WHERE id = $2").bind(secret).bind(user_id).execute(&mut *c).await?;
+    Ok(())
+}

@@ -746,3 +746,65 @@ pub async fn stated(c: &mut AnyConnection, ags: &str, service: &str) -> Result<O
         version: r.try_get(5)?,
     }))
 }
+
+// ---------------------------------------------------------------------------------------------
+// Small lookups for forms and imports
+
+/// A row that carries a version, for forms that must not overwrite someone else's change.
+#[derive(Clone, Copy, Debug)]
+pub enum VersionedRow {
+    Municipality,
+    District,
+    Announcement,
+    Faq,
+}
+
+/// The stored version of one row (0 when it does not exist).
+pub async fn stored_version(c: &mut AnyConnection, row: VersionedRow, key: &str) -> Result<i64> {
+    let sql = match row {
+        VersionedRow::Municipality => "SELECT version FROM municipalities WHERE ags = $1",
+        VersionedRow::District => "SELECT version FROM districts WHERE ags = $1",
+        VersionedRow::Announcement => "SELECT version FROM announcements WHERE id = $1",
+        VersionedRow::Faq => "SELECT version FROM faq_entries WHERE id = $1",
+    };
+    Ok(sqlx::query_scalar(sql).bind(key).fetch_optional(&mut *c).await?.unwrap_or(0))
+}
+
+/// The keys an import refers to or may clash with, as stored.
+#[derive(Default)]
+pub struct StoredKeys {
+    /// (AGS, slug).
+    pub districts: Vec<(String, String)>,
+    pub municipalities: Vec<(String, String)>,
+    /// (slug, responsibility, sort order).
+    pub services: Vec<(String, String, i64)>,
+    /// (slug, owner AGS).
+    pub offices: Vec<(String, String)>,
+    /// Referral ids.
+    pub referrals: Vec<String>,
+    /// (postal code, AGS).
+    pub postal_codes: Vec<(String, String)>,
+    /// (scope AGS, service slug).
+    pub statements: Vec<(String, String)>,
+}
+
+async fn pairs(c: &mut AnyConnection, sql: &'static str) -> Result<Vec<(String, String)>> {
+    let rows = sqlx::query(sql).fetch_all(&mut *c).await?;
+    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+}
+
+pub async fn stored_keys(c: &mut AnyConnection) -> Result<StoredKeys> {
+    let mut services = Vec::new();
+    for r in sqlx::query("SELECT slug, responsibility, sort_order FROM services").fetch_all(&mut *c).await? {
+        services.push((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?));
+    }
+    Ok(StoredKeys {
+        districts: pairs(c, "SELECT ags, slug FROM districts").await?,
+        municipalities: pairs(c, "SELECT ags, slug FROM municipalities").await?,
+        services,
+        offices: pairs(c, "SELECT slug, owner_ags FROM offices").await?,
+        referrals: pairs(c, "SELECT id, office_slug FROM referrals").await?.into_iter().map(|(id, _)| id).collect(),
+        postal_codes: pairs(c, "SELECT postal_code, municipality_ags FROM postal_codes").await?,
+        statements: pairs(c, "SELECT scope_ags, service_slug FROM statements").await?,
+    })
+}

@@ -7,8 +7,7 @@ use std::process::Command;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::api_write::{call, token};
-use crate::{Engine, Server, TestDatabase, binary, on_both_engines};
+use crate::{Engine, Server, Session, TestDatabase, binary, on_both_engines};
 
 on_both_engines!(a_catalogue_file_adds_a_language);
 
@@ -133,13 +132,13 @@ async fn a_catalogue_file_adds_a_language(engine: Engine) {
     assert!(res.text().await.unwrap().contains("<html lang=\"ar\" dir=\"rtl\">"));
 
     // Announcements may be written in it: the write API knows the languages of the catalogue.
-    let admin = token(&s, "admin");
+    let admin = Session::api(&s, "admin");
     let mut a = json!({"scope": "area", "title": "Оголошення", "body": "Текст", "lang": "uk"});
-    let (status, created) = call(&s, &admin, Method::POST, "/announcements", Some(&a)).await;
+    let (status, created) = admin.call(Method::POST, "/announcements", Some(&a)).await;
     assert_eq!(status, 201, "{created}");
     assert_eq!(created["lang"], "uk", "{created}");
     a["lang"] = json!("fr");
-    let (status, refused) = call(&s, &admin, Method::POST, "/announcements", Some(&a)).await;
+    let (status, refused) = admin.call(Method::POST, "/announcements", Some(&a)).await;
     assert_eq!(status, 422, "{refused}");
     assert!(refused.to_string().contains("lang"), "{refused}");
 

@@ -426,11 +426,7 @@ async fn setup_page(State(app): State<Shared>, Path(token): Path<String>, header
         let Some(user) = accounts::user_by_setup_token(&mut c, &token).await? else { return Ok(None) };
         // The pending secret is kept until the setup is completed; a reload makes a new one.
         let secret = auth::new_totp_secret();
-        sqlx::query("UPDATE users SET totp_secret = $1 WHERE id = $2")
-            .bind(&secret)
-            .bind(user.id)
-            .execute(&mut *c)
-            .await?;
+        accounts::set_pending_totp_secret(&mut c, user.id, &secret).await?;
         c.commit().await?;
         Ok(Some((user, secret)))
     }

@@ -27,7 +27,7 @@ use crate::i18n;
 use crate::read::live::Shared;
 use crate::read::snapshot::{Availability, Details, Snapshot, Source};
 use crate::site::render::{self, v};
-use crate::store::accounts;
+use crate::store::{self, accounts};
 use crate::store::journal;
 use crate::write::{self, WriteError};
 
@@ -152,9 +152,9 @@ impl Fields {
 }
 
 /// The stored version of one row, for forms that must not overwrite someone else's change.
-async fn stored_version(app: &Shared, sql: &'static str, key: &str) -> anyhow::Result<i64> {
+async fn stored_version(app: &Shared, row: store::VersionedRow, key: &str) -> anyhow::Result<i64> {
     let mut c = app.store.begin().await?;
-    Ok(sqlx::query_scalar(sql).bind(key).fetch_optional(&mut *c).await?.unwrap_or(0))
+    store::stored_version(&mut c, row, key).await
 }
 
 /// A town or district name for an AGS, or the AGS itself; `area`, `user:…` stay as they are.
@@ -246,10 +246,10 @@ impl<'a> Place<'a> {
         }
     }
 
-    fn version_sql(&self) -> &'static str {
+    fn versioned_row(&self) -> store::VersionedRow {
         match self {
-            Place::Town(_) => "SELECT version FROM municipalities WHERE ags = $1",
-            Place::District(_) => "SELECT version FROM districts WHERE ags = $1",
+            Place::Town(_) => store::VersionedRow::Municipality,
+            Place::District(_) => store::VersionedRow::District,
         }
     }
 
@@ -398,7 +398,7 @@ async fn place_page(
     let Some(can) = Rights::of(&desk.principal(), place.ags()) else {
         return unavailable(&app, &desk, StatusCode::FORBIDDEN);
     };
-    let contact_version = match stored_version(&app, place.version_sql(), place.ags()).await {
+    let contact_version = match stored_version(&app, place.versioned_row(), place.ags()).await {
         Ok(v) => v,
         Err(e) => return internal(&app, &desk, e),
     };
@@ -1021,11 +1021,11 @@ async fn editorial_edit(
     if !may_open(&p, ScopeKind::parse(&kind).is_some_and(|k| may_edit_scope(&p, &k, &scope_ref))) {
         return unavailable(app, desk, StatusCode::FORBIDDEN);
     }
-    let sql = match what {
-        Editorial::Announcement => "SELECT version FROM announcements WHERE id = $1",
-        Editorial::Faq => "SELECT version FROM faq_entries WHERE id = $1",
+    let row = match what {
+        Editorial::Announcement => store::VersionedRow::Announcement,
+        Editorial::Faq => store::VersionedRow::Faq,
     };
-    let version = match stored_version(app, sql, id).await {
+    let version = match stored_version(app, row, id).await {
         Ok(v) => v,
         Err(e) => return internal(app, desk, e),
     };
