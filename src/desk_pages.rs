@@ -134,7 +134,7 @@ impl Fields {
 
 /// The stored version of one row, for forms that must not overwrite someone else's change.
 async fn stored_version(app: &Shared, sql: &'static str, key: &str) -> anyhow::Result<i64> {
-    let mut c = app.store.begin().await?;
+    let mut c = app.store.read().await?;
     Ok(sqlx::query_scalar(sql).bind(key).fetch_optional(&mut *c).await?.unwrap_or(0))
 }
 
@@ -1219,7 +1219,7 @@ async fn readable_entries(
     f: &journal::Filter,
     limit: i64,
 ) -> anyhow::Result<Vec<journal::Entry>> {
-    let mut c = app.store.begin().await?;
+    let mut c = app.store.read().await?;
     let Some(scopes) = readable_scopes(desk) else { return journal::list(&mut c, f, limit).await };
     let mut out = Vec::new();
     for scope in scopes.into_iter().filter(|s| f.scope.is_empty() || *s == f.scope) {
@@ -1244,7 +1244,7 @@ struct JournalRow {
 
 /// The chain's head and whether the whole journal verifies, in words.
 async fn chain_status(app: &Shared, lang: &str) -> anyhow::Result<(i64, String, Result<(), String>)> {
-    let mut c = app.store.begin().await?;
+    let mut c = app.store.read().await?;
     let entries = journal::all(&mut c).await?;
     let (seq, hash) = journal::head(&mut c).await?;
     let verdict = journal::verify(&entries, (seq, &hash)).map_err(|p| {
@@ -1361,7 +1361,7 @@ async fn render_tokens(app: &Shared, desk: &Desk, notice: Option<String>, new_to
     let p = desk.principal();
     let everyone = p.role == Role::Admin;
     let result = async {
-        let mut c = app.store.begin().await?;
+        let mut c = app.store.read().await?;
         let tokens = auth::tokens(&mut c, if everyone { None } else { Some(p.user_id) }).await?;
         let users = if everyone { auth::all_users(&mut c).await? } else { Vec::new() };
         Ok::<_, anyhow::Error>((tokens, users))
@@ -1509,7 +1509,7 @@ async fn render_users(app: &Shared, desk: &Desk, notice: Option<String>, created
     }
     let snap = app.snapshot();
     let users = async {
-        let mut c = app.store.begin().await?;
+        let mut c = app.store.read().await?;
         auth::all_users(&mut c).await
     }
     .await;
@@ -1572,7 +1572,7 @@ async fn render_user(app: &Shared, desk: &Desk, id: i64, setup: Option<String>) 
         return unavailable(app, desk, StatusCode::FORBIDDEN);
     }
     let user = async {
-        let mut c = app.store.begin().await?;
+        let mut c = app.store.read().await?;
         auth::user_by_id(&mut c, id).await
     }
     .await;

@@ -254,7 +254,7 @@ async fn user_command(command: UserCommand) -> Result<()> {
         }
         UserCommand::List { db } => {
             let store = store::Store::connect(&database_url(&db)).await?;
-            let mut c = store.begin().await?;
+            let mut c = store.read().await?;
             for u in auth::all_users(&mut c).await? {
                 let state = if u.disabled {
                     "disabled"
@@ -296,7 +296,7 @@ async fn journal_command(command: JournalCommand) -> Result<()> {
     match command {
         JournalCommand::Verify { db } => {
             let store = store::Store::connect(&database_url(&db)).await?;
-            let mut c = store.begin().await?;
+            let mut c = store.read().await?;
             let entries = journal::all(&mut c).await?;
             let (seq, hash) = journal::head(&mut c).await?;
             match journal::verify(&entries, (seq, &hash)) {
@@ -309,7 +309,7 @@ async fn journal_command(command: JournalCommand) -> Result<()> {
         }
         JournalCommand::Export { db, format } => {
             let store = store::Store::connect(&database_url(&db)).await?;
-            let mut c = store.begin().await?;
+            let mut c = store.read().await?;
             let entries = journal::all(&mut c).await?;
             print!("{}", journal::export(&entries, &format)?);
             Ok(())
@@ -390,8 +390,10 @@ impl Move {
 /// A refused move, with every unmet gate condition in words.
 fn refused(snap: &snapshot::Snapshot, e: writes::WriteError) -> anyhow::Error {
     match e {
-        writes::WriteError::Conflict { current } => {
-            anyhow::anyhow!("refused: {}", board::explain("en", snap, &current).join(" "))
+        e @ (writes::WriteError::VersionConflict { .. }
+        | writes::WriteError::GateRefused { .. }
+        | writes::WriteError::Cycle { .. }) => {
+            anyhow::anyhow!("refused: {}", board::explain("en", snap, &e.current().unwrap_or_default()).join(" "))
         }
         other => write_error(other),
     }
