@@ -405,7 +405,7 @@ async fn post_procedure(
                 e => refusal(h, &snap, e),
             })
         },
-        move |p: &Procedure| api_write::reply(StatusCode::CREATED, &saved_procedure(&shared, p)),
+        move |_, p: &Procedure| api_write::reply(StatusCode::CREATED, &saved_procedure(&shared, p)),
     )
     .await
 }
@@ -519,12 +519,9 @@ async fn post_step(
         body,
         |slug, input: StepInput| async move {
             let snap = app.snapshot();
-            let changed = writes::step_procedure(app, who, &slug, &input.to, &input.evidence)
-                .await
-                .map_err(|e| refusal(h, &snap, e))?;
-            Ok((slug, changed))
+            writes::step_procedure(app, who, &slug, &input.to, &input.evidence).await.map_err(|e| refusal(h, &snap, e))
         },
-        move |(slug, changed): &(String, Vec<(String, Stage)>)| {
+        move |slug: &str, _: &StepInput, changed: &Vec<(String, Stage)>| {
             let changed = changed
                 .iter()
                 .map(|(procedure, stage)| StageChange { procedure: procedure.clone(), stage: *stage })
@@ -537,7 +534,7 @@ async fn post_step(
 
 /// A POST about one procedure: 404 unless the path names one; then as every POST, with its slug.
 #[allow(clippy::too_many_arguments)]
-async fn post_on<T: Input, O: Send + 'static, Fut>(
+async fn post_on<T: Input + Send + Sync + 'static, O: Send + 'static, Fut>(
     app: &App,
     who: &Principal,
     path: Result<Path<String>, PathRejection>,
@@ -545,7 +542,7 @@ async fn post_on<T: Input, O: Send + 'static, Fut>(
     headers: &HeaderMap,
     body: Body,
     act: impl FnOnce(String, T) -> Fut,
-    answer: impl Fn(&O) -> Result<Reply, Fail> + Clone + Send + 'static,
+    answer: impl Fn(&str, &T, &O) -> Result<Reply, Fail> + Clone + Send + 'static,
 ) -> Response
 where
     Fut: Future<Output = Result<O, Fail>>,
@@ -553,6 +550,10 @@ where
     match find(&app.snapshot(), path) {
         Ok(p) => {
             let slug = p.slug.clone();
+            let answer = {
+                let slug = slug.clone();
+                move |input: &T, out: &O| answer(&slug, input, out)
+            };
             api_write::post_json(app, who, headers, uri, body, |input: T| act(slug, input), answer).await
         }
         Err(f) => api_write::respond(headers, Err(f)),
@@ -607,15 +608,14 @@ async fn post_rollout(
                 return Err(Fail::invalid("procedure", "gate.path_mismatch"));
             }
             let snap = app.snapshot();
-            let count = writes::set_rollout(app, who, &input).await.map_err(|e| refusal(h, &snap, e))?;
+            writes::set_rollout(app, who, &input).await.map_err(|e| refusal(h, &snap, e))
+        },
+        move |slug: &str, input: &RolloutInput, count: &usize| {
             let stage =
                 Rollout::parse(&input.stage).ok_or_else(|| Fail::internal("stored an unknown rollout stage"))?;
-            Ok((slug, stage, count))
-        },
-        move |(slug, stage, count): &(String, Rollout, usize)| {
             api_write::reply(
                 StatusCode::OK,
-                &RolloutResult { procedure: saved(&shared, slug)?, stage: *stage, municipalities: *count },
+                &RolloutResult { procedure: saved(&shared, slug)?, stage, municipalities: *count },
             )
         },
     )

@@ -469,14 +469,14 @@ pub struct Stored<T> {
 /// A POST: reads the body as `T`, acts once per Idempotency-Key, and answers `answer(result)`.
 /// `act` makes one `writes` call and returns its result; `answer` turns that result into the
 /// reply, also inside the write's transaction, where it is stored with the key for replays.
-pub(crate) async fn post_json<T: Input, O: Send + 'static, Fut>(
+pub(crate) async fn post_json<T: Input + Send + Sync + 'static, O: Send + 'static, Fut>(
     app: &App,
     who: &Principal,
     headers: &HeaderMap,
     uri: &Uri,
     body: Body,
     act: impl FnOnce(T) -> Fut,
-    answer: impl Fn(&O) -> Result<Reply, Fail> + Clone + Send + 'static,
+    answer: impl Fn(&T, &O) -> Result<Reply, Fail> + Clone + Send + 'static,
 ) -> Response
 where
     Fut: Future<Output = Result<O, Fail>>,
@@ -485,6 +485,9 @@ where
         let key = idempotency_key(headers)?;
         let bytes = body_bytes(headers, body)?;
         let input = parse::<T>(&bytes)?;
+        // The request once more, for the answer (`act` takes the first).
+        let request = std::sync::Arc::new(parse::<T>(&bytes)?);
+        let answer = move |out: &O| answer(&request, out);
         match key {
             None => answer(&act(input).await?),
             Some(key) => idempotent(app, who, key, &request_hash(uri, &bytes), act(input), answer).await,
@@ -824,7 +827,7 @@ async fn post_statements(
             let (targets, services) = selection(&snap, &bulk)?;
             Ok(writes::set_statements(app, who, &targets, &services, &bulk.statement, None).await?)
         },
-        |statements: &Vec<Statement>| reply(StatusCode::OK, &StatementList { statements: statements.clone() }),
+        |_, statements: &Vec<Statement>| reply(StatusCode::OK, &StatementList { statements: statements.clone() }),
     )
     .await
 }
@@ -899,7 +902,7 @@ async fn post_announcement(
         &uri,
         body,
         |input: AnnouncementInput| async move { Ok(writes::create_announcement(app, who, &input).await?) },
-        |item: &Announcement| reply(StatusCode::CREATED, &Stored { item: item.clone(), version: 1 }),
+        |_, item: &Announcement| reply(StatusCode::CREATED, &Stored { item: item.clone(), version: 1 }),
     )
     .await
 }
@@ -995,7 +998,7 @@ async fn post_faq(
         &uri,
         body,
         |input: FaqInput| async move { Ok(writes::save_faq(app, who, None, &input, None).await?) },
-        |(item, version): &(FaqEntry, i64)| {
+        |_, (item, version): &(FaqEntry, i64)| {
             reply(StatusCode::CREATED, &Stored { item: item.clone(), version: *version })
         },
     )
@@ -1072,7 +1075,7 @@ async fn post_referral(
         &uri,
         body,
         |input: ReferralInput| async move { Ok(writes::save_referral(app, who, None, &input).await?) },
-        |saved: &Referral| reply(StatusCode::CREATED, saved),
+        |_, saved: &Referral| reply(StatusCode::CREATED, saved),
     )
     .await
 }
@@ -1236,7 +1239,7 @@ async fn post_token(
         &uri,
         body,
         |input: TokenInput| async move { Ok(writes::create_token(app, who, &input).await?) },
-        |(token, secret): &(ApiToken, String)| {
+        |_, (token, secret): &(ApiToken, String)| {
             reply(StatusCode::CREATED, &CreatedToken { token: token.clone(), secret: secret.clone() })
         },
     )
@@ -1360,7 +1363,7 @@ async fn post_user(
         &uri,
         body,
         |input: UserInput| async move { Ok(writes::create_user(app, who, &input).await?) },
-        move |(user, token): &(auth::User, String)| {
+        move |_, (user, token): &(auth::User, String)| {
             let setup_path = format!("/intern/einrichten/{token}");
             let setup_url = format!("{public_url}{setup_path}");
             reply(StatusCode::CREATED, &CreatedUser { user: user.clone().into(), setup_path, setup_url })

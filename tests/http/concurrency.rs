@@ -26,6 +26,7 @@ on_both_engines!(
     a_step_back_and_the_release_of_its_dependent,
     a_rollout_and_a_step_back,
     a_committed_write_is_done_although_the_rebuild_fails,
+    every_idempotent_route_stores_its_answer_with_the_write,
     reads_are_answered_while_another_connection_holds_the_write_lock,
 );
 
@@ -690,6 +691,59 @@ async fn reads_are_answered_while_another_connection_holds_the_write_lock(engine
     assert!(!write.is_finished(), "the write waits for the lock");
     sqlx::raw_sql("ROLLBACK").execute(&mut other).await.unwrap();
     assert_eq!(write.await.unwrap(), 200, "and is done once the lock is free");
+}
+
+/// Every POST that takes an Idempotency-Key records its answer in the write's transaction:
+/// the first answer is 2xx, a retry replays it and does not act again.
+async fn every_idempotent_route_stores_its_answer_with_the_write(engine: Engine) {
+    let s = Server::demo(engine).await;
+    let (admin, t) = (token(&s, "admin"), token(&s, "krisenstab"));
+    let office = "buergerbuero-menden-sauerland";
+    let requests: Vec<(&str, &str, Value)> = vec![
+        (&admin, "/statements", json!({"municipalities": [MENDEN.0], "services": ["briefwahl"], "level": "limited"})),
+        (&admin, "/announcements", json!({"scope": "area", "title": "Hinweis", "body": "Text"})),
+        (&admin, "/faq", json!({"scope": "area", "question": "Wann?", "answer": "Bald."})),
+        (
+            &admin,
+            "/referrals",
+            json!({"office_slug": office, "service_slug": "wohnsitz-anmelden", "for_ags": MENDEN.1}),
+        ),
+        (&admin, "/tokens", json!({"name": "cms"})),
+        (&admin, "/users", json!({"username": "neu", "role": "viewer"})),
+        (&t, "/procedures", json!({"slug": "e-akte", "name": "E-Akte"})),
+        (&t, "/procedures/fernzugang/steps", json!({"to": "released", "evidence": "Prüfbericht"})),
+        (
+            &t,
+            "/procedures/sozialwesen/rollout",
+            json!({"procedure": "sozialwesen", "stage": "basic", "municipalities": [MENDEN.0]}),
+        ),
+    ];
+    for (n, (secret, path, body)) in requests.iter().enumerate() {
+        let key = format!("key-{n}");
+        let before = journal_len(&s, &admin).await;
+        let (status, _, first) = send(&s, secret, Method::POST, path, Some(body), &[("idempotency-key", &key)]).await;
+        assert!((200..300).contains(&status), "{path}: {status} {first}");
+        let after = journal_len(&s, &admin).await;
+        assert!(after > before, "{path} acted");
+        let res = s
+            .client
+            .post(s.url(&format!("/api/v1{path}")))
+            .bearer_auth(secret)
+            .header("idempotency-key", &key)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!((res.status().as_u16(), res.headers()["idempotent-replayed"].to_str().unwrap()), (status, "true"));
+        let mut replayed: Value = res.json().await.unwrap();
+        let mut first = first;
+        for secret_field in ["secret", "setup_path", "setup_url"] {
+            first.as_object_mut().unwrap().remove(secret_field);
+            replayed.as_object_mut().unwrap().remove(secret_field);
+        }
+        assert_eq!(replayed, first, "{path}: the first answer again");
+        assert_eq!(journal_len(&s, &admin).await, after, "{path}: a retry does not act");
+    }
 }
 
 /// The value of a hidden form field.
