@@ -127,6 +127,9 @@ fn date(field: &str, value: &str) -> WriteResult<String> {
     }
 }
 
+/// Turns an operation's result (downcast to its type) into the answer stored for replays.
+pub type RecordAnswer = Box<dyn FnOnce(&dyn Any) -> anyhow::Result<(u16, String)> + Send>;
+
 /// An `Idempotency-Key` claimed by the write API for the operation it runs: `transaction`
 /// stores `answer(result)` under the key in the write's own transaction.
 pub struct Idempotency {
@@ -135,7 +138,7 @@ pub struct Idempotency {
     pub request_hash: String,
     /// Turns the operation's result (downcast to its type) into the answer to store for
     /// replays: HTTP status and JSON body (empty for none), without secrets.
-    pub answer: Box<dyn FnOnce(&dyn Any) -> anyhow::Result<(u16, String)> + Send>,
+    pub answer: RecordAnswer,
 }
 
 tokio::task_local! {

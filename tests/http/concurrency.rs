@@ -193,8 +193,8 @@ async fn concurrent_statement_saves_with_one_version(engine: Engine) {
     let path = format!("/municipalities/{}/services/briefwahl/statement", MENDEN.0);
     let (status, current) = call(&s, &menden, Method::PUT, &path, Some(&json!({"level": "normal"}))).await;
     assert_eq!(status, 200, "{current}");
-    let mut version = current["version"].as_i64().unwrap();
-    for round in 0..ROUNDS {
+    let start = current["version"].as_i64().unwrap();
+    for (round, version) in (0..ROUNDS).zip(start..) {
         let before = journal_len(&s, &admin).await;
         let if_match = format!("\"{version}\"");
         let levels = ["limited", "unavailable"];
@@ -204,7 +204,6 @@ async fn concurrent_statement_saves_with_one_version(engine: Engine) {
         )
         .await;
         let winner = one_wins([&a, &b], version + 1);
-        version += 1;
         assert_eq!(journal_len(&s, &admin).await, before + 1, "round {round}: only the winner is journaled");
         let (_, town) = s.json(&format!("/api/v1/municipalities/{}", MENDEN.0)).await;
         let stored = town["services"].as_array().unwrap().iter().find(|x| x["service"]["slug"] == "briefwahl").unwrap();
@@ -259,8 +258,7 @@ async fn concurrent_faq_saves_with_one_version(engine: Engine) {
     let (status, created) = call(&s, &menden, Method::POST, "/faq", Some(&entry("Frage?"))).await;
     assert_eq!(status, 201, "{created}");
     let path = format!("/faq/{}", created["id"].as_str().unwrap());
-    let mut version = 1;
-    for round in 0..ROUNDS {
+    for (round, version) in (0..ROUNDS).zip(1..) {
         let before = journal_len(&s, &admin).await;
         let if_match = format!("\"{version}\"");
         let (a, b) = both(
@@ -269,7 +267,6 @@ async fn concurrent_faq_saves_with_one_version(engine: Engine) {
         )
         .await;
         one_wins([&a, &b], version + 1);
-        version += 1;
         assert_eq!(journal_len(&s, &admin).await, before + 1, "round {round}");
     }
 }
@@ -280,8 +277,8 @@ async fn concurrent_contact_saves_with_one_version(engine: Engine) {
     let path = format!("/municipalities/{}/contact", MENDEN.0);
     let (status, _, first) = send(&s, &menden, Method::PUT, &path, Some(&json!({"phone": "02373 0"})), &[]).await;
     assert_eq!(status, 200, "{first}");
-    let mut version = first["version"].as_i64().unwrap();
-    for round in 0..ROUNDS {
+    let start = first["version"].as_i64().unwrap();
+    for (round, version) in (0..ROUNDS).zip(start..) {
         let before = journal_len(&s, &admin).await;
         let if_match = format!("\"{version}\"");
         let (a, b) = both(
@@ -290,7 +287,6 @@ async fn concurrent_contact_saves_with_one_version(engine: Engine) {
         )
         .await;
         let winner = one_wins([&a, &b], version + 1);
-        version += 1;
         assert_eq!([&a, &b][winner].2["phone"], ["02373 1", "02373 2"][winner]);
         assert_eq!(journal_len(&s, &admin).await, before + 1, "round {round}");
     }
