@@ -501,6 +501,8 @@ pub struct Session {
     pub user_id: i64,
     pub csrf_token: String,
     pub second_factor: bool,
+    /// `last_seen_at` is older than SESSION_TOUCH_SECONDS: record the visit with `touch_session`.
+    pub needs_touch: bool,
 }
 
 /// Starts a session; returns the cookie value (the only place the raw id exists).
@@ -526,24 +528,21 @@ pub async fn create_session(c: &mut AnyConnection, user_id: i64, second_factor: 
 /// SESSION_IDLE_MINUTES, so a minute's precision is plenty).
 const SESSION_TOUCH_SECONDS: i64 = 60;
 
-async fn touch_session(hash: &str, now: chrono::DateTime<chrono::Utc>, store: &crate::store::Store) -> Result<()> {
+/// Records that a session was seen now; in a write transaction of its own, after the read.
+pub async fn touch_session(store: &crate::store::Store, session: &Session) -> Result<()> {
     let mut tx = store.begin().await?;
     sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2")
-        .bind(time::format_rfc3339(now))
-        .bind(hash)
+        .bind(time::now_rfc3339())
+        .bind(&session.id_hash)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
     Ok(())
 }
 
-/// The session behind a cookie, read on `c` (a read transaction); if it was last seen more than
-/// SESSION_TOUCH_SECONDS ago, that is recorded in a write transaction of its own on `store`.
-pub async fn session(
-    c: &mut AnyConnection,
-    cookie_value: &str,
-    store: &crate::store::Store,
-) -> Result<Option<Session>> {
+/// The session behind a cookie, read on `c` (a read transaction is enough: nothing is written;
+/// see `Session::needs_touch`).
+pub async fn session(c: &mut AnyConnection, cookie_value: &str) -> Result<Option<Session>> {
     if cookie_value.is_empty() || cookie_value.len() > 100 {
         return Ok(None);
     }
@@ -563,10 +562,9 @@ pub async fn session(
     let last_seen: String = row.try_get(4)?;
     // Only a session idle for a while is written to: a page load within a minute of the last
     // one is a pure read and never waits for the write lock.
-    if last_seen < time::format_rfc3339(now - chrono::Duration::seconds(SESSION_TOUCH_SECONDS)) {
-        touch_session(&hash, now, store).await?;
-    }
+    let needs_touch = last_seen < time::format_rfc3339(now - chrono::Duration::seconds(SESSION_TOUCH_SECONDS));
     Ok(Some(Session {
+        needs_touch,
         id_hash: row.try_get(0)?,
         user_id: row.try_get(1)?,
         csrf_token: row.try_get(2)?,

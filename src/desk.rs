@@ -143,9 +143,12 @@ impl Desk {
 async fn signed_in(app: &Shared, headers: &HeaderMap) -> anyhow::Result<Option<(User, Session)>> {
     let Some(value) = cookie(headers, SESSION_COOKIE) else { return Ok(None) };
     let mut c = app.store.read().await?;
-    let Some(session) = auth::session(&mut c, &value, &app.store).await? else { return Ok(None) };
+    let Some(session) = auth::session(&mut c, &value).await? else { return Ok(None) };
     let Some(user) = auth::user_by_id(&mut c, session.user_id).await? else { return Ok(None) };
     c.commit().await?;
+    if session.needs_touch {
+        auth::touch_session(&app.store, &session).await?;
+    }
     if user.disabled {
         return Ok(None);
     }
