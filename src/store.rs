@@ -91,13 +91,15 @@ impl Store {
         Ok(())
     }
 
-    /// A transaction. On SQLite it takes the write lock at once (BEGIN IMMEDIATE): a deferred
-    /// transaction that reads and then writes can fail with "database is locked" when another
-    /// writer got in between, instead of waiting its turn.
+    /// A write transaction. On SQLite it takes the write lock at once (BEGIN IMMEDIATE): a
+    /// deferred transaction that reads and then writes can fail with "database is locked" when
+    /// another writer got in between, instead of waiting its turn. On PostgreSQL it is READ
+    /// COMMITTED whatever the server's default, so each statement after `journal::lock_head`
+    /// sees what the writer before committed (see `writes`).
     pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
         Ok(match self.engine {
             Engine::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Engine::Postgres => self.pool.begin().await?,
+            Engine::Postgres => self.pool.begin_with("BEGIN ISOLATION LEVEL READ COMMITTED").await?,
         })
     }
 

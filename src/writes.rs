@@ -8,10 +8,10 @@
 //! in-memory snapshot (which may be stale: another instance, a slow poll). That lock serialises
 //! all writers, and reading after it sees the latest commit on both engines:
 //! - PostgreSQL: `lock_head` updates the one `journal_head` row, so a second writer blocks on the
-//!   row lock until the first commits. The transaction runs at READ COMMITTED (the default, and
-//!   `Store::begin` does not change it), where every statement sees what was committed before it
-//!   started; so each statement after the lock sees the first writer's rows. (At REPEATABLE READ
-//!   this would not hold: the snapshot would be taken before the lock.)
+//!   row lock until the first commits. `Store::begin` starts READ COMMITTED explicitly (whatever
+//!   the server's default), where every statement sees what was committed before it started; so
+//!   each statement after the lock sees the first writer's rows. (At REPEATABLE READ the
+//!   snapshot would be taken by the locking statement itself, before the wait.)
 //! - SQLite: `Store::begin` is `BEGIN IMMEDIATE`, which takes the database's write lock before the
 //!   first statement and reads the latest committed state; no other writer can commit until this
 //!   one ends.
