@@ -111,7 +111,9 @@ mod tests {
         let mut found = Vec::new();
         for file in files.iter().filter(|f| !f.starts_with(src.join("store")) && !f.ends_with("lib.rs")) {
             let source = std::fs::read_to_string(file).unwrap();
-            found.extend(sql_in(&source).into_iter().map(|l| format!("{}:{l}", file.strip_prefix(&src).unwrap().display())));
+            found.extend(
+                sql_in(&source).into_iter().map(|l| format!("{}:{l}", file.strip_prefix(&src).unwrap().display())),
+            );
         }
         assert!(found.is_empty(), "SQL outside src/store/:\n{}", found.join("\n"));
         assert_eq!(sql_in("let x = 1;\nsqlx::query(\"SELECT 1\")").len(), 1);

@@ -231,6 +231,8 @@ pub struct Session {
     pub user_id: i64,
     pub csrf_token: String,
     pub second_factor: bool,
+    /// `last_seen_at` is older than SESSION_TOUCH_SECONDS: record the visit with `touch_session`.
+    pub needs_touch: bool,
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -260,7 +260,7 @@ async fn user_command(command: UserCommand) -> Result<()> {
         }
         UserCommand::List { db } => {
             let store = store::Store::connect(&database_url(&db)).await?;
-            let mut c = store.begin().await?;
+            let mut c = store.read().await?;
             for u in accounts::all_users(&mut c).await? {
                 let state = if u.disabled {
                     "disabled"
@@ -302,7 +302,7 @@ async fn journal_command(command: JournalCommand) -> Result<()> {
     match command {
         JournalCommand::Verify { db } => {
             let store = store::Store::connect(&database_url(&db)).await?;
-            let mut c = store.begin().await?;
+            let mut c = store.read().await?;
             let checked = journal::verify_stored(&mut c).await?;
             match checked.verdict {
                 Ok(()) => {
@@ -314,14 +314,14 @@ async fn journal_command(command: JournalCommand) -> Result<()> {
         }
         JournalCommand::Export { db, format } => {
             let store = store::Store::connect(&database_url(&db)).await?;
-            let mut c = store.begin().await?;
+            let mut c = store.read().await?;
             let entries = journal::all(&mut c).await?;
             print!("{}", journal::export(&entries, &format)?);
             Ok(())
         }
         JournalCommand::Events { db, since, limit } => {
             let store = store::Store::connect(&database_url(&db)).await?;
-            let mut c = store.begin().await?;
+            let mut c = store.read().await?;
             for e in journal::events_since(&mut c, since, limit).await? {
                 let line = serde_json::json!({
                     "seq": e.seq, "at": e.at, "author": e.author, "kind": e.event.kind(), "scope": e.event.scope(),
@@ -407,8 +407,10 @@ impl Move {
 /// A refused move, with every unmet gate condition in words.
 fn refused(snap: &snapshot::Snapshot, e: write::WriteError) -> anyhow::Error {
     match e {
-        write::WriteError::Conflict { current } => {
-            anyhow::anyhow!("refused: {}", board::explain("en", snap, &current).join(" "))
+        e @ (write::WriteError::VersionConflict { .. }
+        | write::WriteError::GateRefused { .. }
+        | write::WriteError::Cycle { .. }) => {
+            anyhow::anyhow!("refused: {}", board::explain("en", snap, &e.current().unwrap_or_default()).join(" "))
         }
         other => write_error(other),
     }

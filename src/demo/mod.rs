@@ -269,8 +269,8 @@ fn demo_name(demo: Demo) -> &'static str {
 /// plan) go in directly, in one transaction journaled as one `ImportApplied`; then the month of
 /// history (statements, announcements and their corrections, gate steps, rollouts) is replayed
 /// in story order through the write operations of `writes`, with the clock set to each
-/// moment, so the journal tells the story. The snapshot is rebuilt once after the catalogue,
-/// after each gate step (the gate checks still read the snapshot) and once at the end.
+/// moment, so the journal tells the story. The snapshot is rebuilt once after the catalogue and
+/// once at the end (the write operations decide on the stored rows, not on the snapshot).
 pub async fn seed(app: &App, demo: Demo) -> Result<()> {
     let ds = build(demo)?;
     let story = story(&ds)?;
@@ -346,8 +346,6 @@ async fn replay(app: &App, _ds: &Dataset, story: Vec<(chrono::DateTime<chrono::U
                 write::step_procedure(app, &who, &procedure, to.as_str(), evidence)
                     .await
                     .map_err(fail(format!("{procedure} to {to:?}")))?;
-                // The next gate check reads the snapshot.
-                app.refresh().await?;
             }
             Move::Rollout(input) => {
                 let what = format!("rollout of {} to {}", input.procedure, input.stage);

@@ -184,10 +184,23 @@ async fn not_found(State(app): State<Shared>, Extension(Lang(lang)): Extension<L
     not_found_page(&headers, &app.snapshot(), lang)
 }
 
+/// 200 `{"status": "ok", …}`, or 503 `{"status": "unhealthy", "reason": …}` while the public
+/// snapshot is behind a committed write (its rebuild failed and is being retried).
 async fn healthz(State(app): State<Shared>) -> Response {
     let snap = app.snapshot();
-    let body = serde_json::json!({ "status": "ok", "data_version": snap.data_version, "changed_at": snap.changed_at });
-    ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
+    match app.stale_reason() {
+        None => {
+            let body =
+                serde_json::json!({ "status": "ok", "data_version": snap.data_version, "changed_at": snap.changed_at });
+            ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
+        }
+        Some(reason) => {
+            let body = serde_json::json!({
+                "status": "unhealthy", "reason": reason, "data_version": snap.data_version, "changed_at": snap.changed_at,
+            });
+            (StatusCode::SERVICE_UNAVAILABLE, [(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
+        }
+    }
 }
 
 async fn style(headers: HeaderMap) -> Response {

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
-use sqlx::{AnyConnection, Row};
+use sqlx::AnyConnection;
 
 use crate::domain::time;
 use crate::domain::{
@@ -699,7 +699,11 @@ async fn load_existing(c: &mut AnyConnection) -> Result<Existing> {
     Ok(Existing {
         districts: keys.districts.into_iter().collect(),
         municipalities: keys.municipalities.into_iter().collect(),
-        services: keys.services.into_iter().map(|(slug, responsibility, order)| (slug, (responsibility, order))).collect(),
+        services: keys
+            .services
+            .into_iter()
+            .map(|(slug, responsibility, order)| (slug, (responsibility, order)))
+            .collect(),
         offices: keys.offices.into_iter().collect(),
         referrals: keys.referrals.into_iter().collect(),
         postal_codes: keys.postal_codes.iter().map(|(a, b)| key2(a, b)).collect(),

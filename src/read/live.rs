@@ -10,15 +10,56 @@ use crate::read::snapshot::Snapshot;
 use crate::store::Store;
 
 pub struct App {
-    pub snapshot: ArcSwap<Snapshot>,
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub store: Store,
     /// Absolute base URL for feeds and links that leave the site, without trailing slash.
     pub public_url: String,
     /// Serialises snapshot rebuilds so an older one never replaces a newer one.
-    refresh_lock: tokio::sync::Mutex<()>,
+    refresh_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Why the snapshot is behind the database (a rebuild after a committed write failed and is
+    /// being retried); `None` when healthy. `/healthz` answers 503 while it is set.
+    stale: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 pub type Shared = Arc<App>;
+
+/// Test hook, debug builds only: while the file named by this variable exists, every snapshot
+/// rebuild fails (as a transient database error would), so tests can show that a committed
+/// write is still reported as done and `/healthz` reports the stale snapshot.
+const FAIL_REBUILD_WHILE_EXISTS: &str = "NOTBETRIEB_TEST_FAIL_REBUILD_WHILE_EXISTS";
+
+/// Reloads the public state from the database and swaps it in.
+async fn rebuild(store: &Store, holder: &ArcSwap<Snapshot>, lock: &tokio::sync::Mutex<()>) -> anyhow::Result<()> {
+    let _one_at_a_time = lock.lock().await;
+    if cfg!(debug_assertions)
+        && let Some(path) = std::env::var_os(FAIL_REBUILD_WHILE_EXISTS)
+        && std::path::Path::new(&path).exists()
+    {
+        anyhow::bail!("snapshot rebuild failed on purpose ({FAIL_REBUILD_WHILE_EXISTS} test hook)");
+    }
+    let started = std::time::Instant::now();
+    let version = store.data_version().await?;
+    let places_version = store.places_version().await?;
+    let changed_at = store.changed_at().await?;
+    let current = holder.load_full();
+    // A status change reloads only what changes often; towns and catalogue stay shared.
+    let reuse = places_version == current.places_version;
+    let mut snap = if reuse {
+        let data = store.load_changing(&current.data).await?;
+        Snapshot::build_with_places(data, changed_at, version, current.places.clone())
+    } else {
+        Snapshot::build(store.load_dataset().await?, changed_at, version)
+    };
+    snap.places_version = places_version;
+    holder.store(Arc::new(snap));
+    tracing::info!(
+        version,
+        places_reused = reuse,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "snapshot rebuilt"
+    );
+    Ok(())
+}
 
 impl App {
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -30,33 +71,63 @@ impl App {
         let mut snap =
             Snapshot::build(store.load_dataset().await?, store.changed_at().await?, store.data_version().await?);
         snap.places_version = store.places_version().await?;
-        Ok(App { snapshot: ArcSwap::from_pointee(snap), store, public_url, refresh_lock: tokio::sync::Mutex::new(()) })
+        Ok(App {
+            snapshot: Arc::new(ArcSwap::from_pointee(snap)),
+            store,
+            public_url,
+            refresh_lock: Arc::new(tokio::sync::Mutex::new(())),
+            stale: Arc::new(std::sync::Mutex::new(None)),
+        })
     }
 
     /// Reloads the public state from the database and swaps it in.
     pub async fn refresh(&self) -> anyhow::Result<()> {
-        let _one_at_a_time = self.refresh_lock.lock().await;
-        let started = std::time::Instant::now();
-        let version = self.store.data_version().await?;
-        let places_version = self.store.places_version().await?;
-        let changed_at = self.store.changed_at().await?;
-        let current = self.snapshot();
-        // A status change reloads only what changes often; towns and catalogue stay shared.
-        let reuse = places_version == current.places_version;
-        let mut snap = if reuse {
-            let data = self.store.load_changing(&current.data).await?;
-            Snapshot::build_with_places(data, changed_at, version, current.places.clone())
-        } else {
-            Snapshot::build(self.store.load_dataset().await?, changed_at, version)
-        };
-        snap.places_version = places_version;
-        self.snapshot.store(Arc::new(snap));
-        tracing::info!(
-            version,
-            places_reused = reuse,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "snapshot rebuilt"
-        );
-        Ok(())
+        match rebuild(&self.store, &self.snapshot, &self.refresh_lock).await {
+            Ok(()) => {
+                *self.stale.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Why the public snapshot is behind the database, if it is.
+    pub fn stale_reason(&self) -> Option<String> {
+        self.stale.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// After a committed write: rebuilds the snapshot. A failure does not undo the write: it is
+    /// logged, `/healthz` reports it, and the rebuild is retried in the background with backoff
+    /// (0.1 s doubling up to 10 s) until it succeeds.
+    pub async fn refresh_after_commit(&self) {
+        let Err(e) = self.refresh().await else { return };
+        tracing::error!(error = %e, "rebuilding the snapshot after a committed write failed; retrying in the background");
+        let reason = format!("the public pages are behind the database: rebuilding the snapshot failed ({e:#})");
+        let already_retrying = self.stale.lock().unwrap_or_else(|p| p.into_inner()).replace(reason).is_some();
+        if already_retrying {
+            return;
+        }
+        let (store, holder, lock, stale) =
+            (self.store.clone(), self.snapshot.clone(), self.refresh_lock.clone(), self.stale.clone());
+        tokio::spawn(async move {
+            let mut wait = std::time::Duration::from_millis(100);
+            loop {
+                tokio::time::sleep(wait).await;
+                match rebuild(&store, &holder, &lock).await {
+                    Ok(()) => {
+                        *stale.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                        tracing::info!("snapshot rebuilt after earlier failures; healthy again");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "rebuilding the snapshot failed again");
+                        *stale.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!(
+                            "the public pages are behind the database: rebuilding the snapshot failed ({e:#})"
+                        ));
+                        wait = (wait * 2).min(std::time::Duration::from_secs(10));
+                    }
+                }
+            }
+        });
     }
 }

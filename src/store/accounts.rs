@@ -77,7 +77,7 @@ pub async fn insert_user(
     if user_by_name(c, username).await?.is_some() {
         bail!("the user {username} exists already");
     }
-    let id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM users").fetch_one(&mut *c).await?;
+    let id = crate::store::next_id(c, "users").await?;
     sqlx::query("INSERT INTO users (id, username, display_name, role, created_at) VALUES ($1, $2, $3, $4, $5)")
         .bind(id)
         .bind(username)
@@ -255,6 +255,24 @@ pub async fn create_session(c: &mut AnyConnection, user_id: i64, second_factor: 
     Ok(id)
 }
 
+/// How stale `last_seen_at` may get before a page load records it (idle sessions expire after
+/// SESSION_IDLE_MINUTES, so a minute's precision is plenty).
+const SESSION_TOUCH_SECONDS: i64 = 60;
+
+/// Records that a session was seen now; in a write transaction of its own, after the read.
+pub async fn touch_session(store: &crate::store::Store, session: &Session) -> Result<()> {
+    let mut tx = store.begin().await?;
+    sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2")
+        .bind(time::now_rfc3339())
+        .bind(&session.id_hash)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The session behind a cookie, read on `c` (a read transaction is enough: nothing is written;
+/// see `Session::needs_touch`).
 pub async fn session(c: &mut AnyConnection, cookie_value: &str) -> Result<Option<Session>> {
     if cookie_value.is_empty() || cookie_value.len() > 100 {
         return Ok(None);
@@ -263,7 +281,7 @@ pub async fn session(c: &mut AnyConnection, cookie_value: &str) -> Result<Option
     let idle_since = time::format_rfc3339(now - chrono::Duration::minutes(SESSION_IDLE_MINUTES));
     let hash = token_hash(cookie_value);
     let row = sqlx::query(
-        "SELECT id_hash, user_id, csrf_token, second_factor FROM sessions
+        "SELECT id_hash, user_id, csrf_token, second_factor, last_seen_at FROM sessions
          WHERE id_hash = $1 AND expires_at > $2 AND last_seen_at > $3",
     )
     .bind(&hash)
@@ -272,12 +290,12 @@ pub async fn session(c: &mut AnyConnection, cookie_value: &str) -> Result<Option
     .fetch_optional(&mut *c)
     .await?;
     let Some(row) = row else { return Ok(None) };
-    sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2")
-        .bind(time::format_rfc3339(now))
-        .bind(&hash)
-        .execute(&mut *c)
-        .await?;
+    let last_seen: String = row.try_get(4)?;
+    // Only a session idle for a while is written to: a page load within a minute of the last
+    // one is a pure read and never waits for the write lock.
+    let needs_touch = last_seen < time::format_rfc3339(now - chrono::Duration::seconds(SESSION_TOUCH_SECONDS));
     Ok(Some(Session {
+        needs_touch,
         id_hash: row.try_get(0)?,
         user_id: row.try_get(1)?,
         csrf_token: row.try_get(2)?,
@@ -311,7 +329,7 @@ pub async fn create_token(
     expires_at: &str,
 ) -> Result<(i64, String)> {
     let secret = format!("nb_{}", random_token());
-    let id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM api_tokens").fetch_one(&mut *c).await?;
+    let id = crate::store::next_id(c, "api_tokens").await?;
     sqlx::query(
         "INSERT INTO api_tokens (id, token_hash, name, user_id, role, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )

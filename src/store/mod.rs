@@ -18,6 +18,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("../../migrations/0001_initial.sql")),
     (2, "editors and journal", include_str!("../../migrations/0002_editors_and_journal.sql")),
     (3, "recovery", include_str!("../../migrations/0003_recovery.sql")),
+    (4, "ids from the database", include_str!("../../migrations/0004_ids_from_the_database.sql")),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,13 +94,26 @@ impl Store {
         Ok(())
     }
 
-    /// A transaction. On SQLite it takes the write lock at once (BEGIN IMMEDIATE): a deferred
-    /// transaction that reads and then writes can fail with "database is locked" when another
-    /// writer got in between, instead of waiting its turn.
+    /// A write transaction. On SQLite it takes the write lock at once (BEGIN IMMEDIATE): a
+    /// deferred transaction that reads and then writes can fail with "database is locked" when
+    /// another writer got in between, instead of waiting its turn. On PostgreSQL it is READ
+    /// COMMITTED whatever the server's default, so each statement after `journal::lock_head`
+    /// sees what the writer before committed (see `writes`).
     pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
         Ok(match self.engine {
             Engine::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Engine::Postgres => self.pool.begin().await?,
+            Engine::Postgres => self.pool.begin_with("BEGIN ISOLATION LEVEL READ COMMITTED").await?,
+        })
+    }
+
+    /// A read-only transaction for requests that only read (token and session lookups, journal
+    /// listing and verification, desk pages). It never takes SQLite's write lock: a deferred
+    /// `BEGIN` reads from a WAL snapshot while a writer holds the lock. On PostgreSQL it is
+    /// `REPEATABLE READ READ ONLY`, so several statements (the journal and its head) see one state.
+    pub async fn read(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.engine {
+            Engine::Sqlite => self.pool.begin_with("BEGIN DEFERRED").await?,
+            Engine::Postgres => self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?,
         })
     }
 
@@ -680,7 +694,7 @@ pub async fn insert_procedure_step(
     author: &str,
     evidence: &str,
 ) -> Result<()> {
-    let id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM procedure_steps").fetch_one(&mut *c).await?;
+    let id = next_id(c, "procedure_steps").await?;
     sqlx::query(
         "INSERT INTO procedure_steps (id, procedure_slug, from_stage, to_stage, at, author, evidence) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
@@ -807,4 +821,99 @@ pub async fn stored_keys(c: &mut AnyConnection) -> Result<StoredKeys> {
         postal_codes: pairs(c, "SELECT postal_code, municipality_ags FROM postal_codes").await?,
         statements: pairs(c, "SELECT scope_ags, service_slug FROM statements").await?,
     })
+}
+
+/// The next id for `table` (`users`, `api_tokens`, `procedure_steps`), from the database's
+/// counter; call inside the inserting transaction (see migration 0004).
+pub async fn next_id(c: &mut AnyConnection, table: &'static str) -> Result<i64> {
+    let id: Option<i64> =
+        sqlx::query_scalar("UPDATE id_counters SET value = value + 1 WHERE name = $1 RETURNING value")
+            .bind(table)
+            .fetch_optional(&mut *c)
+            .await?;
+    id.with_context(|| format!("no id counter for {table}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// What writes decide on, read inside their transaction (after `journal::lock_head`).
+
+/// Whether an AGS names a town (`Some(false)`), a district (`Some(true)`) or nothing.
+pub async fn place_is_district(c: &mut AnyConnection, ags: &str) -> Result<Option<bool>> {
+    let town: Option<i64> =
+        sqlx::query_scalar("SELECT 1 FROM municipalities WHERE ags = $1").bind(ags).fetch_optional(&mut *c).await?;
+    if town.is_some() {
+        return Ok(Some(false));
+    }
+    let district: Option<i64> =
+        sqlx::query_scalar("SELECT 1 FROM districts WHERE ags = $1").bind(ags).fetch_optional(&mut *c).await?;
+    Ok(district.map(|_| true))
+}
+
+/// A service's responsibility, if the service exists.
+pub async fn service_responsibility(c: &mut AnyConnection, slug: &str) -> Result<Option<Responsibility>> {
+    let r: Option<String> = sqlx::query_scalar("SELECT responsibility FROM services WHERE slug = $1")
+        .bind(slug)
+        .fetch_optional(&mut *c)
+        .await?;
+    Ok(r.and_then(|r| Responsibility::parse(&r)))
+}
+
+pub async fn office_exists(c: &mut AnyConnection, slug: &str) -> Result<bool> {
+    let r: Option<i64> =
+        sqlx::query_scalar("SELECT 1 FROM offices WHERE slug = $1").bind(slug).fetch_optional(&mut *c).await?;
+    Ok(r.is_some())
+}
+
+/// A town's AGS by its slug.
+pub async fn town_ags_by_slug(c: &mut AnyConnection, slug: &str) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar("SELECT ags FROM municipalities WHERE slug = $1").bind(slug).fetch_optional(&mut *c).await?)
+}
+
+/// The AGS of every town of the district with this slug; `None` if there is no such district.
+pub async fn district_towns_by_slug(c: &mut AnyConnection, slug: &str) -> Result<Option<Vec<String>>> {
+    let ags: Option<String> =
+        sqlx::query_scalar("SELECT ags FROM districts WHERE slug = $1").bind(slug).fetch_optional(&mut *c).await?;
+    let Some(ags) = ags else { return Ok(None) };
+    let towns = sqlx::query_scalar("SELECT ags FROM municipalities WHERE district_ags = $1 ORDER BY ags")
+        .bind(&ags)
+        .fetch_all(&mut *c)
+        .await?;
+    Ok(Some(towns))
+}
+
+/// The recovery as stored: procedures with dependencies and stages, rollouts, and which
+/// services need which procedure (the same loader as the snapshot's).
+pub async fn load_recovery_state(c: &mut AnyConnection) -> Result<Dataset> {
+    let mut ds = Dataset::default();
+    load_recovery(c, &mut ds).await?;
+    Ok(ds)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idempotency records. A key is claimed (status 0) before acting; the write's own transaction
+// then stores the answer with it (status = the HTTP status), so a commit and its record are one.
+
+/// Stores the answer of a write under its claimed key, in the write's transaction. False when
+/// the claim is gone or was settled by another request (the write must then be rolled back).
+pub async fn record_idempotent_answer(
+    c: &mut AnyConnection,
+    principal: &str,
+    key: &str,
+    request_hash: &str,
+    status: u16,
+    response: &str,
+) -> Result<bool> {
+    let n = sqlx::query(
+        "UPDATE idempotency_keys SET status = $1, response = $2
+         WHERE principal = $3 AND key = $4 AND request_hash = $5 AND status = 0",
+    )
+    .bind(status as i64)
+    .bind(response)
+    .bind(principal)
+    .bind(key)
+    .bind(request_hash)
+    .execute(&mut *c)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
 }

@@ -2,6 +2,30 @@
 //! validates its input, asks `authz` once per thing it touches, then in ONE transaction takes the
 //! journal lock, checks versions, writes the change and its journal entries and marks the data
 //! changed; after the commit the public snapshot is rebuilt before the caller answers.
+//!
+//! Correct under concurrency: every gate, version, cycle, existence and scope condition is
+//! decided on rows read INSIDE the write's transaction, after `journal::lock_head`, never on the
+//! in-memory snapshot (which may be stale: another instance, a slow poll). That lock serialises
+//! all writers, and reading after it sees the latest commit on both engines:
+//! - PostgreSQL: `lock_head` updates the one `journal_head` row, so a second writer blocks on the
+//!   row lock until the first commits. `Store::begin` starts READ COMMITTED explicitly (whatever
+//!   the server's default), where every statement sees what was committed before it started; so
+//!   each statement after the lock sees the first writer's rows. (At REPEATABLE READ the
+//!   snapshot would be taken by the locking statement itself, before the wait.)
+//! - SQLite: `Store::begin` is `BEGIN IMMEDIATE`, which takes the database's write lock before the
+//!   first statement and reads the latest committed state; no other writer can commit until this
+//!   one ends.
+//!
+//! A commit is the truth: once the transaction committed, the write is reported as done. If the
+//! snapshot rebuild afterwards fails, `App::refresh_after_commit` logs it, retries in the
+//! background and `/healthz` reports unhealthy until a rebuild succeeds.
+//!
+//! Idempotency: the write API claims an `Idempotency-Key` before acting and runs the operation
+//! inside `with_idempotency`; `transaction` then stores the answer with the key in the write's own
+//! transaction, so a retry after any crash or failure finds the first answer and never acts twice.
+
+use std::any::Any;
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -28,11 +52,33 @@ pub enum WriteError {
         field: String,
         message: &'static str,
     },
-    /// Someone else saved first; `current` is what is stored now.
-    Conflict {
+    /// Someone else saved first; `current` is what is stored now, with its `version`
+    /// (`{"version": 0}` when nothing is stored).
+    VersionConflict {
         current: serde_json::Value,
     },
+    /// A recovery gate refused the step or rollout: every unmet condition.
+    GateRefused {
+        unmet: Vec<Unmet>,
+    },
+    /// The dependencies would form this cycle (first and last the same procedure).
+    Cycle {
+        path: Vec<String>,
+    },
     Internal(anyhow::Error),
+}
+
+impl WriteError {
+    /// What a 409 answer carries as `current`: the stored state for a version conflict,
+    /// `{"unmet": [...]}` for a gate refusal, `{"cycle": [...]}` for a cycle.
+    pub fn current(&self) -> Option<serde_json::Value> {
+        match self {
+            WriteError::VersionConflict { current } => Some(current.clone()),
+            WriteError::GateRefused { unmet } => Some(json!({ "unmet": unmet })),
+            WriteError::Cycle { path } => Some(json!({ "cycle": path })),
+            _ => None,
+        }
+    }
 }
 
 impl From<anyhow::Error> for WriteError {
@@ -54,6 +100,10 @@ fn allow(who: &Principal, action: Action) -> WriteResult<()> {
 
 fn invalid(field: &str, message: &'static str) -> WriteError {
     WriteError::Invalid { field: field.into(), message }
+}
+
+fn conflict(version: i64) -> WriteError {
+    WriteError::VersionConflict { current: json!({ "version": version }) }
 }
 
 /// Longest free text we accept in one field (a long announcement fits easily).
@@ -80,20 +130,59 @@ fn date(field: &str, value: &str) -> WriteResult<String> {
     }
 }
 
-/// Runs `body` in a transaction that holds the journal lock, commits, and refreshes the snapshot.
-async fn transaction<T, F>(app: &App, body: F) -> WriteResult<T>
+/// Turns an operation's result (downcast to its type) into the answer stored for replays.
+pub type RecordAnswer = Box<dyn FnOnce(&dyn Any) -> anyhow::Result<(u16, String)> + Send>;
+
+/// An `Idempotency-Key` claimed by the write API for the operation it runs: `transaction`
+/// stores `answer(result)` under the key in the write's own transaction.
+pub struct Idempotency {
+    pub principal: String,
+    pub key: String,
+    pub request_hash: String,
+    /// Turns the operation's result (downcast to its type) into the answer to store for
+    /// replays: HTTP status and JSON body (empty for none), without secrets.
+    pub answer: RecordAnswer,
+}
+
+tokio::task_local! {
+    static IDEMPOTENCY: Mutex<Option<Idempotency>>;
+}
+
+/// Runs `operation` (one `writes` call) so that its transaction records `key`'s answer.
+pub async fn with_idempotency<F: std::future::Future>(key: Idempotency, operation: F) -> F::Output {
+    IDEMPOTENCY.scope(Mutex::new(Some(key)), operation).await
+}
+
+fn take_idempotency() -> Option<Idempotency> {
+    IDEMPOTENCY.try_with(|k| k.lock().ok().and_then(|mut k| k.take())).ok().flatten()
+}
+
+/// Runs `body` in a transaction that holds the journal lock (and, for the write API, records the
+/// idempotency key's answer), commits, and refreshes the snapshot. Once committed, the write is
+/// done: a failed rebuild is retried in the background, not reported as a failed write.
+async fn transaction<T: 'static, F>(app: &App, body: F) -> WriteResult<T>
 where
     F: for<'c> FnOnce(
         &'c mut AnyConnection,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = WriteResult<T>> + Send + 'c>>,
 {
+    let key = take_idempotency();
     let mut tx = app.store.begin().await?;
     journal::lock_head(&mut tx).await?;
     let out = body(&mut tx).await?;
+    if let Some(key) = key {
+        let (status, response) = (key.answer)(&out)?;
+        if !store::record_idempotent_answer(&mut tx, &key.principal, &key.key, &key.request_hash, status, &response)
+            .await?
+        {
+            // Another request with this key finished first; this one must not act as well.
+            return Err(WriteError::Internal(anyhow::anyhow!("the idempotency key was settled by another request")));
+        }
+    }
     store::bump_data_version(&mut tx).await?;
     tx.commit().await?;
     if DEFER_REFRESH.try_with(|_| ()).is_err() {
-        app.refresh().await?;
+        app.refresh_after_commit().await;
     }
     Ok(out)
 }
@@ -127,13 +216,15 @@ pub struct StatementInput {
     pub expected_return: String,
 }
 
-fn scope_exists(snap: &crate::read::snapshot::Snapshot, ags: &str) -> bool {
-    snap.municipality_by_ags(ags).is_some() || snap.district(ags).is_some()
+/// Whether an AGS names a town or district, read in the write's transaction.
+async fn scope_exists(c: &mut AnyConnection, ags: &str) -> WriteResult<bool> {
+    Ok(store::place_is_district(c, ags).await?.is_some())
 }
 
 /// Sets the same statement for every (target, service) pair: one service or many, one town or
 /// many. `expected_version` (for a single pair) refuses the save if someone else saved since;
-/// 0 means "there was no statement".
+/// 0 means "there was no statement". The statements returned carry the versions this write
+/// produced.
 pub async fn set_statements(
     app: &App,
     who: &Principal,
@@ -142,7 +233,6 @@ pub async fn set_statements(
     input: &StatementInput,
     expected_version: Option<i64>,
 ) -> WriteResult<Vec<Statement>> {
-    let snap = app.snapshot();
     if targets.is_empty() {
         return Err(invalid("targets", "write.nothing_selected"));
     }
@@ -150,44 +240,47 @@ pub async fn set_statements(
         return Err(invalid("services", "write.nothing_selected"));
     }
     let level = Level::parse(&input.level).ok_or_else(|| invalid("level", "write.invalid_level"))?;
-    for ags in targets {
-        if !scope_exists(&snap, ags) {
-            return Err(WriteError::NotFound("municipality"));
-        }
-        allow(who, Action::EditStatement { ags })?;
-    }
-    for slug in services {
-        let s = snap.service(slug).ok_or(WriteError::NotFound("service"))?;
-        // A district speaks only for the services it is responsible for.
-        if targets.iter().any(|t| t.len() == 5) && s.responsibility != Responsibility::District {
-            return Err(invalid("services", "write.district_service_only"));
-        }
-    }
-    let now = time::now_rfc3339();
-    let base = Statement {
-        scope_ags: String::new(),
-        service_slug: String::new(),
-        level,
-        restrictions: text("restrictions", &input.restrictions, MAX_LINE)?,
-        workaround: text("workaround", &input.workaround, MAX_LINE)?,
-        backlog: text("backlog", &input.backlog, MAX_LINE)?,
-        expected_return: date("expected_return", &input.expected_return)?,
-        author: who.name.clone(),
-        stated_at: now,
-        version: 0,
-    };
-    let pairs: Vec<(String, String)> =
-        targets.iter().flat_map(|t| services.iter().map(move |s| (t.clone(), s.clone()))).collect();
-    let who = who.clone();
+    let (who, targets, services, input) = (who.clone(), targets.to_vec(), services.to_vec(), input.clone());
     transaction(app, move |c| {
         Box::pin(async move {
+            for ags in &targets {
+                if !scope_exists(c, ags).await? {
+                    return Err(WriteError::NotFound("municipality"));
+                }
+                allow(&who, Action::EditStatement { ags })?;
+            }
+            for slug in &services {
+                let responsibility =
+                    store::service_responsibility(c, slug).await?.ok_or(WriteError::NotFound("service"))?;
+                // A district speaks only for the services it is responsible for.
+                if targets.iter().any(|t| t.len() == 5) && responsibility != Responsibility::District {
+                    return Err(invalid("services", "write.district_service_only"));
+                }
+            }
+            let now = time::now_rfc3339();
+            let base = Statement {
+                scope_ags: String::new(),
+                service_slug: String::new(),
+                level,
+                restrictions: text("restrictions", &input.restrictions, MAX_LINE)?,
+                workaround: text("workaround", &input.workaround, MAX_LINE)?,
+                backlog: text("backlog", &input.backlog, MAX_LINE)?,
+                expected_return: date("expected_return", &input.expected_return)?,
+                author: who.name.clone(),
+                stated_at: now,
+                version: 0,
+            };
+            let pairs: Vec<(String, String)> =
+                targets.iter().flat_map(|t| services.iter().map(move |s| (t.clone(), s.clone()))).collect();
             let mut saved = Vec::new();
             for (ags, service) in &pairs {
                 let current = statement_version(c, ags, service).await?;
                 if let Some(expected) = expected_version
                     && current != expected
                 {
-                    return Err(WriteError::Conflict { current: current_statement_json(c, ags, service).await? });
+                    return Err(WriteError::VersionConflict {
+                        current: current_statement_json(c, ags, service).await?,
+                    });
                 }
                 let st = Statement {
                     scope_ags: ags.clone(),
@@ -248,15 +341,14 @@ pub async fn withdraw_statement(
     service: &str,
     expected_version: Option<i64>,
 ) -> WriteResult<()> {
-    let snap = app.snapshot();
-    if !scope_exists(&snap, ags) {
-        return Err(WriteError::NotFound("municipality"));
-    }
-    snap.service(service).ok_or(WriteError::NotFound("service"))?;
-    allow(who, Action::EditStatement { ags })?;
     let (who, ags, service) = (who.clone(), ags.to_string(), service.to_string());
     transaction(app, move |c| {
         Box::pin(async move {
+            if !scope_exists(c, &ags).await? {
+                return Err(WriteError::NotFound("municipality"));
+            }
+            store::service_responsibility(c, &service).await?.ok_or(WriteError::NotFound("service"))?;
+            allow(&who, Action::EditStatement { ags: &ags })?;
             let current = statement_version(c, &ags, &service).await?;
             if current == 0 {
                 return Err(WriteError::NotFound("statement"));
@@ -264,7 +356,7 @@ pub async fn withdraw_statement(
             if let Some(expected) = expected_version
                 && current != expected
             {
-                return Err(WriteError::Conflict { current: current_statement_json(c, &ags, &service).await? });
+                return Err(WriteError::VersionConflict { current: current_statement_json(c, &ags, &service).await? });
             }
             let from = stated_before(c, &ags, &service).await?;
             sqlx::query("DELETE FROM statements WHERE scope_ags = $1 AND service_slug = $2")
@@ -309,14 +401,15 @@ fn default_publish() -> String {
     "now".into()
 }
 
-fn scope_of(snap: &crate::read::snapshot::Snapshot, scope: &str, scope_ref: &str) -> WriteResult<(ScopeKind, String)> {
+/// An announcement's or FAQ entry's scope, checked against the rows in the transaction.
+async fn scope_of(c: &mut AnyConnection, scope: &str, scope_ref: &str) -> WriteResult<(ScopeKind, String)> {
     let kind = ScopeKind::parse(scope).ok_or_else(|| invalid("scope", "write.invalid_scope"))?;
     let r = scope_ref.trim().to_string();
     let ok = match kind {
         ScopeKind::Area => r.is_empty(),
-        ScopeKind::District => snap.district(&r).is_some(),
-        ScopeKind::Municipality => snap.municipality_by_ags(&r).is_some(),
-        ScopeKind::Service => snap.service(&r).is_some(),
+        ScopeKind::District => store::place_is_district(c, &r).await? == Some(true),
+        ScopeKind::Municipality => store::place_is_district(c, &r).await? == Some(false),
+        ScopeKind::Service => store::service_responsibility(c, &r).await?.is_some(),
     };
     if !ok {
         return Err(invalid("scope_ref", "write.invalid_scope"));
@@ -376,35 +469,33 @@ pub async fn create_announcement_as(
     input: &AnnouncementInput,
     id: Option<&str>,
 ) -> WriteResult<Announcement> {
-    let snap = app.snapshot();
-    let (kind, scope_ref) = scope_of(&snap, &input.scope, &input.scope_ref)?;
-    allow(who, Action::EditAnnouncement { scope: &kind, scope_ref: &scope_ref })?;
-    let title = text("title", &input.title, 300)?;
-    if title.is_empty() {
-        return Err(invalid("title", "write.required"));
-    }
-    let now = time::now_rfc3339();
-    let a = Announcement {
-        id: id.map(str::to_string).unwrap_or_else(|| new_id(&title)),
-        scope_kind: kind,
-        scope_ref,
-        lang: lang(&input.lang)?,
-        title,
-        body: text("body", &input.body, MAX_TEXT)?,
-        author: who.name.clone(),
-        published_at: publication(&input.publish)?,
-        updated_at: now,
-    };
-    let (who, saved) = (who.clone(), a.clone());
+    let (who, input, id) = (who.clone(), input.clone(), id.map(str::to_string));
     transaction(app, move |c| {
         Box::pin(async move {
+            let (kind, scope_ref) = scope_of(c, &input.scope, &input.scope_ref).await?;
+            allow(&who, Action::EditAnnouncement { scope: &kind, scope_ref: &scope_ref })?;
+            let title = text("title", &input.title, 300)?;
+            if title.is_empty() {
+                return Err(invalid("title", "write.required"));
+            }
+            let now = time::now_rfc3339();
+            let saved = Announcement {
+                id: id.clone().unwrap_or_else(|| new_id(&title)),
+                scope_kind: kind,
+                scope_ref,
+                lang: lang(&input.lang)?,
+                title,
+                body: text("body", &input.body, MAX_TEXT)?,
+                author: who.name.clone(),
+                published_at: publication(&input.publish)?,
+                updated_at: now,
+            };
             store::insert_announcement(c, &saved).await?;
             journal::append_event(c, &who.name, &announcement_event(&saved, 1, true)).await?;
-            Ok(())
+            Ok(saved)
         })
     })
-    .await?;
-    Ok(a)
+    .await
 }
 
 async fn load_announcement(c: &mut AnyConnection, id: &str) -> WriteResult<(Announcement, i64)> {
@@ -421,19 +512,18 @@ pub async fn update_announcement(
     id: &str,
     input: &AnnouncementInput,
     expected_version: Option<i64>,
-) -> WriteResult<Announcement> {
-    let snap = app.snapshot();
-    let (kind, scope_ref) = scope_of(&snap, &input.scope, &input.scope_ref)?;
-    let title = text("title", &input.title, 300)?;
-    if title.is_empty() {
-        return Err(invalid("title", "write.required"));
-    }
-    let body = text("body", &input.body, MAX_TEXT)?;
-    let lang = lang(&input.lang)?;
-    let publish = input.publish.clone();
-    let (who, id) = (who.clone(), id.to_string());
+) -> WriteResult<(Announcement, i64)> {
+    let (who, id, input) = (who.clone(), id.to_string(), input.clone());
     transaction(app, move |c| {
         Box::pin(async move {
+            let (kind, scope_ref) = scope_of(c, &input.scope, &input.scope_ref).await?;
+            let title = text("title", &input.title, 300)?;
+            if title.is_empty() {
+                return Err(invalid("title", "write.required"));
+            }
+            let body = text("body", &input.body, MAX_TEXT)?;
+            let lang = lang(&input.lang)?;
+            let publish = input.publish.clone();
             let (old, version) = load_announcement(c, &id).await?;
             // Both the old and the new scope must be the editor's.
             allow(&who, Action::EditAnnouncement { scope: &old.scope_kind, scope_ref: &old.scope_ref })?;
@@ -441,7 +531,7 @@ pub async fn update_announcement(
             if let Some(expected) = expected_version
                 && expected != version
             {
-                return Err(WriteError::Conflict { current: announcement_payload(&old, version) });
+                return Err(WriteError::VersionConflict { current: announcement_payload(&old, version) });
             }
             // A published announcement stays published with its original time; a draft follows `publish`.
             // Once public, an announcement keeps its publication time (edits are corrections);
@@ -480,7 +570,9 @@ pub async fn update_announcement(
                 announcement_event(&a, version + 1, false)
             };
             journal::append_event(c, &who.name, &event).await?;
-            Ok(a)
+            // The version this write produced, read back in its own transaction.
+            let version = store::stored_version(c, store::VersionedRow::Announcement, &a.id).await?;
+            Ok((a, version))
         })
     })
     .await
@@ -527,29 +619,29 @@ pub async fn save_faq(
     id: Option<&str>,
     input: &FaqInput,
     expected_version: Option<i64>,
-) -> WriteResult<FaqEntry> {
-    let snap = app.snapshot();
-    let (kind, scope_ref) = scope_of(&snap, &input.scope, &input.scope_ref)?;
-    allow(who, Action::EditAnnouncement { scope: &kind, scope_ref: &scope_ref })?;
-    let question = text("question", &input.question, 500)?;
-    if question.is_empty() {
-        return Err(invalid("question", "write.required"));
-    }
-    let now = time::now_rfc3339();
-    let f = FaqEntry {
-        id: id.map(str::to_string).unwrap_or_else(|| new_id(&question)),
-        scope_kind: kind,
-        scope_ref,
-        lang: lang(&input.lang)?,
-        question,
-        answer: text("answer", &input.answer, MAX_TEXT)?,
-        sort_order: input.sort_order,
-        published_at: publication(&input.publish)?,
-        updated_at: now,
-    };
-    let (who, saved, existing) = (who.clone(), f.clone(), id.is_some());
+) -> WriteResult<(FaqEntry, i64)> {
+    let (who, input, id) = (who.clone(), input.clone(), id.map(str::to_string));
+    let existing = id.is_some();
     transaction(app, move |c| {
         Box::pin(async move {
+            let (kind, scope_ref) = scope_of(c, &input.scope, &input.scope_ref).await?;
+            allow(&who, Action::EditAnnouncement { scope: &kind, scope_ref: &scope_ref })?;
+            let question = text("question", &input.question, 500)?;
+            if question.is_empty() {
+                return Err(invalid("question", "write.required"));
+            }
+            let now = time::now_rfc3339();
+            let saved = FaqEntry {
+                id: id.unwrap_or_else(|| new_id(&question)),
+                scope_kind: kind,
+                scope_ref,
+                lang: lang(&input.lang)?,
+                question,
+                answer: text("answer", &input.answer, MAX_TEXT)?,
+                sort_order: input.sort_order,
+                published_at: publication(&input.publish)?,
+                updated_at: now,
+            };
             let row = sqlx::query("SELECT scope_kind, scope_ref, version FROM faq_entries WHERE id = $1")
                 .bind(&saved.id)
                 .fetch_optional(&mut *c)
@@ -566,7 +658,7 @@ pub async fn save_faq(
                     if let Some(expected) = expected_version
                         && expected != v
                     {
-                        return Err(WriteError::Conflict { current: json!({ "version": v }) });
+                        return Err(conflict(v));
                     }
                     sqlx::query("DELETE FROM faq_entries WHERE id = $1").bind(&saved.id).execute(&mut *c).await?;
                     v
@@ -580,11 +672,10 @@ pub async fn save_faq(
                 .await?;
             let event = Event::FaqChanged { entry: saved.clone(), version: version + 1, created: !existing };
             journal::append_event(c, &who.name, &event).await?;
-            Ok(())
+            Ok((saved, version + 1))
         })
     })
-    .await?;
-    Ok(f)
+    .await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -612,30 +703,32 @@ pub async fn save_referral(
     id: Option<&str>,
     input: &ReferralInput,
 ) -> WriteResult<Referral> {
-    let snap = app.snapshot();
-    if !scope_exists(&snap, &input.for_ags) {
-        return Err(invalid("for_ags", "write.unknown_town"));
-    }
-    allow(who, Action::EditReferral { for_ags: &input.for_ags })?;
-    snap.office(&input.office_slug).ok_or_else(|| invalid("office_slug", "write.unknown_office"))?;
-    snap.service(&input.service_slug).ok_or_else(|| invalid("service_slug", "write.unknown_service"))?;
-    let r = Referral {
-        id: id
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("{}-{}-{}", input.office_slug, input.service_slug, input.for_ags)),
-        office_slug: input.office_slug.clone(),
-        service_slug: input.service_slug.clone(),
-        for_ags: input.for_ags.clone(),
-        conditions: text("conditions", &input.conditions, MAX_LINE)?,
-        valid_from: date("valid_from", &input.valid_from)?,
-        valid_until: date("valid_until", &input.valid_until)?,
-    };
-    if !r.valid_from.is_empty() && !r.valid_until.is_empty() && r.valid_until < r.valid_from {
-        return Err(invalid("valid_until", "write.until_before_from"));
-    }
-    let (who, saved, existing) = (who.clone(), r.clone(), id.is_some());
+    let (who, input, id) = (who.clone(), input.clone(), id.map(str::to_string));
+    let existing = id.is_some();
     transaction(app, move |c| {
         Box::pin(async move {
+            if !scope_exists(c, &input.for_ags).await? {
+                return Err(invalid("for_ags", "write.unknown_town"));
+            }
+            allow(&who, Action::EditReferral { for_ags: &input.for_ags })?;
+            if !store::office_exists(c, &input.office_slug).await? {
+                return Err(invalid("office_slug", "write.unknown_office"));
+            }
+            if store::service_responsibility(c, &input.service_slug).await?.is_none() {
+                return Err(invalid("service_slug", "write.unknown_service"));
+            }
+            let saved = Referral {
+                id: id.unwrap_or_else(|| format!("{}-{}-{}", input.office_slug, input.service_slug, input.for_ags)),
+                office_slug: input.office_slug.clone(),
+                service_slug: input.service_slug.clone(),
+                for_ags: input.for_ags.clone(),
+                conditions: text("conditions", &input.conditions, MAX_LINE)?,
+                valid_from: date("valid_from", &input.valid_from)?,
+                valid_until: date("valid_until", &input.valid_until)?,
+            };
+            if !saved.valid_from.is_empty() && !saved.valid_until.is_empty() && saved.valid_until < saved.valid_from {
+                return Err(invalid("valid_until", "write.until_before_from"));
+            }
             let old: Option<String> = sqlx::query_scalar("SELECT for_ags FROM referrals WHERE id = $1")
                 .bind(&saved.id)
                 .fetch_optional(&mut *c)
@@ -648,11 +741,10 @@ pub async fn save_referral(
             store::upsert_referral(c, &saved).await?;
             let event = Event::ReferralChanged { referral: saved.clone(), created: old.is_none() };
             journal::append_event(c, &who.name, &event).await?;
-            Ok(())
+            Ok(saved)
         })
     })
-    .await?;
-    Ok(r)
+    .await
 }
 
 /// Office and service of a referral about to be deleted, for its event.
@@ -712,16 +804,16 @@ pub async fn set_contact(
     ags: &str,
     input: &ContactInput,
     expected_version: Option<i64>,
-) -> WriteResult<()> {
-    let snap = app.snapshot();
-    let table = if snap.municipality_by_ags(ags).is_some() {
-        "municipalities"
-    } else if snap.district(ags).is_some() {
-        "districts"
-    } else {
-        return Err(WriteError::NotFound("municipality"));
+) -> WriteResult<(Contact, i64)> {
+    let (who, ags, input) = (who.clone(), ags.to_string(), input.clone());
+    transaction(app, move |c| {
+        Box::pin(async move {
+    let table = match store::place_is_district(c, &ags).await? {
+        Some(false) => "municipalities",
+        Some(true) => "districts",
+        None => return Err(WriteError::NotFound("municipality")),
     };
-    allow(who, Action::EditContacts { ags })?;
+    allow(&who, Action::EditContacts { ags: &ags })?;
     let email = text("email", &input.email, 200)?;
     if !email.is_empty() && (!email.contains('@') || email.contains(char::is_whitespace)) {
         return Err(invalid("email", "write.invalid_email"));
@@ -733,9 +825,6 @@ pub async fn set_contact(
         emergency_website: url_field("emergency_website", &input.emergency_website)?,
         social_media: text("social_media", &input.social_media, MAX_LINE)?,
     };
-    let (who, ags) = (who.clone(), ags.to_string());
-    transaction(app, move |c| {
-        Box::pin(async move {
             let sql_version: &'static str = if table == "municipalities" {
                 "SELECT version FROM municipalities WHERE ags = $1"
             } else {
@@ -745,7 +834,7 @@ pub async fn set_contact(
             if let Some(expected) = expected_version
                 && expected != version
             {
-                return Err(WriteError::Conflict { current: json!({ "version": version }) });
+                return Err(conflict(version));
             }
             let sql_update: &'static str = if table == "municipalities" {
                 "UPDATE municipalities SET phone = $1, email = $2, website = $3, emergency_website = $4, social_media = $5,
@@ -766,7 +855,7 @@ pub async fn set_contact(
             let event = Event::ContactsChanged { ags: ags.clone(), contact: contact.clone(), version: version + 1 };
             journal::append_event(c, &who.name, &event).await?;
             store::bump_places_version(c).await?;
-            Ok(())
+            Ok((contact, version + 1))
         })
     })
     .await
@@ -787,11 +876,11 @@ pub struct UserInput {
     pub scopes: Vec<String>,
 }
 
-fn checked_scopes(snap: &crate::read::snapshot::Snapshot, scopes: &[String]) -> WriteResult<Vec<String>> {
+async fn checked_scopes(c: &mut AnyConnection, scopes: &[String]) -> WriteResult<Vec<String>> {
     let mut out = Vec::new();
     for s in scopes {
         let s = s.trim();
-        if !scope_exists(snap, s) {
+        if !scope_exists(c, s).await? {
             return Err(invalid("scopes", "write.unknown_town"));
         }
         if !out.iter().any(|o| o == s) {
@@ -801,18 +890,18 @@ fn checked_scopes(snap: &crate::read::snapshot::Snapshot, scopes: &[String]) -> 
     Ok(out)
 }
 
-/// Creates an account and returns (id, one-time setup token).
-pub async fn create_user(app: &App, who: &Principal, input: &UserInput) -> WriteResult<(i64, String)> {
+/// Creates an account and returns it as stored with its one-time setup token.
+pub async fn create_user(app: &App, who: &Principal, input: &UserInput) -> WriteResult<(auth::User, String)> {
     allow(who, Action::ManageUsers)?;
     let role = Role::parse(&input.role).ok_or_else(|| invalid("role", "write.invalid_role"))?;
     if !auth::valid_username(&input.username) {
         return Err(invalid("username", "write.invalid_username"));
     }
     let display_name = text("display_name", &input.display_name, 200)?;
-    let scopes = checked_scopes(&app.snapshot(), &input.scopes)?;
-    let (who, username) = (who.clone(), input.username.clone());
+    let (who, username, scopes) = (who.clone(), input.username.clone(), input.scopes.clone());
     transaction(app, move |c| {
         Box::pin(async move {
+            let scopes = checked_scopes(c, &scopes).await?;
             if accounts::user_by_name(c, &username).await?.is_some() {
                 return Err(invalid("username", "write.exists"));
             }
@@ -821,7 +910,8 @@ pub async fn create_user(app: &App, who: &Principal, input: &UserInput) -> Write
             let event =
                 Event::UserCreated { username: username.clone(), role: role.as_str().into(), scopes: scopes.clone() };
             journal::append_event(c, &who.name, &event).await?;
-            Ok((id, token))
+            let user = accounts::user_by_id(c, id).await?.ok_or_else(|| anyhow::anyhow!("new user not found"))?;
+            Ok((user, token))
         })
     })
     .await
@@ -838,10 +928,10 @@ pub async fn update_user(
 ) -> WriteResult<()> {
     allow(who, Action::ManageUsers)?;
     let role = Role::parse(role).ok_or_else(|| invalid("role", "write.invalid_role"))?;
-    let scopes = checked_scopes(&app.snapshot(), scopes)?;
-    let who = who.clone();
+    let (who, scopes) = (who.clone(), scopes.to_vec());
     transaction(app, move |c| {
         Box::pin(async move {
+            let scopes = checked_scopes(c, &scopes).await?;
             let user = accounts::user_by_id(c, id).await?.ok_or(WriteError::NotFound("user"))?;
             sqlx::query("UPDATE users SET role = $1, disabled = $2 WHERE id = $3")
                 .bind(role.as_str())
@@ -904,8 +994,8 @@ pub struct TokenInput {
     pub expires_at: String,
 }
 
-/// Creates an API token; returns (id, secret shown once).
-pub async fn create_token(app: &App, who: &Principal, input: &TokenInput) -> WriteResult<(i64, String)> {
+/// Creates an API token; returns it as stored and its secret (shown once).
+pub async fn create_token(app: &App, who: &Principal, input: &TokenInput) -> WriteResult<(auth::ApiToken, String)> {
     let name = text("name", &input.name, 100)?;
     if name.is_empty() {
         return Err(invalid("name", "write.required"));
@@ -915,19 +1005,19 @@ pub async fn create_token(app: &App, who: &Principal, input: &TokenInput) -> Wri
     } else {
         Role::parse(&input.role).ok_or_else(|| invalid("role", "write.invalid_role"))?
     };
-    let scopes =
-        if input.scopes.is_empty() { who.scopes.clone() } else { checked_scopes(&app.snapshot(), &input.scopes)? };
     let for_user = input.user_id.unwrap_or(who.user_id);
-    allow(who, Action::ManageTokens { for_user, role, scopes: &scopes })?;
-    let expires_at = match input.expires_at.trim() {
-        "" => String::new(),
-        t => time::parse_rfc3339(t)
-            .map(time::format_rfc3339)
-            .ok_or_else(|| invalid("expires_at", "write.invalid_time"))?,
-    };
-    let who = who.clone();
+    let (who, input) = (who.clone(), input.clone());
     transaction(app, move |c| {
         Box::pin(async move {
+            let scopes =
+                if input.scopes.is_empty() { who.scopes.clone() } else { checked_scopes(c, &input.scopes).await? };
+            allow(&who, Action::ManageTokens { for_user, role, scopes: &scopes })?;
+            let expires_at = match input.expires_at.trim() {
+                "" => String::new(),
+                t => time::parse_rfc3339(t)
+                    .map(time::format_rfc3339)
+                    .ok_or_else(|| invalid("expires_at", "write.invalid_time"))?,
+            };
             let owner = accounts::user_by_id(c, for_user).await?.ok_or(WriteError::NotFound("user"))?;
             let (id, secret) = accounts::create_token(c, for_user, &name, role, &scopes, &expires_at).await?;
             let event = Event::TokenCreated {
@@ -938,7 +1028,12 @@ pub async fn create_token(app: &App, who: &Principal, input: &TokenInput) -> Wri
                 scopes: scopes.clone(),
             };
             journal::append_event(c, &who.name, &event).await?;
-            Ok((id, secret))
+            let token = accounts::tokens(c, Some(for_user))
+                .await?
+                .into_iter()
+                .find(|t| t.id == id)
+                .ok_or_else(|| anyhow::anyhow!("new token not found"))?;
+            Ok((token, secret))
         })
     })
     .await
@@ -997,7 +1092,7 @@ use crate::domain::recovery::{self, Procedure, Rollout, RolloutRecord, Stage, Un
 
 /// A refused recovery step names every unmet condition.
 pub fn gate_error(unmet: Vec<Unmet>) -> WriteError {
-    WriteError::Conflict { current: json!({ "unmet": unmet }) }
+    WriteError::GateRefused { unmet }
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
@@ -1034,15 +1129,29 @@ fn default_priority() -> i64 {
 }
 
 /// Creates or changes a procedure's description (not its stage). A dependency cycle is refused
-/// with the cycle named.
+/// with the cycle named. Returns the procedure as saved, with the version this write produced.
 pub async fn save_procedure(
     app: &App,
     who: &Principal,
     input: &ProcedureInput,
     expected_version: Option<i64>,
 ) -> WriteResult<Procedure> {
+    save_procedure_as(app, who, input, expected_version, false).await
+}
+
+/// Adds a procedure; refused (version conflict with the stored version) if the slug exists.
+pub async fn create_procedure(app: &App, who: &Principal, input: &ProcedureInput) -> WriteResult<Procedure> {
+    save_procedure_as(app, who, input, None, true).await
+}
+
+async fn save_procedure_as(
+    app: &App,
+    who: &Principal,
+    input: &ProcedureInput,
+    expected_version: Option<i64>,
+    must_be_new: bool,
+) -> WriteResult<Procedure> {
     allow(who, Action::EditRecovery)?;
-    let snap = app.snapshot();
     // "plan" and "neu" are pages of the board, not procedures.
     if !is_valid_slug(&input.slug) || ["plan", "neu"].contains(&input.slug.as_str()) {
         return Err(invalid("slug", "write.invalid_slug"));
@@ -1057,51 +1166,59 @@ pub async fn save_procedure(
     if !input.area.is_empty() && !is_service_area(&input.area) {
         return Err(invalid("area", "write.invalid_area"));
     }
-    for d in &input.depends_on {
-        if snap.procedure(d).is_none() && *d != input.slug {
-            return Err(invalid("depends_on", "write.unknown_procedure"));
-        }
-    }
-    for s in &input.services {
-        snap.service(s).ok_or_else(|| invalid("services", "write.unknown_service"))?;
-    }
-    let mut graph: std::collections::BTreeMap<String, Vec<String>> =
-        snap.data.procedures.iter().map(|p| (p.slug.clone(), p.depends_on.clone())).collect();
-    graph.remove(&input.slug);
-    if let Some(cycle) = recovery::find_cycle(&graph, &input.slug, &input.depends_on) {
-        return Err(WriteError::Conflict { current: json!({ "cycle": cycle }) });
-    }
-    let missing: Vec<String> = input
-        .missing_functions
-        .iter()
-        .map(|f| text("missing_functions", f, 300))
-        .collect::<WriteResult<Vec<_>>>()?
-        .into_iter()
-        .filter(|f| !f.is_empty())
-        .collect();
-    let existing = snap.procedure(&input.slug).cloned();
-    let p = Procedure {
-        slug: input.slug.clone(),
-        name,
-        kind: input.kind.clone(),
-        area: input.area.clone(),
-        priority: input.priority,
-        stage: existing.as_ref().map(|e| e.stage).unwrap_or(Stage::Down),
-        stage_since: existing.as_ref().map(|e| e.stage_since.clone()).unwrap_or_else(time::now_rfc3339),
-        missing_functions: missing,
-        expected_release: date("expected_release", &input.expected_release)?,
-        expected_normal: date("expected_normal", &input.expected_normal)?,
-        depends_on: input.depends_on.clone(),
-        version: existing.as_ref().map(|e| e.version + 1).unwrap_or(1),
-    };
-    if let (Some(expected), Some(e)) = (expected_version, &existing)
-        && expected != e.version
-    {
-        return Err(WriteError::Conflict { current: json!({ "version": e.version }) });
-    }
-    let (who, saved, services) = (who.clone(), p.clone(), input.services.clone());
+    let (who, input) = (who.clone(), input.clone());
     transaction(app, move |c| {
         Box::pin(async move {
+            // The procedures and their dependencies as stored now, under the journal lock.
+            let stored = store::load_recovery_state(c).await?.procedures;
+            let existing = stored.iter().find(|p| p.slug == input.slug).cloned();
+            if must_be_new && let Some(e) = &existing {
+                return Err(conflict(e.version));
+            }
+            for d in &input.depends_on {
+                if !stored.iter().any(|p| p.slug == *d) && *d != input.slug {
+                    return Err(invalid("depends_on", "write.unknown_procedure"));
+                }
+            }
+            for s in &input.services {
+                store::service_responsibility(c, s)
+                    .await?
+                    .ok_or_else(|| invalid("services", "write.unknown_service"))?;
+            }
+            let mut graph: std::collections::BTreeMap<String, Vec<String>> =
+                stored.iter().map(|p| (p.slug.clone(), p.depends_on.clone())).collect();
+            graph.remove(&input.slug);
+            if let Some(path) = recovery::find_cycle(&graph, &input.slug, &input.depends_on) {
+                return Err(WriteError::Cycle { path });
+            }
+            let missing: Vec<String> = input
+                .missing_functions
+                .iter()
+                .map(|f| text("missing_functions", f, 300))
+                .collect::<WriteResult<Vec<_>>>()?
+                .into_iter()
+                .filter(|f| !f.is_empty())
+                .collect();
+            let saved = Procedure {
+                slug: input.slug.clone(),
+                name,
+                kind: input.kind.clone(),
+                area: input.area.clone(),
+                priority: input.priority,
+                stage: existing.as_ref().map(|e| e.stage).unwrap_or(Stage::Down),
+                stage_since: existing.as_ref().map(|e| e.stage_since.clone()).unwrap_or_else(time::now_rfc3339),
+                missing_functions: missing,
+                expected_release: date("expected_release", &input.expected_release)?,
+                expected_normal: date("expected_normal", &input.expected_normal)?,
+                depends_on: input.depends_on.clone(),
+                version: existing.as_ref().map(|e| e.version + 1).unwrap_or(1),
+            };
+            if let (Some(expected), Some(e)) = (expected_version, &existing)
+                && expected != e.version
+            {
+                return Err(conflict(e.version));
+            }
+            let services = input.services.clone();
             store::upsert_procedure(c, &saved).await?;
             sqlx::query("DELETE FROM service_procedures WHERE procedure_slug = $1")
                 .bind(&saved.slug)
@@ -1116,11 +1233,10 @@ pub async fn save_procedure(
                 created: saved.version == 1,
             };
             journal::append_event(c, &who.name, &event).await?;
-            Ok(())
+            Ok(saved)
         })
     })
-    .await?;
-    Ok(p)
+    .await
 }
 
 /// Moves a procedure to another stage through the gates. A step back needs a reason and pulls
@@ -1133,37 +1249,39 @@ pub async fn step_procedure(
     evidence: &str,
 ) -> WriteResult<Vec<(String, Stage)>> {
     allow(who, Action::EditRecovery)?;
-    let snap = app.snapshot();
-    let p = snap.procedure(slug).ok_or(WriteError::NotFound("procedure"))?;
-    let to = Stage::parse(to).ok_or_else(|| invalid("stage", "write.invalid_stage"))?;
-    let evidence = text("evidence", evidence, MAX_LINE)?;
-    let states = recovery::states(&snap.data.procedures);
-    recovery::check_step(&states, slug, to, &evidence).map_err(gate_error)?;
-    if to > p.stage && evidence.is_empty() {
-        return Err(invalid("evidence", "write.evidence_required"));
-    }
-    let changed: Vec<(String, Stage)> = recovery::cascade_back(&states, slug, to).into_iter().collect();
-    // Rollouts that the new stages no longer allow fall back with them.
-    let rollouts: Vec<RolloutRecord> = snap
-        .data
-        .rollouts
-        .iter()
-        .filter_map(|r| {
-            let stage = changed.iter().find(|(n, _)| *n == r.procedure_slug)?.1;
-            let allowed = recovery::rollout_allowed(stage, r.stage);
-            (allowed != r.stage).then(|| RolloutRecord {
-                stage: allowed,
-                since: time::now_rfc3339(),
-                author: who.name.clone(),
-                ..r.clone()
-            })
-        })
-        .collect();
-    let (who, slug, result) = (who.clone(), slug.to_string(), changed.clone());
-    let old: std::collections::HashMap<String, Stage> =
-        snap.data.procedures.iter().map(|p| (p.slug.clone(), p.stage)).collect();
+    let to_stage = Stage::parse(to);
+    let evidence = text("evidence", evidence, MAX_LINE);
+    let (who, slug) = (who.clone(), slug.to_string());
     transaction(app, move |c| {
         Box::pin(async move {
+            // Stages, dependencies and rollouts as stored now, under the journal lock.
+            let stored = store::load_recovery_state(c).await?;
+            let p = stored.procedures.iter().find(|p| p.slug == slug).ok_or(WriteError::NotFound("procedure"))?;
+            let to = to_stage.ok_or_else(|| invalid("stage", "write.invalid_stage"))?;
+            let evidence = evidence?;
+            let states = recovery::states(&stored.procedures);
+            recovery::check_step(&states, &slug, to, &evidence).map_err(gate_error)?;
+            if to > p.stage && evidence.is_empty() {
+                return Err(invalid("evidence", "write.evidence_required"));
+            }
+            let changed: Vec<(String, Stage)> = recovery::cascade_back(&states, &slug, to).into_iter().collect();
+            // Rollouts that the new stages no longer allow fall back with them.
+            let rollouts: Vec<RolloutRecord> = stored
+                .rollouts
+                .iter()
+                .filter_map(|r| {
+                    let stage = changed.iter().find(|(n, _)| *n == r.procedure_slug)?.1;
+                    let allowed = recovery::rollout_allowed(stage, r.stage);
+                    (allowed != r.stage).then(|| RolloutRecord {
+                        stage: allowed,
+                        since: time::now_rfc3339(),
+                        author: who.name.clone(),
+                        ..r.clone()
+                    })
+                })
+                .collect();
+            let old: std::collections::HashMap<String, Stage> =
+                stored.procedures.iter().map(|p| (p.slug.clone(), p.stage)).collect();
             let now = time::now_rfc3339();
             for (name, stage) in &changed {
                 let from = old[name];
@@ -1193,11 +1311,10 @@ pub async fn step_procedure(
                 let event = Event::RolloutPulledBack { procedure, municipality, from, to: r.stage };
                 journal::append_event(c, &who.name, &event).await?;
             }
-            Ok(())
+            Ok(changed)
         })
     })
-    .await?;
-    Ok(result)
+    .await
 }
 
 /// A town's rollout stage before a change, for its event (no record: not started).
@@ -1232,47 +1349,51 @@ pub struct RolloutInput {
 /// checked against the gate and journaled.
 pub async fn set_rollout(app: &App, who: &Principal, input: &RolloutInput) -> WriteResult<usize> {
     allow(who, Action::EditRecovery)?;
-    let snap = app.snapshot();
-    let p = snap.procedure(&input.procedure).ok_or(WriteError::NotFound("procedure"))?;
-    let to = Rollout::parse(&input.stage).ok_or_else(|| invalid("stage", "write.invalid_stage"))?;
-    let expected_date = date("expected_date", &input.expected_date)?;
-    let mut towns: Vec<String> = Vec::new();
-    for slug in &input.municipalities {
-        towns.push(snap.municipality(slug).ok_or(WriteError::NotFound("municipality"))?.ags.clone());
-    }
-    for slug in &input.districts {
-        let d = snap.district_by_slug(slug).ok_or(WriteError::NotFound("district"))?;
-        towns.extend(snap.towns_of_district(&d.ags).map(|m| m.ags.clone()));
-    }
-    towns.sort();
-    towns.dedup();
-    if towns.is_empty() {
-        return Err(invalid("municipalities", "write.nothing_selected"));
-    }
-    for ags in &towns {
-        let from = snap.rollout(&p.slug, ags).map(|r| r.stage).unwrap_or(Rollout::NotStarted);
-        recovery::check_rollout(p.stage, from, to).map_err(gate_error)?;
-    }
-    let now = time::now_rfc3339();
-    let records: Vec<RolloutRecord> = towns
-        .iter()
-        .map(|ags| RolloutRecord {
-            procedure_slug: p.slug.clone(),
-            municipality_ags: ags.clone(),
-            stage: to,
-            since: snap
-                .rollout(&p.slug, ags)
-                .filter(|r| r.stage == to)
-                .map(|r| r.since.clone())
-                .unwrap_or_else(|| now.clone()),
-            expected_date: expected_date.clone(),
-            author: who.name.clone(),
-        })
-        .collect();
-    let count = records.len();
-    let who = who.clone();
+    let (who, input) = (who.clone(), input.clone());
     transaction(app, move |c| {
         Box::pin(async move {
+            // The procedure's stage and the towns' rollouts as stored now, under the journal lock.
+            let stored = store::load_recovery_state(c).await?;
+            let p = stored
+                .procedures
+                .iter()
+                .find(|p| p.slug == input.procedure)
+                .ok_or(WriteError::NotFound("procedure"))?;
+            let to = Rollout::parse(&input.stage).ok_or_else(|| invalid("stage", "write.invalid_stage"))?;
+            let expected_date = date("expected_date", &input.expected_date)?;
+            let mut towns: Vec<String> = Vec::new();
+            for slug in &input.municipalities {
+                towns.push(store::town_ags_by_slug(c, slug).await?.ok_or(WriteError::NotFound("municipality"))?);
+            }
+            for slug in &input.districts {
+                towns.extend(store::district_towns_by_slug(c, slug).await?.ok_or(WriteError::NotFound("district"))?);
+            }
+            towns.sort();
+            towns.dedup();
+            if towns.is_empty() {
+                return Err(invalid("municipalities", "write.nothing_selected"));
+            }
+            let current =
+                |ags: &str| stored.rollouts.iter().find(|r| r.procedure_slug == p.slug && r.municipality_ags == ags);
+            for ags in &towns {
+                let from = current(ags).map(|r| r.stage).unwrap_or(Rollout::NotStarted);
+                recovery::check_rollout(p.stage, from, to).map_err(gate_error)?;
+            }
+            let now = time::now_rfc3339();
+            let records: Vec<RolloutRecord> = towns
+                .iter()
+                .map(|ags| RolloutRecord {
+                    procedure_slug: p.slug.clone(),
+                    municipality_ags: ags.clone(),
+                    stage: to,
+                    since: current(ags)
+                        .filter(|r| r.stage == to)
+                        .map(|r| r.since.clone())
+                        .unwrap_or_else(|| now.clone()),
+                    expected_date: expected_date.clone(),
+                    author: who.name.clone(),
+                })
+                .collect();
             for r in &records {
                 let from = rollout_before(c, &r.procedure_slug, &r.municipality_ags).await?;
                 store::upsert_rollout(c, r).await?;
@@ -1285,9 +1406,8 @@ pub async fn set_rollout(app: &App, who: &Principal, input: &RolloutInput) -> Wr
                 };
                 journal::append_event(c, &who.name, &event).await?;
             }
-            Ok(())
+            Ok(records.len())
         })
     })
-    .await?;
-    Ok(count)
+    .await
 }

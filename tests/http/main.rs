@@ -7,6 +7,7 @@
 mod api;
 mod api_write;
 mod cli;
+mod concurrency;
 mod desk;
 mod events;
 mod harness;

@@ -180,7 +180,10 @@ impl From<WriteError> for Fail {
                 _ => "write.not_found",
             }),
             WriteError::Invalid { field, message } => Fail::invalid(&field, message),
-            WriteError::Conflict { current } => Fail::conflict("write.conflict", current),
+            WriteError::VersionConflict { current } => Fail::conflict("write.conflict", current),
+            e @ (WriteError::GateRefused { .. } | WriteError::Cycle { .. }) => {
+                Fail::conflict("write.conflict", e.current().unwrap_or_default())
+            }
             WriteError::Internal(e) => Fail::internal(e),
         }
     }
@@ -277,7 +280,7 @@ async fn caller(headers: &HeaderMap, app: &App) -> Result<Principal, Fail> {
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, secret)| secret.trim())
         .ok_or_else(|| unauthorized("api.token_invalid"))?;
-    let mut c = app.store.begin().await?;
+    let mut c = app.store.read().await?;
     accounts::principal_for_token(&mut c, secret).await?.ok_or_else(|| unauthorized("api.token_invalid"))
 }
 
@@ -463,38 +466,34 @@ pub struct Stored<T> {
     version: i64,
 }
 
-/// The version a row has right after a write that did not report it. With an expected version
-/// the write checked it, so the new one is known exactly.
-async fn version_after(app: &App, expected: Option<i64>, sql: &'static str, key: &str) -> Result<i64, Fail> {
-    if let Some(v) = expected {
-        return Ok(v + 1);
-    }
-    let mut c = app.store.begin().await?;
-    Ok(sqlx::query_scalar(sql).bind(key).fetch_one(&mut *c).await.map_err(Fail::internal)?)
-}
-
 // ---------------------------------------------------------------------------------------------
 // The shapes of write requests
 
-/// A POST: reads the body as `T`, acts once per Idempotency-Key, and answers.
-pub(crate) async fn post_json<T: Input, Fut>(
+/// A POST: reads the body as `T`, acts once per Idempotency-Key, and answers `answer(result)`.
+/// `act` makes one `writes` call and returns its result; `answer` turns that result into the
+/// reply, also inside the write's transaction, where it is stored with the key for replays.
+pub(crate) async fn post_json<T: Input + Send + Sync + 'static, O: Send + 'static, Fut>(
     app: &App,
     who: &Principal,
     headers: &HeaderMap,
     uri: &Uri,
     body: Body,
     act: impl FnOnce(T) -> Fut,
+    answer: impl Fn(&T, &O) -> Result<Reply, Fail> + Clone + Send + 'static,
 ) -> Response
 where
-    Fut: Future<Output = Result<Reply, Fail>>,
+    Fut: Future<Output = Result<O, Fail>>,
 {
     let result = async {
         let key = idempotency_key(headers)?;
         let bytes = body_bytes(headers, body)?;
         let input = parse::<T>(&bytes)?;
+        // The request once more, for the answer (`act` takes the first).
+        let request = std::sync::Arc::new(parse::<T>(&bytes)?);
+        let answer = move |out: &O| answer(&request, out);
         match key {
-            None => act(input).await,
-            Some(key) => idempotent(app, who, key, &request_hash(uri, &bytes), act(input)).await,
+            None => answer(&act(input).await?),
+            Some(key) => idempotent(app, who, key, &request_hash(uri, &bytes), act(input), answer).await,
         }
     };
     respond(headers, result.await)
@@ -547,19 +546,23 @@ enum Claim {
 /// Runs `act` once per (principal, key); a retry of the same request gets the first answer
 /// again (without SECRET_FIELDS), with `Idempotent-Replayed: true`.
 ///
-/// The key is claimed in its own transaction before acting and the answer recorded right after,
-/// not in the write's transaction: `writes` owns that transaction and is shared with the desk,
-/// which has no keys. The claim makes a concurrent retry wait (409 `idempotency_key_in_use`)
-/// instead of acting twice. Only successes are recorded; a refused or failed request changed
-/// nothing, so its key is released and a corrected retry may act. What remains is a crash
-/// between the write's commit and the recording: the claim is then taken over after
-/// ABANDONED_CLAIM_SECONDS and the retry acts again. Keys are forgotten after IDEMPOTENCY_HOURS.
-async fn idempotent(
+/// The key is claimed in its own short transaction before acting (so a concurrent retry is
+/// answered 409 `idempotency_key_in_use` instead of acting too); then the write runs inside
+/// `write::with_idempotency`, and its own transaction stores the answer with the key. A commit
+/// and its record are one: after any crash or failure a retry finds the answer and does not act
+/// again. A claim whose request never finished (no commit) may be taken over after
+/// ABANDONED_CLAIM_SECONDS; if the first request still commits, it does so only while the key
+/// is unsettled, so at most one of them acts. After the commit the answer is stored once more
+/// as it was sent (for the recovery routes this adds what the rebuilt snapshot shows). Only
+/// successes are kept; a refused request changed nothing, so its key is released and a
+/// corrected retry may act. Keys are forgotten after IDEMPOTENCY_HOURS.
+async fn idempotent<O: Send + 'static>(
     app: &App,
     who: &Principal,
     key: &str,
     hash: &str,
-    act: impl Future<Output = Result<Reply, Fail>>,
+    act: impl Future<Output = Result<O, Fail>>,
+    answer: impl Fn(&O) -> Result<Reply, Fail> + Clone + Send + 'static,
 ) -> Result<Reply, Fail> {
     let principal = format!("{}:{}", who.user_id, who.name);
     match claim(app, &principal, key, hash).await? {
@@ -569,7 +572,23 @@ async fn idempotent(
         }
         Claim::InUse => Err(Fail::new(StatusCode::CONFLICT, "idempotency_key_in_use", "api.idempotency_key_in_use")),
         Claim::New => {
-            let result = act.await;
+            let in_transaction = answer.clone();
+            let record = write::Idempotency {
+                principal: principal.clone(),
+                key: key.to_string(),
+                request_hash: hash.to_string(),
+                answer: Box::new(move |out: &dyn std::any::Any| {
+                    let out = out
+                        .downcast_ref::<O>()
+                        .ok_or_else(|| anyhow::anyhow!("the write's result is not what the route answers"))?;
+                    let reply = in_transaction(out).map_err(|f| anyhow::anyhow!("answering failed: {f:?}"))?;
+                    Ok(stored_answer(&reply))
+                }),
+            };
+            let result = match write::with_idempotency(record, act).await {
+                Ok(out) => answer(&out),
+                Err(f) => Err(f),
+            };
             if let Err(e) = settle(app, &principal, key, &result).await {
                 tracing::error!(error = %e, "recording an idempotency key failed");
             }
@@ -634,25 +653,32 @@ async fn claim(app: &App, principal: &str, key: &str, hash: &str) -> anyhow::Res
 /// comes without them.
 const SECRET_FIELDS: [&str; 3] = ["secret", "setup_path", "setup_url"];
 
-/// Records a success for replay; releases the key otherwise.
+/// What is stored for a replay: the status and the body without SECRET_FIELDS.
+fn stored_answer(r: &Reply) -> (u16, String) {
+    let mut body = r.body.clone();
+    if let Some(Value::Object(fields)) = &mut body {
+        fields.retain(|name, _| !SECRET_FIELDS.contains(&name.as_str()));
+    }
+    (r.status.as_u16(), body.as_ref().map(Value::to_string).unwrap_or_default())
+}
+
+/// After the write: stores the answer as sent; releases a key whose request changed nothing
+/// (never one the write's transaction settled).
 async fn settle(app: &App, principal: &str, key: &str, result: &Result<Reply, Fail>) -> anyhow::Result<()> {
     let mut tx = app.store.begin().await?;
     match result {
         Ok(r) => {
-            let mut body = r.body.clone();
-            if let Some(Value::Object(fields)) = &mut body {
-                fields.retain(|name, _| !SECRET_FIELDS.contains(&name.as_str()));
-            }
+            let (status, response) = stored_answer(r);
             sqlx::query("UPDATE idempotency_keys SET status = $1, response = $2 WHERE principal = $3 AND key = $4")
-                .bind(r.status.as_u16() as i64)
-                .bind(body.as_ref().map(Value::to_string).unwrap_or_default())
+                .bind(status as i64)
+                .bind(response)
                 .bind(principal)
                 .bind(key)
                 .execute(&mut *tx)
                 .await?;
         }
         Err(_) => {
-            sqlx::query("DELETE FROM idempotency_keys WHERE principal = $1 AND key = $2")
+            sqlx::query("DELETE FROM idempotency_keys WHERE principal = $1 AND key = $2 AND status = 0")
                 .bind(principal)
                 .bind(key)
                 .execute(&mut *tx)
@@ -793,12 +819,19 @@ async fn post_statements(
     body: Body,
 ) -> Response {
     let (app, who) = (&app, &who);
-    post_json(app, who, &headers, &uri, body, |bulk: BulkStatements| async move {
-        let snap = app.snapshot();
-        let (targets, services) = selection(&snap, &bulk)?;
-        let statements = write::set_statements(app, who, &targets, &services, &bulk.statement, None).await?;
-        reply(StatusCode::OK, &StatementList { statements })
-    })
+    post_json(
+        app,
+        who,
+        &headers,
+        &uri,
+        body,
+        |bulk: BulkStatements| async move {
+            let snap = app.snapshot();
+            let (targets, services) = selection(&snap, &bulk)?;
+            Ok(write::set_statements(app, who, &targets, &services, &bulk.statement, None).await?)
+        },
+        |_, statements: &Vec<Statement>| reply(StatusCode::OK, &StatementList { statements: statements.clone() }),
+    )
     .await
 }
 
@@ -865,10 +898,15 @@ async fn post_announcement(
     body: Body,
 ) -> Response {
     let (app, who) = (&app, &who);
-    post_json(app, who, &headers, &uri, body, |input: AnnouncementInput| async move {
-        let item = write::create_announcement(app, who, &input).await?;
-        reply(StatusCode::CREATED, &Stored { item, version: 1 })
-    })
+    post_json(
+        app,
+        who,
+        &headers,
+        &uri,
+        body,
+        |input: AnnouncementInput| async move { Ok(write::create_announcement(app, who, &input).await?) },
+        |_, item: &Announcement| reply(StatusCode::CREATED, &Stored { item: item.clone(), version: 1 }),
+    )
     .await
 }
 
@@ -903,8 +941,7 @@ async fn put_announcement(
     let result = async {
         let id = check_id(path)?;
         put_json(&headers, body, |input: AnnouncementInput, expected| async move {
-            let item = write::update_announcement(app, who, &id, &input, expected).await?;
-            let version = version_after(app, expected, "SELECT version FROM announcements WHERE id = $1", &id).await?;
+            let (item, version) = write::update_announcement(app, who, &id, &input, expected).await?;
             reply(StatusCode::OK, &Stored { item, version })
         })
         .await
@@ -957,10 +994,17 @@ async fn post_faq(
     body: Body,
 ) -> Response {
     let (app, who) = (&app, &who);
-    post_json(app, who, &headers, &uri, body, |input: FaqInput| async move {
-        let item = write::save_faq(app, who, None, &input, None).await?;
-        reply(StatusCode::CREATED, &Stored { item, version: 1 })
-    })
+    post_json(
+        app,
+        who,
+        &headers,
+        &uri,
+        body,
+        |input: FaqInput| async move { Ok(write::save_faq(app, who, None, &input, None).await?) },
+        |_, (item, version): &(FaqEntry, i64)| {
+            reply(StatusCode::CREATED, &Stored { item: item.clone(), version: *version })
+        },
+    )
     .await
 }
 
@@ -994,8 +1038,7 @@ async fn put_faq(
     let result = async {
         let id = check_id(path)?;
         put_json(&headers, body, |input: FaqInput, expected| async move {
-            let item = write::save_faq(app, who, Some(&id), &input, expected).await?;
-            let version = version_after(app, expected, "SELECT version FROM faq_entries WHERE id = $1", &id).await?;
+            let (item, version) = write::save_faq(app, who, Some(&id), &input, expected).await?;
             reply(StatusCode::OK, &Stored { item, version })
         })
         .await
@@ -1028,9 +1071,15 @@ async fn post_referral(
     body: Body,
 ) -> Response {
     let (app, who) = (&app, &who);
-    post_json(app, who, &headers, &uri, body, |input: ReferralInput| async move {
-        reply(StatusCode::CREATED, &write::save_referral(app, who, None, &input).await?)
-    })
+    post_json(
+        app,
+        who,
+        &headers,
+        &uri,
+        body,
+        |input: ReferralInput| async move { Ok(write::save_referral(app, who, None, &input).await?) },
+        |_, saved: &Referral| reply(StatusCode::CREATED, saved),
+    )
     .await
 }
 
@@ -1118,16 +1167,7 @@ async fn put_contact<const D: bool>(
         let Ok(Path(slug)) = path else { return Err(Fail::bad_request("api.invalid_slug")) };
         let ags = place_ags::<D>(&app.snapshot(), &slug)?;
         put_json(&headers, body, |input: ContactInput, expected| async move {
-            write::set_contact(app, who, &ags, &input, expected).await?;
-            let snap = app.snapshot();
-            let (item, sql) = match snap.municipality_by_ags(&ags) {
-                Some(m) => (m.contact.clone(), "SELECT version FROM municipalities WHERE ags = $1"),
-                None => (
-                    snap.district(&ags).map(|d| d.contact.clone()).unwrap_or_default(),
-                    "SELECT version FROM districts WHERE ags = $1",
-                ),
-            };
-            let version = version_after(app, expected, sql, &ags).await?;
+            let (item, version) = write::set_contact(app, who, &ags, &input, expected).await?;
             reply(StatusCode::OK, &Stored { item, version })
         })
         .await
@@ -1165,7 +1205,7 @@ pub struct CreatedToken {
 async fn list_tokens(State(app): State<Shared>, Caller(who): Caller, headers: HeaderMap) -> Response {
     let result = async {
         let whose = if authorize(&who, &Action::ManageUsers).is_ok() { None } else { Some(who.user_id) };
-        let mut c = app.store.begin().await?;
+        let mut c = app.store.read().await?;
         reply(StatusCode::OK, &TokenList { tokens: accounts::tokens(&mut c, whose).await? })
     };
     respond(&headers, result.await)
@@ -1195,17 +1235,17 @@ async fn post_token(
     body: Body,
 ) -> Response {
     let (app, who) = (&app, &who);
-    post_json(app, who, &headers, &uri, body, |input: TokenInput| async move {
-        let (id, secret) = write::create_token(app, who, &input).await?;
-        let mut c = app.store.begin().await?;
-        let owner = input.user_id.unwrap_or(who.user_id);
-        let token = accounts::tokens(&mut c, Some(owner))
-            .await?
-            .into_iter()
-            .find(|t| t.id == id)
-            .ok_or_else(|| Fail::internal("new token not found"))?;
-        reply(StatusCode::CREATED, &CreatedToken { token, secret })
-    })
+    post_json(
+        app,
+        who,
+        &headers,
+        &uri,
+        body,
+        |input: TokenInput| async move { Ok(write::create_token(app, who, &input).await?) },
+        |_, (token, secret): &(ApiToken, String)| {
+            reply(StatusCode::CREATED, &CreatedToken { token: token.clone(), secret: secret.clone() })
+        },
+    )
     .await
 }
 
@@ -1287,7 +1327,7 @@ pub struct CreatedUser {
 async fn list_users(State(app): State<Shared>, Caller(who): Caller, headers: HeaderMap) -> Response {
     let result = async {
         authorize(&who, &Action::ManageUsers).map_err(|_| Fail::forbidden())?;
-        let mut c = app.store.begin().await?;
+        let mut c = app.store.read().await?;
         reply(
             StatusCode::OK,
             &UserList { users: accounts::all_users(&mut c).await?.into_iter().map(UserOut::from).collect() },
@@ -1318,14 +1358,20 @@ async fn post_user(
     body: Body,
 ) -> Response {
     let (app, who) = (&app, &who);
-    post_json(app, who, &headers, &uri, body, |input: UserInput| async move {
-        let (id, token) = write::create_user(app, who, &input).await?;
-        let mut c = app.store.begin().await?;
-        let user = accounts::user_by_id(&mut c, id).await?.ok_or_else(|| Fail::internal("new user not found"))?;
-        let setup_path = format!("/intern/einrichten/{token}");
-        let setup_url = format!("{}{setup_path}", app.public_url);
-        reply(StatusCode::CREATED, &CreatedUser { user: user.into(), setup_path, setup_url })
-    })
+    let public_url = app.public_url.clone();
+    post_json(
+        app,
+        who,
+        &headers,
+        &uri,
+        body,
+        |input: UserInput| async move { Ok(write::create_user(app, who, &input).await?) },
+        move |_, (user, token): &(auth::User, String)| {
+            let setup_path = format!("/intern/einrichten/{token}");
+            let setup_url = format!("{public_url}{setup_path}");
+            reply(StatusCode::CREATED, &CreatedUser { user: user.clone().into(), setup_path, setup_url })
+        },
+    )
     .await
 }
 
@@ -1433,7 +1479,7 @@ async fn journal(
 
 /// The entries `who` may read: everything, except for editors, who see their scopes' entries.
 async fn visible_entries(app: &App, who: &Principal, filter: journal::Filter, limit: i64) -> Result<Vec<Entry>, Fail> {
-    let mut c = app.store.begin().await?;
+    let mut c = app.store.read().await?;
     if who.role != Role::Editor {
         return Ok(journal::list(&mut c, &filter, limit).await?);
     }
@@ -1471,7 +1517,7 @@ pub struct JournalCheck {
 async fn journal_verify(State(app): State<Shared>, Caller(who): Caller, headers: HeaderMap) -> Response {
     let result = async {
         authorize(&who, &Action::ReadInternal).map_err(|_| Fail::forbidden())?;
-        let mut c = app.store.begin().await?;
+        let mut c = app.store.read().await?;
         let journal::Verified { entries, head_seq, head_hash, verdict } = journal::verify_stored(&mut c).await?;
         let problem = verdict.err().map(|p| p.to_string());
         reply(StatusCode::OK, &JournalCheck { intact: problem.is_none(), entries, head_seq, head_hash, problem })

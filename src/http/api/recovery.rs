@@ -324,7 +324,7 @@ async fn get_procedure(
                 })
             })
             .collect();
-        let mut c = app.store.begin().await?;
+        let mut c = app.store.read().await?;
         let history = store::procedure_steps(&mut c, &p.slug).await?;
         editing::reply(
             StatusCode::OK,
@@ -342,14 +342,22 @@ async fn get_procedure(
 /// A refused recovery write: gate refusals and cycles come with their reasons in words.
 fn refusal(headers: &HeaderMap, snap: &Snapshot, e: WriteError) -> Fail {
     match e {
-        WriteError::Conflict { mut current } if current.get("unmet").is_some() || current.get("cycle").is_some() => {
-            let key = if current.get("cycle").is_some() { "gate.api_cycle" } else { "gate.api_refused" };
+        WriteError::GateRefused { .. } | WriteError::Cycle { .. } => {
+            let key = if matches!(e, WriteError::Cycle { .. }) { "gate.api_cycle" } else { "gate.api_refused" };
+            let mut current = e.current().unwrap_or_default();
             current["messages"] = serde_json::json!(board::explain(api::message_lang(headers), snap, &current));
             Fail::conflict(key, current)
         }
         WriteError::NotFound("procedure") => Fail::not_found("gate.no_such_procedure"),
         other => other.into(),
     }
+}
+
+/// A procedure as this write saved it (its version is the one the write produced), with what
+/// the snapshot knows around it.
+fn saved_procedure(app: &App, p: &Procedure) -> ProcedureOut {
+    let snap = app.snapshot();
+    procedure_out(&snap, p, &board::served_towns(&snap))
 }
 
 /// The procedure as stored after a write.
@@ -381,15 +389,27 @@ async fn post_procedure(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let (app, who, h) = (&app, &who, &headers);
-    editing::post_json(app, who, &headers, &uri, body, |input: ProcedureInput| async move {
-        let snap = app.snapshot();
-        if let Some(existing) = snap.procedure(&input.slug) {
-            return Err(Fail::conflict("write.exists", serde_json::json!({ "version": existing.version })));
-        }
-        write::save_procedure(app, who, &input, None).await.map_err(|e| refusal(h, &snap, e))?;
-        editing::reply(StatusCode::CREATED, &saved(app, &input.slug)?)
-    })
+    let (shared, app, who, h) = (app.clone(), &app, &who, &headers);
+    editing::post_json(
+        app,
+        who,
+        &headers,
+        &uri,
+        body,
+        |input: ProcedureInput| async move {
+            let snap = app.snapshot();
+            // Procedures are never removed, so one in the snapshot exists; the write re-checks
+            // on the stored rows for one saved since.
+            if let Some(existing) = snap.procedure(&input.slug) {
+                return Err(Fail::conflict("write.exists", serde_json::json!({ "version": existing.version })));
+            }
+            write::create_procedure(app, who, &input).await.map_err(|e| match e {
+                WriteError::VersionConflict { current } => Fail::conflict("write.exists", current),
+                e => refusal(h, &snap, e),
+            })
+        },
+        move |_, p: &Procedure| editing::reply(StatusCode::CREATED, &saved_procedure(&shared, p)),
+    )
     .await
 }
 
@@ -428,8 +448,8 @@ async fn put_procedure(
             if input.slug != slug {
                 return Err(Fail::invalid("slug", "gate.path_mismatch"));
             }
-            write::save_procedure(app, who, &input, version).await.map_err(|e| refusal(h, &snap, e))?;
-            editing::reply(StatusCode::OK, &saved(app, &slug)?)
+            let p = write::save_procedure(app, who, &input, version).await.map_err(|e| refusal(h, &snap, e))?;
+            editing::reply(StatusCode::OK, &saved_procedure(app, &p))
         })
         .await
     };
@@ -492,20 +512,32 @@ async fn post_step(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let (app, who, h) = (&app, &who, &headers);
-    post_on(app, who, path, &uri, &headers, body, |slug, input: StepInput| async move {
-        let snap = app.snapshot();
-        let changed = write::step_procedure(app, who, &slug, &input.to, &input.evidence)
-            .await
-            .map_err(|e| refusal(h, &snap, e))?;
-        let changed = changed.into_iter().map(|(procedure, stage)| StageChange { procedure, stage }).collect();
-        editing::reply(StatusCode::OK, &StepResult { procedure: saved(app, &slug)?, changed })
-    })
+    let (shared, app, who, h) = (app.clone(), &app, &who, &headers);
+    post_on(
+        app,
+        who,
+        path,
+        &uri,
+        &headers,
+        body,
+        |slug, input: StepInput| async move {
+            let snap = app.snapshot();
+            write::step_procedure(app, who, &slug, &input.to, &input.evidence).await.map_err(|e| refusal(h, &snap, e))
+        },
+        move |slug: &str, _: &StepInput, changed: &Vec<(String, Stage)>| {
+            let changed = changed
+                .iter()
+                .map(|(procedure, stage)| StageChange { procedure: procedure.clone(), stage: *stage })
+                .collect();
+            editing::reply(StatusCode::OK, &StepResult { procedure: saved(&shared, slug)?, changed })
+        },
+    )
     .await
 }
 
 /// A POST about one procedure: 404 unless the path names one; then as every POST, with its slug.
-async fn post_on<T: Input, Fut>(
+#[allow(clippy::too_many_arguments)]
+async fn post_on<T: Input + Send + Sync + 'static, O: Send + 'static, Fut>(
     app: &App,
     who: &Principal,
     path: Result<Path<String>, PathRejection>,
@@ -513,14 +545,19 @@ async fn post_on<T: Input, Fut>(
     headers: &HeaderMap,
     body: Body,
     act: impl FnOnce(String, T) -> Fut,
+    answer: impl Fn(&str, &T, &O) -> Result<Reply, Fail> + Clone + Send + 'static,
 ) -> Response
 where
-    Fut: Future<Output = Result<Reply, Fail>>,
+    Fut: Future<Output = Result<O, Fail>>,
 {
     match find(&app.snapshot(), path) {
         Ok(p) => {
             let slug = p.slug.clone();
-            editing::post_json(app, who, headers, uri, body, |input: T| act(slug, input)).await
+            let answer = {
+                let slug = slug.clone();
+                move |input: &T, out: &O| answer(&slug, input, out)
+            };
+            editing::post_json(app, who, headers, uri, body, |input: T| act(slug, input), answer).await
         }
         Err(f) => editing::respond(headers, Err(f)),
     }
@@ -561,16 +598,30 @@ async fn post_rollout(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let (app, who, h) = (&app, &who, &headers);
-    post_on(app, who, path, &uri, &headers, body, |slug, input: RolloutInput| async move {
-        if input.procedure != slug {
-            return Err(Fail::invalid("procedure", "gate.path_mismatch"));
-        }
-        let snap = app.snapshot();
-        let count = write::set_rollout(app, who, &input).await.map_err(|e| refusal(h, &snap, e))?;
-        let stage = Rollout::parse(&input.stage).ok_or_else(|| Fail::internal("stored an unknown rollout stage"))?;
-        editing::reply(StatusCode::OK, &RolloutResult { procedure: saved(app, &slug)?, stage, municipalities: count })
-    })
+    let (shared, app, who, h) = (app.clone(), &app, &who, &headers);
+    post_on(
+        app,
+        who,
+        path,
+        &uri,
+        &headers,
+        body,
+        |slug, input: RolloutInput| async move {
+            if input.procedure != slug {
+                return Err(Fail::invalid("procedure", "gate.path_mismatch"));
+            }
+            let snap = app.snapshot();
+            write::set_rollout(app, who, &input).await.map_err(|e| refusal(h, &snap, e))
+        },
+        move |slug: &str, input: &RolloutInput, count: &usize| {
+            let stage =
+                Rollout::parse(&input.stage).ok_or_else(|| Fail::internal("stored an unknown rollout stage"))?;
+            editing::reply(
+                StatusCode::OK,
+                &RolloutResult { procedure: saved(&shared, slug)?, stage, municipalities: *count },
+            )
+        },
+    )
     .await
 }
 

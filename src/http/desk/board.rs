@@ -174,12 +174,14 @@ fn problems(
     e: WriteError,
 ) -> Result<(StatusCode, Problems), WriteError> {
     let (status, messages, field) = match e {
-        WriteError::Conflict { current } if current.get("unmet").is_some() || current.get("cycle").is_some() => (
+        e @ (WriteError::GateRefused { .. } | WriteError::Cycle { .. }) => (
             StatusCode::CONFLICT,
-            explain(lang, snap, &current),
-            if current.get("cycle").is_some() { "depends_on" } else { "" }.to_string(),
+            explain(lang, snap, &e.current().unwrap_or_default()),
+            if matches!(e, WriteError::Cycle { .. }) { "depends_on" } else { "" }.to_string(),
         ),
-        WriteError::Conflict { .. } => (StatusCode::CONFLICT, vec![i18n::t(lang, "write.conflict")], String::new()),
+        WriteError::VersionConflict { .. } => {
+            (StatusCode::CONFLICT, vec![i18n::t(lang, "write.conflict")], String::new())
+        }
         WriteError::Invalid { field, message } => {
             (StatusCode::UNPROCESSABLE_ENTITY, vec![i18n::t(lang, message)], field)
         }
@@ -352,7 +354,7 @@ async fn procedure_view(app: &Shared, desk: &Desk, slug: &str, status: StatusCod
     let snap = app.snapshot();
     let Some(p) = snap.procedure(slug) else { return not_found(app, desk) };
     let history = async {
-        let mut c = app.store.begin().await?;
+        let mut c = app.store.read().await?;
         store::procedure_steps(&mut c, slug).await
     };
     let history = match history.await {

@@ -153,10 +153,13 @@ impl Desk {
 
 async fn signed_in(app: &Shared, headers: &HeaderMap) -> anyhow::Result<Option<(User, Session)>> {
     let Some(value) = cookie(headers, SESSION_COOKIE) else { return Ok(None) };
-    let mut c = app.store.begin().await?;
+    let mut c = app.store.read().await?;
     let Some(session) = accounts::session(&mut c, &value).await? else { return Ok(None) };
     let Some(user) = accounts::user_by_id(&mut c, session.user_id).await? else { return Ok(None) };
     c.commit().await?;
+    if session.needs_touch {
+        accounts::touch_session(&app.store, &session).await?;
+    }
     if user.disabled {
         return Ok(None);
     }
@@ -186,7 +189,9 @@ pub fn write_error_page(app: &Shared, desk: &Desk, e: WriteError, back: &str) ->
         WriteError::Forbidden => (StatusCode::FORBIDDEN, "write.forbidden", String::new(), None),
         WriteError::NotFound(_) => (StatusCode::NOT_FOUND, "write.not_found", String::new(), None),
         WriteError::Invalid { field, message } => (StatusCode::UNPROCESSABLE_ENTITY, message, field, None),
-        WriteError::Conflict { current } => (StatusCode::CONFLICT, "write.conflict", String::new(), Some(current)),
+        e @ (WriteError::VersionConflict { .. } | WriteError::GateRefused { .. } | WriteError::Cycle { .. }) => {
+            (StatusCode::CONFLICT, "write.conflict", String::new(), e.current())
+        }
         WriteError::Internal(e) => {
             tracing::error!(error = %e, "write failed");
             (StatusCode::INTERNAL_SERVER_ERROR, "error.internal", String::new(), None)

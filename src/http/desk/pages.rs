@@ -27,8 +27,8 @@ use crate::i18n;
 use crate::read::live::Shared;
 use crate::read::snapshot::{Availability, Details, Snapshot, Source};
 use crate::site::render::{self, v};
-use crate::store::{self, accounts};
 use crate::store::journal;
+use crate::store::{self, accounts};
 use crate::write::{self, WriteError};
 
 pub fn router() -> Router<Shared> {
@@ -153,7 +153,7 @@ impl Fields {
 
 /// The stored version of one row, for forms that must not overwrite someone else's change.
 async fn stored_version(app: &Shared, row: store::VersionedRow, key: &str) -> anyhow::Result<i64> {
-    let mut c = app.store.begin().await?;
+    let mut c = app.store.read().await?;
     store::stored_version(&mut c, row, key).await
 }
 
@@ -1233,7 +1233,7 @@ async fn readable_entries(
     f: &journal::Filter,
     limit: i64,
 ) -> anyhow::Result<Vec<journal::Entry>> {
-    let mut c = app.store.begin().await?;
+    let mut c = app.store.read().await?;
     let Some(scopes) = readable_scopes(desk) else { return journal::list(&mut c, f, limit).await };
     let mut out = Vec::new();
     for scope in scopes.into_iter().filter(|s| f.scope.is_empty() || *s == f.scope) {
@@ -1258,7 +1258,7 @@ struct JournalRow {
 
 /// The chain's head and whether the whole journal verifies, in words.
 async fn chain_status(app: &Shared, lang: &str) -> anyhow::Result<(i64, String, Result<(), String>)> {
-    let mut c = app.store.begin().await?;
+    let mut c = app.store.read().await?;
     let checked = journal::verify_stored(&mut c).await?;
     let (seq, hash) = (checked.head_seq, checked.head_hash);
     let verdict = checked.verdict.map_err(|p| {
@@ -1374,7 +1374,7 @@ async fn render_tokens(app: &Shared, desk: &Desk, notice: Option<String>, new_to
     let p = desk.principal();
     let everyone = p.role == Role::Admin;
     let result = async {
-        let mut c = app.store.begin().await?;
+        let mut c = app.store.read().await?;
         let tokens = accounts::tokens(&mut c, if everyone { None } else { Some(p.user_id) }).await?;
         let users = if everyone { accounts::all_users(&mut c).await? } else { Vec::new() };
         Ok::<_, anyhow::Error>((tokens, users))
@@ -1521,7 +1521,7 @@ async fn render_users(app: &Shared, desk: &Desk, notice: Option<String>, created
     }
     let snap = app.snapshot();
     let users = async {
-        let mut c = app.store.begin().await?;
+        let mut c = app.store.read().await?;
         accounts::all_users(&mut c).await
     }
     .await;
@@ -1583,7 +1583,7 @@ async fn render_user(app: &Shared, desk: &Desk, id: i64, setup: Option<String>) 
         return unavailable(app, desk, StatusCode::FORBIDDEN);
     }
     let user = async {
-        let mut c = app.store.begin().await?;
+        let mut c = app.store.read().await?;
         accounts::user_by_id(&mut c, id).await
     }
     .await;
