@@ -13,7 +13,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::api_write::token;
+use crate::api_token as token;
 use crate::{Engine, Server, TestDatabase, binary, eventually, on_both_engines};
 
 on_both_engines!(

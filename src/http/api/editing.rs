@@ -15,6 +15,7 @@
 
 use std::future::Future;
 
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
@@ -22,12 +23,10 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
-use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, IntoResponses, OpenApi, ToSchema};
 
@@ -36,13 +35,13 @@ use crate::domain::authz::{Action, authorize};
 use crate::domain::authz::{Principal, Role};
 use crate::domain::time;
 use crate::domain::*;
-use crate::i18n;
+use crate::http::api::error::{ApiError, Fail};
 use crate::read::live::{App, Shared};
 use crate::read::snapshot::Snapshot;
-use crate::store::accounts;
 use crate::store::journal::{self, Entry};
+use crate::store::{accounts, idempotency};
 use crate::write::{
-    self, AnnouncementInput, ContactInput, FaqInput, ReferralInput, StatementInput, TokenInput, UserInput, WriteError,
+    self, AnnouncementInput, ContactInput, FaqInput, ReferralInput, StatementInput, TokenInput, UserInput,
 };
 
 /// Largest request body on these routes. A maximal announcement (20,000 characters, which may be
@@ -91,120 +90,16 @@ pub fn router() -> Router<Shared> {
 const TOWN: bool = false;
 const DISTRICT: bool = true;
 
-// ---------------------------------------------------------------------------------------------
-// Errors
-
-/// An error: `error` is a stable code for programs, `message` a sentence for people (German, or
-/// English when Accept-Language prefers it).
-#[derive(Serialize, ToSchema)]
-pub struct ApiProblem {
-    /// `unauthorized` (401), `forbidden` (403), `not_found` (404), `bad_request` (400),
-    /// `payload_too_large` (413), `unsupported_media_type` (415), `invalid` (422),
-    /// `idempotency_key_reused` (422), `conflict` (409), `idempotency_key_in_use` (409),
-    /// `internal_error` (500).
-    #[schema(example = "invalid")]
-    error: &'static str,
-    #[schema(example = "Bitte wählen Sie einen Betriebszustand: normal, limited, emergency oder unavailable.")]
-    message: String,
-    /// With `invalid`: the field (or header) that is unknown or whose value is not acceptable.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(example = "level")]
-    field: Option<String>,
-    /// With `conflict`: what is stored now, with its `version`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    current: Option<Value>,
-}
-
-/// Why a request was not carried out, with its status, code and message key.
-#[derive(Debug)]
-pub(crate) struct Fail {
-    status: StatusCode,
-    code: &'static str,
-    key: &'static str,
-    field: Option<String>,
-    current: Option<Value>,
-}
-
-impl Fail {
-    pub(crate) fn new(status: StatusCode, code: &'static str, key: &'static str) -> Fail {
-        Fail { status, code, key, field: None, current: None }
-    }
-    pub(crate) fn bad_request(key: &'static str) -> Fail {
-        Fail::new(StatusCode::BAD_REQUEST, "bad_request", key)
-    }
-    pub(crate) fn not_found(key: &'static str) -> Fail {
-        Fail::new(StatusCode::NOT_FOUND, "not_found", key)
-    }
-    pub(crate) fn forbidden() -> Fail {
-        Fail::new(StatusCode::FORBIDDEN, "forbidden", "write.forbidden")
-    }
-    pub(crate) fn invalid(field: &str, key: &'static str) -> Fail {
-        Fail { field: Some(field.to_string()), ..Fail::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", key) }
-    }
-    /// 409 with what is stored now (or, for a refused recovery step, every unmet condition).
-    pub(crate) fn conflict(key: &'static str, current: Value) -> Fail {
-        Fail { current: Some(current), ..Fail::new(StatusCode::CONFLICT, "conflict", key) }
-    }
-    pub(crate) fn internal(e: impl std::fmt::Display) -> Fail {
-        tracing::error!(error = %e, "write API failed");
-        Fail::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "api.internal")
-    }
-
-    fn response(self, headers: &HeaderMap) -> Response {
-        let lang = crate::http::api::message_lang(headers);
-        let body =
-            ApiProblem { error: self.code, message: i18n::t(lang, self.key), field: self.field, current: self.current };
-        let mut res =
-            (self.status, [(header::CACHE_CONTROL, "no-store"), (header::VARY, "accept-language")], Json(body))
-                .into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
-            // RFC 6750: no error code when no token was given, `invalid_token` when it was bad.
-            let challenge = if self.key == "api.token_invalid" {
-                r#"Bearer realm="notbetrieb", error="invalid_token""#
-            } else {
-                r#"Bearer realm="notbetrieb""#
-            };
-            res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
-        }
-        res
-    }
-}
-
-impl From<WriteError> for Fail {
-    fn from(e: WriteError) -> Fail {
-        match e {
-            WriteError::Forbidden => Fail::forbidden(),
-            WriteError::NotFound(what) => Fail::not_found(match what {
-                "municipality" => "api.no_such_municipality",
-                "service" => "api.no_such_service",
-                _ => "write.not_found",
-            }),
-            WriteError::Invalid { field, message } => Fail::invalid(&field, message),
-            WriteError::VersionConflict { current } => Fail::conflict("write.conflict", current),
-            e @ (WriteError::GateRefused { .. } | WriteError::Cycle { .. }) => {
-                Fail::conflict("write.conflict", e.current().unwrap_or_default())
-            }
-            WriteError::Internal(e) => Fail::internal(e),
-        }
-    }
-}
-
-impl From<anyhow::Error> for Fail {
-    fn from(e: anyhow::Error) -> Fail {
-        Fail::internal(e)
-    }
-}
-
 /// The refusals every route may answer, for the OpenAPI document.
 #[derive(IntoResponses)]
 #[allow(dead_code)]
 pub(crate) enum Refusals {
     /// No token, or one that is unknown, revoked or expired (`unauthorized`); comes with `WWW-Authenticate: Bearer`.
     #[response(status = 401)]
-    Unauthorized(ApiProblem),
+    Unauthorized(ApiError),
     /// The token's role and scope do not allow this (`forbidden`). Nothing was changed.
     #[response(status = 403)]
-    Forbidden(ApiProblem),
+    Forbidden(ApiError),
 }
 
 /// The header every POST takes, for the OpenAPI document.
@@ -222,7 +117,7 @@ pub(crate) struct IdempotencyKey(
 #[derive(IntoResponses)]
 #[response(status = 409)]
 #[allow(dead_code)]
-pub(crate) struct KeyInUse(ApiProblem);
+pub(crate) struct KeyInUse(ApiError);
 
 /// The answers of every DELETE, for the OpenAPI document.
 #[derive(IntoResponses)]
@@ -233,7 +128,7 @@ enum Removal {
     Done,
     /// Nothing with this id (or slug), or it is gone already (`not_found`).
     #[response(status = 404)]
-    NotFound(ApiProblem),
+    NotFound(ApiError),
 }
 
 /// What a request body can be refused for, for the OpenAPI document.
@@ -242,18 +137,18 @@ enum Removal {
 pub(crate) enum BodyErrors {
     /// The body is not well-formed JSON, or a header (`If-Match`, `Idempotency-Key`) is malformed (`bad_request`).
     #[response(status = 400)]
-    BadRequest(ApiProblem),
+    BadRequest(ApiError),
     /// The body is larger than 256 KiB (`payload_too_large`).
     #[response(status = 413)]
-    TooLarge(ApiProblem),
+    TooLarge(ApiError),
     /// The body is not sent as `Content-Type: application/json` (`unsupported_media_type`).
     #[response(status = 415)]
-    NotJson(ApiProblem),
+    NotJson(ApiError),
     /// A field is unknown (unknown fields are rejected, not ignored), has a value of the wrong type,
     /// is missing or not acceptable (`invalid`, `field` names it); or an `Idempotency-Key` was
     /// used before for a different request (`idempotency_key_reused`).
     #[response(status = 422)]
-    Invalid(ApiProblem),
+    Invalid(ApiError),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -600,49 +495,24 @@ async fn idempotent<O: Send + 'static>(
 async fn claim(app: &App, principal: &str, key: &str, hash: &str) -> anyhow::Result<Claim> {
     let now = chrono::Utc::now();
     let mut tx = app.store.begin().await?;
-    sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
-        .bind(time::format_rfc3339(now - chrono::Duration::hours(IDEMPOTENCY_HOURS)))
-        .execute(&mut *tx)
+    idempotency::forget_before(&mut tx, &time::format_rfc3339(now - chrono::Duration::hours(IDEMPOTENCY_HOURS)))
         .await?;
-    let claimed = sqlx::query(
-        "INSERT INTO idempotency_keys (principal, key, request_hash, status, response, created_at)
-         VALUES ($1, $2, $3, 0, '', $4) ON CONFLICT (principal, key) DO NOTHING",
-    )
-    .bind(principal)
-    .bind(key)
-    .bind(hash)
-    .bind(time::format_rfc3339(now))
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    let outcome = if claimed == 1 {
+    let outcome = if idempotency::claim(&mut tx, principal, key, hash, &time::format_rfc3339(now)).await? {
         Claim::New
     } else {
-        let row = sqlx::query(
-            "SELECT request_hash, status, response, created_at FROM idempotency_keys WHERE principal = $1 AND key = $2",
-        )
-        .bind(principal)
-        .bind(key)
-        .fetch_one(&mut *tx)
-        .await?;
-        let (stored_hash, status, response, created_at): (String, i64, String, String) =
-            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?);
-        let abandoned = created_at < time::format_rfc3339(now - chrono::Duration::seconds(ABANDONED_CLAIM_SECONDS));
-        if stored_hash != hash {
+        let stored = idempotency::stored(&mut tx, principal, key).await?;
+        let abandoned =
+            stored.created_at < time::format_rfc3339(now - chrono::Duration::seconds(ABANDONED_CLAIM_SECONDS));
+        if stored.request_hash != hash {
             Claim::Reused
-        } else if status == 0 && abandoned {
-            sqlx::query("UPDATE idempotency_keys SET created_at = $1 WHERE principal = $2 AND key = $3")
-                .bind(time::format_rfc3339(now))
-                .bind(principal)
-                .bind(key)
-                .execute(&mut *tx)
-                .await?;
+        } else if stored.status == 0 && abandoned {
+            idempotency::renew_claim(&mut tx, principal, key, &time::format_rfc3339(now)).await?;
             Claim::New
-        } else if status == 0 {
+        } else if stored.status == 0 {
             Claim::InUse
         } else {
-            let body = if response.is_empty() { None } else { Some(serde_json::from_str(&response)?) };
-            Claim::Done(Reply { status: StatusCode::from_u16(status as u16)?, body, replayed: true })
+            let body = if stored.response.is_empty() { None } else { Some(serde_json::from_str(&stored.response)?) };
+            Claim::Done(Reply { status: StatusCode::from_u16(stored.status as u16)?, body, replayed: true })
         }
     };
     tx.commit().await?;
@@ -669,21 +539,9 @@ async fn settle(app: &App, principal: &str, key: &str, result: &Result<Reply, Fa
     match result {
         Ok(r) => {
             let (status, response) = stored_answer(r);
-            sqlx::query("UPDATE idempotency_keys SET status = $1, response = $2 WHERE principal = $3 AND key = $4")
-                .bind(status as i64)
-                .bind(response)
-                .bind(principal)
-                .bind(key)
-                .execute(&mut *tx)
-                .await?;
+            idempotency::store_answer(&mut tx, principal, key, status, &response).await?;
         }
-        Err(_) => {
-            sqlx::query("DELETE FROM idempotency_keys WHERE principal = $1 AND key = $2 AND status = 0")
-                .bind(principal)
-                .bind(key)
-                .execute(&mut *tx)
-                .await?;
-        }
+        Err(_) => idempotency::release_unsettled(&mut tx, principal, key).await?,
     }
     tx.commit().await?;
     Ok(())
@@ -709,8 +567,8 @@ async fn settle(app: &App, principal: &str, key: &str, result: &Result<Reply, Fa
     request_body = Versioned<StatementInput>,
     responses(
         (status = 200, description = "The stored statement with its new version (also as ETag).", body = Statement),
-        (status = 404, description = "No such town, district or service.", body = ApiProblem),
-        (status = 409, description = "Someone saved since the given version (`conflict`); `current` is the stored statement.", body = ApiProblem),
+        (status = 404, description = "No such town, district or service.", body = ApiError),
+        (status = 409, description = "Someone saved since the given version (`conflict`); `current` is the stored statement.", body = ApiError),
         Refusals, BodyErrors,
     ),
     security(("bearer" = []))
@@ -747,8 +605,8 @@ async fn put_statement<const D: bool>(
         ("If-Match" = Option<String>, Header, description = "The version being withdrawn, e.g. `\"3\"`."),
     ),
     responses(
-        (status = 400, description = "A slug or `If-Match` is malformed.", body = ApiProblem),
-        (status = 409, description = "The statement changed since the given version (`conflict`), with `current`.", body = ApiProblem),
+        (status = 400, description = "A slug or `If-Match` is malformed.", body = ApiError),
+        (status = 409, description = "The statement changed since the given version (`conflict`), with `current`.", body = ApiError),
         Removal, Refusals,
     ),
     security(("bearer" = []))
@@ -806,7 +664,7 @@ pub struct StatementList {
     request_body = BulkStatements,
     responses(
         (status = 200, description = "The stored statements.", body = StatementList),
-        (status = 404, description = "A service or town vanished while saving.", body = ApiProblem),
+        (status = 404, description = "A service or town vanished while saving.", body = ApiError),
         KeyInUse, Refusals, BodyErrors,
     ),
     security(("bearer" = []))
@@ -924,8 +782,8 @@ async fn post_announcement(
     request_body = Versioned<AnnouncementInput>,
     responses(
         (status = 200, description = "The stored announcement with its new version.", body = Stored<Announcement>),
-        (status = 404, description = "No announcement with this id.", body = ApiProblem),
-        (status = 409, description = "Someone saved since the given version (`conflict`), with `current`.", body = ApiProblem),
+        (status = 404, description = "No announcement with this id.", body = ApiError),
+        (status = 409, description = "Someone saved since the given version (`conflict`), with `current`.", body = ApiError),
         Refusals, BodyErrors,
     ),
     security(("bearer" = []))
@@ -1021,8 +879,8 @@ async fn post_faq(
     request_body = Versioned<FaqInput>,
     responses(
         (status = 200, description = "The stored entry with its new version.", body = Stored<FaqEntry>),
-        (status = 404, description = "No entry with this id.", body = ApiProblem),
-        (status = 409, description = "Someone saved since the given version (`conflict`), with `current`.", body = ApiProblem),
+        (status = 404, description = "No entry with this id.", body = ApiError),
+        (status = 409, description = "Someone saved since the given version (`conflict`), with `current`.", body = ApiError),
         Refusals, BodyErrors,
     ),
     security(("bearer" = []))
@@ -1093,7 +951,7 @@ async fn post_referral(
     request_body = ReferralInput,
     responses(
         (status = 200, description = "The stored referral.", body = Referral),
-        (status = 404, description = "No referral with this id.", body = ApiProblem),
+        (status = 404, description = "No referral with this id.", body = ApiError),
         Refusals, BodyErrors,
     ),
     security(("bearer" = []))
@@ -1149,8 +1007,8 @@ async fn delete_referral(
     request_body = Versioned<ContactInput>,
     responses(
         (status = 200, description = "The stored contact channels with their new version.", body = Stored<Contact>),
-        (status = 404, description = "No such town or district.", body = ApiProblem),
-        (status = 409, description = "Someone saved since the given version (`conflict`), with `current`.", body = ApiProblem),
+        (status = 404, description = "No such town or district.", body = ApiError),
+        (status = 409, description = "Someone saved since the given version (`conflict`), with `current`.", body = ApiError),
         Refusals, BodyErrors,
     ),
     security(("bearer" = []))
@@ -1222,7 +1080,7 @@ async fn list_tokens(State(app): State<Shared>, Caller(who): Caller, headers: He
     request_body = TokenInput,
     responses(
         (status = 201, description = "The token and its secret, shown only now.", body = CreatedToken),
-        (status = 404, description = "No user with this `user_id`.", body = ApiProblem),
+        (status = 404, description = "No user with this `user_id`.", body = ApiError),
         KeyInUse, Refusals, BodyErrors,
     ),
     security(("bearer" = []))
@@ -1256,7 +1114,7 @@ async fn post_token(
     summary = "Revoke an API token",
     description = "One's own, or anyone's for admins. Takes effect with the next request.",
     params(("id" = i64, Path, description = "The token's id.")),
-    responses((status = 400, description = "The id is not a number.", body = ApiProblem), Removal, Refusals),
+    responses((status = 400, description = "The id is not a number.", body = ApiError), Removal, Refusals),
     security(("bearer" = []))
 )]
 async fn delete_token(
@@ -1431,8 +1289,8 @@ fn text_filter(field: &str, value: Option<String>) -> Result<String, Fail> {
     responses(
         (status = 200, description = "The matching entries, newest first; with `format=csv` as CSV with the same columns.",
             content((JournalPage = "application/json"), (String = "text/csv"))),
-        (status = 400, description = "An unknown or malformed parameter.", body = ApiProblem),
-        (status = 422, description = "A parameter's value is not acceptable (`invalid`, `field` names it).", body = ApiProblem),
+        (status = 400, description = "An unknown or malformed parameter.", body = ApiError),
+        (status = 422, description = "A parameter's value is not acceptable (`invalid`, `field` names it).", body = ApiError),
         Refusals,
     ),
     security(("bearer" = []))
@@ -1548,7 +1406,7 @@ impl utoipa::Modify for BearerAuth {
         post_referral, put_referral, delete_referral, put_contact, list_tokens, post_token, delete_token, list_users, post_user,
         journal, journal_verify,
     ),
-    components(schemas(ApiProblem)),
+    components(schemas(ApiError)),
     modifiers(&BearerAuth),
     tags(
         (name = "editing", description = "Statements, announcements, FAQ, referrals and contact channels; needs a bearer token with the right role and scope"),
@@ -1613,10 +1471,12 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::i18n;
 
     #[test]
     fn every_message_key_exists() {
-        let source = include_str!("editing.rs");
+        // The API's message keys, in this file, the read API and the one error type.
+        let source = [include_str!("editing.rs"), include_str!("mod.rs"), include_str!("error.rs")].concat();
         for (at, _) in source.match_indices("\"api.").chain(source.match_indices("\"write.")) {
             let key = source[at + 1..].split('"').next().unwrap();
             if key.ends_with('.') || key.contains(' ') {

@@ -7,22 +7,24 @@
 //! stable code and a human message from the catalogue; nothing from the request is echoed back.
 
 pub mod editing;
+pub mod error;
 pub mod recovery;
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
+use axum::Router;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::domain::*;
 use crate::http;
+use crate::http::api::error::{ApiError, Fail};
 use crate::i18n;
 use crate::read::live::Shared;
 use crate::read::snapshot::{Availability, CachedPage, Snapshot, Source};
@@ -52,17 +54,6 @@ const MAX_PLACE: usize = 100;
 
 // ---------------------------------------------------------------------------------------------
 // Errors
-
-/// An error: `error` is a stable code for programs, `message` a sentence for people (German, or
-/// English when the request's Accept-Language prefers it).
-#[derive(Serialize, ToSchema)]
-pub struct ApiError {
-    /// One of `not_found`, `bad_request`, `method_not_allowed`, `internal_error`.
-    #[schema(example = "not_found")]
-    error: String,
-    #[schema(example = "Eine Kommune mit dieser Kennung gibt es nicht.")]
-    message: String,
-}
 
 /// Everything that can go wrong, each with its status, code and catalogue message.
 #[derive(Clone, Copy, Debug)]
@@ -99,18 +90,24 @@ impl Problem {
         }
     }
 
-    fn message(self, lang: &str) -> String {
+    fn key(self) -> &'static str {
         match self {
-            Problem::UnknownRoute => i18n::t(lang, "api.unknown_route"),
-            Problem::NoSuchMunicipality => i18n::t(lang, "api.no_such_municipality"),
-            Problem::NoSuchService => i18n::t(lang, "api.no_such_service"),
-            Problem::InvalidSlug => i18n::t(lang, "api.invalid_slug"),
-            Problem::InvalidParameters => i18n::t(lang, "api.invalid_parameters"),
-            Problem::TooLong => i18n::t(lang, "api.too_long"),
-            Problem::EmptySearch => i18n::t(lang, "api.empty_search"),
-            Problem::MethodNotAllowed => i18n::t(lang, "api.method_not_allowed"),
-            Problem::Internal => i18n::t(lang, "api.internal"),
+            Problem::UnknownRoute => "api.unknown_route",
+            Problem::NoSuchMunicipality => "api.no_such_municipality",
+            Problem::NoSuchService => "api.no_such_service",
+            Problem::InvalidSlug => "api.invalid_slug",
+            Problem::InvalidParameters => "api.invalid_parameters",
+            Problem::TooLong => "api.too_long",
+            Problem::EmptySearch => "api.empty_search",
+            Problem::MethodNotAllowed => "api.method_not_allowed",
+            Problem::Internal => "api.internal",
         }
+    }
+}
+
+impl From<Problem> for Fail {
+    fn from(p: Problem) -> Fail {
+        Fail::new(p.status(), p.code(), p.key())
     }
 }
 
@@ -121,8 +118,7 @@ pub(crate) fn message_lang(headers: &HeaderMap) -> &'static str {
 }
 
 pub(crate) fn problem(headers: &HeaderMap, p: Problem) -> Response {
-    let body = ApiError { error: p.code().to_string(), message: p.message(message_lang(headers)) };
-    (p.status(), [(header::CACHE_CONTROL, "no-cache"), (header::VARY, "accept-language")], Json(body)).into_response()
+    Fail::from(p).response(headers)
 }
 
 async fn unknown_route(headers: HeaderMap) -> Response {

@@ -22,8 +22,9 @@ use crate::domain::authz::Principal;
 use crate::domain::authz::{Action, authorize};
 use crate::domain::recovery::{Procedure, Rollout, Stage};
 use crate::http::api::editing::{
-    self, ApiProblem, Body, BodyErrors, Caller, Fail, IdempotencyKey, Input, KeyInUse, Refusals, Reply, Versioned,
+    self, Body, BodyErrors, Caller, IdempotencyKey, Input, KeyInUse, Refusals, Reply, Versioned,
 };
+use crate::http::api::error::{ApiError, Fail};
 use crate::http::api::{self, MunicipalityRef, Problem, ServiceRef};
 use crate::http::desk::board::{self, Progress};
 use crate::read::live::{App, Shared};
@@ -88,8 +89,8 @@ pub struct ExpectedReturn {
     responses(
         (status = 200, description = "The expected returns.", body = Fahrplan, headers(("ETag" = String, description = "Changes whenever the content does."))),
         (status = 304, description = "Not modified: the client's copy is current."),
-        (status = 400, description = "The slug is malformed or too long.", body = api::ApiError),
-        (status = 404, description = "No town with this slug.", body = api::ApiError),
+        (status = 400, description = "The slug is malformed or too long.", body = ApiError),
+        (status = 404, description = "No town with this slug.", body = ApiError),
     )
 )]
 async fn fahrplan(
@@ -280,7 +281,7 @@ async fn list_procedures(State(app): State<Shared>, Caller(who): Caller, headers
     params(("slug" = String, Path, description = "The procedure's slug.", example = "kfz")),
     responses(
         (status = 200, description = "The procedure.", body = ProcedureDetail),
-        (status = 404, description = "No such procedure.", body = ApiProblem),
+        (status = 404, description = "No such procedure.", body = ApiError),
         Refusals,
     ),
     security(("bearer" = []))
@@ -377,7 +378,7 @@ fn saved(app: &App, slug: &str) -> Result<ProcedureOut, Fail> {
     request_body = ProcedureInput,
     responses(
         (status = 201, description = "The new procedure, version 1.", body = ProcedureOut),
-        (status = 409, description = "A procedure with this slug exists (`conflict`, `current.version`), or the dependencies form a cycle (`current.cycle`).", body = ApiProblem),
+        (status = 409, description = "A procedure with this slug exists (`conflict`, `current.version`), or the dependencies form a cycle (`current.cycle`).", body = ApiError),
         KeyInUse, Refusals, BodyErrors,
     ),
     security(("bearer" = []))
@@ -427,8 +428,8 @@ async fn post_procedure(
     request_body = Versioned<ProcedureInput>,
     responses(
         (status = 200, description = "The procedure with its new version.", body = ProcedureOut),
-        (status = 404, description = "No such procedure.", body = ApiProblem),
-        (status = 409, description = "Someone saved since the given version (`current.version`), or a dependency cycle (`current.cycle`, `current.messages`).", body = ApiProblem),
+        (status = 404, description = "No such procedure.", body = ApiError),
+        (status = 409, description = "Someone saved since the given version (`current.version`), or a dependency cycle (`current.cycle`, `current.messages`).", body = ApiError),
         Refusals, BodyErrors,
     ),
     security(("bearer" = []))
@@ -498,8 +499,8 @@ pub struct StepResult {
     request_body = StepInput,
     responses(
         (status = 200, description = "The step was taken.", body = StepResult),
-        (status = 404, description = "No such procedure.", body = ApiProblem),
-        (status = 409, description = "A gate refused the step (`conflict`, `current.unmet`, `current.messages`).", body = ApiProblem),
+        (status = 404, description = "No such procedure.", body = ApiError),
+        (status = 409, description = "A gate refused the step (`conflict`, `current.unmet`, `current.messages`).", body = ApiError),
         KeyInUse, Refusals, BodyErrors,
     ),
     security(("bearer" = []))
@@ -584,8 +585,8 @@ pub struct RolloutResult {
     request_body = RolloutInput,
     responses(
         (status = 200, description = "The rollout was set.", body = RolloutResult),
-        (status = 404, description = "No such procedure, town or district.", body = ApiProblem),
-        (status = 409, description = "A gate refused the rollout (`conflict`, `current.unmet`, `current.messages`).", body = ApiProblem),
+        (status = 404, description = "No such procedure, town or district.", body = ApiError),
+        (status = 409, description = "A gate refused the rollout (`conflict`, `current.unmet`, `current.messages`).", body = ApiError),
         KeyInUse, Refusals, BodyErrors,
     ),
     security(("bearer" = []))
