@@ -356,6 +356,9 @@ async fn replay(app: &App, _ds: &Dataset, story: Vec<(chrono::DateTime<chrono::U
     Ok(())
 }
 
+/// What the statements of one write share: time, author and the statement's five texts.
+type StatementGroup = (String, String, String, String, String, String, String);
+
 /// The history behind the demo's current state, in story order. Everything ends where `build`
 /// says; moves that the gates would refuse at their scenario time (a rollout before its
 /// release) happen a minute after the step that allows them.
@@ -365,8 +368,7 @@ fn story(ds: &Dataset) -> Result<Vec<(chrono::DateTime<chrono::Utc>, Move)>> {
     let mut moves: Vec<(chrono::DateTime<chrono::Utc>, u8, Move)> = Vec::new();
 
     // Statements, as they stand in the end: one write per time, content and set of towns.
-    let mut groups: BTreeMap<(String, String, String, String, String, String, String), BTreeMap<String, Vec<String>>> =
-        BTreeMap::new();
+    let mut groups: BTreeMap<StatementGroup, BTreeMap<String, Vec<String>>> = BTreeMap::new();
     for st in &ds.statements {
         let key = (
             st.stated_at.clone(),

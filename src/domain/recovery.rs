@@ -412,11 +412,11 @@ mod tests {
             let mut rollouts: BTreeMap<(String, u8), Rollout> = BTreeMap::new();
             for _ in 0..200 {
                 let name = rng.pick(&names).to_string();
-                if rng.next() % 3 == 0 {
+                if rng.next().is_multiple_of(3) {
                     let town = (rng.next() % 4) as u8;
                     let from = *rollouts.get(&(name.clone(), town)).unwrap_or(&Rollout::NotStarted);
                     // Mostly forward, sometimes anywhere, so walks reach full operation and fall back too.
-                    let to = if rng.next() % 4 == 0 {
+                    let to = if rng.next().is_multiple_of(4) {
                         rng.pick(&Rollout::ALL)
                     } else {
                         Rollout::ALL[(from as usize + 1).min(3)]
@@ -426,8 +426,11 @@ mod tests {
                     }
                 } else {
                     let current = w[&name].stage;
-                    let to =
-                        if rng.next() % 6 == 0 { rng.pick(&Stage::ALL) } else { current.next().unwrap_or(current) };
+                    let to = if rng.next().is_multiple_of(6) {
+                        rng.pick(&Stage::ALL)
+                    } else {
+                        current.next().unwrap_or(current)
+                    };
                     if check_step(&w, &name, to, "Befund").is_ok() {
                         let changed = cascade_back(&w, &name, to);
                         cascades += (changed.len() > 1) as u32;

@@ -109,7 +109,7 @@ impl Index {
             if matched == 0 {
                 continue;
             }
-            if phrases.iter().any(|p| *p == phrase) {
+            if phrases.contains(&phrase) {
                 score += 10.0;
             } else if phrases.iter().any(|p| p.starts_with(&phrase) && phrase.len() >= 3) {
                 score += 4.0;

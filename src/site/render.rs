@@ -188,11 +188,11 @@ impl Page<'_> {
             .map(|l| LanguageLink { code: &l.code, name: &l.name, tag: &l.tag, url: lang_url(&l.code, &self.path) })
             .collect();
         let ctx = context! {
-            lang => v(&self.lang),
+            lang => v(self.lang),
             base => v(base(self.lang)),
             site => v(Site { name: &d.area_name, provider: &d.provider_name, demo: d.demo }),
             changed_at => v(&self.changed_at),
-            nav => v(&self.nav),
+            nav => v(self.nav),
             path => v(&self.path),
             alternates => v(languages),
             default_url => v(lang_url(i18n::DEFAULT_LANG, &self.path)),
@@ -483,7 +483,7 @@ pub fn search(snap: &Snapshot, lang: &str, outcome: &SearchOutcome) -> Result<St
         context! {
             query => v(&outcome.query),
             place => v(&outcome.place),
-            place_unknown => v(&outcome.place_unknown),
+            place_unknown => v(outcome.place_unknown),
             towns => v(outcome.towns.iter().map(|m| town_link(snap, m)).collect::<Vec<_>>()),
             town => v(town.map(|m| town_link(snap, m))),
             results => v(results),
@@ -555,7 +555,7 @@ pub fn municipality(snap: &Snapshot, lang: &str, m: &Municipality) -> Result<Str
         context! {
             town => v(town_link(snap, m)),
             ags => v(&m.ags),
-            population => v(&m.population),
+            population => v(m.population),
             postal_codes => v(snap.postal_codes_of(m)),
             contact => v(&m.contact),
             district_contact => v(district.map(|d| d.contact.clone())),

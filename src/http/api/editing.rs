@@ -1347,7 +1347,7 @@ async fn visible_entries(app: &App, who: &Principal, filter: journal::Filter, li
         entries
             .extend(journal::list(&mut c, &journal::Filter { scope: scope.clone(), ..filter.clone() }, limit).await?);
     }
-    entries.sort_by(|a, b| b.seq.cmp(&a.seq));
+    entries.sort_by_key(|e| std::cmp::Reverse(e.seq));
     entries.truncate(limit as usize);
     Ok(entries)
 }

@@ -466,6 +466,10 @@ async fn setup_page(State(app): State<Shared>, Path(token): Path<String>, header
     }
 }
 
+/// A setup form that cannot be accepted: the account, the pending second-factor secret to show
+/// again, and the message key saying why.
+type SetupRefusal = (User, String, &'static str);
+
 async fn setup(
     State(app): State<Shared>,
     Path(token): Path<String>,
@@ -483,7 +487,7 @@ async fn setup(
             context! { message => i18n::t(lang, "desk.form_expired") },
         );
     }
-    let result: anyhow::Result<Result<Vec<String>, (User, String, &'static str)>> = async {
+    let result: anyhow::Result<Result<Vec<String>, SetupRefusal>> = async {
         let mut c = app.store.begin().await?;
         let Some(user) = accounts::user_by_setup_token(&mut c, &token).await? else {
             return Ok(Err((dummy_user(), String::new(), "desk.setup_link_invalid")));
