@@ -2,6 +2,7 @@
 //! statements run on SQLite (default, one file) and PostgreSQL. Handlers never see the engine.
 
 pub mod accounts;
+pub mod changes;
 pub mod idempotency;
 pub mod journal;
 

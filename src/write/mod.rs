@@ -29,7 +29,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sqlx::{AnyConnection, Row};
+use sqlx::AnyConnection;
 
 use crate::auth;
 use crate::domain::authz::{Action, authorize};
@@ -40,6 +40,7 @@ use crate::domain::*;
 use crate::read::live::App;
 use crate::store;
 use crate::store::accounts;
+use crate::store::changes;
 use crate::store::journal;
 
 /// Why a write did not happen. Nothing was stored in any of these cases.
@@ -307,28 +308,16 @@ async fn stated_before(c: &mut AnyConnection, ags: &str, service: &str) -> Write
 }
 
 async fn statement_version(c: &mut AnyConnection, ags: &str, service: &str) -> WriteResult<i64> {
-    let v: Option<i64> =
-        sqlx::query_scalar("SELECT version FROM statements WHERE scope_ags = $1 AND service_slug = $2")
-            .bind(ags)
-            .bind(service)
-            .fetch_optional(&mut *c)
-            .await?;
-    Ok(v.unwrap_or(0))
+    Ok(changes::statement_version(c, ags, service).await?)
 }
 
 async fn current_statement_json(c: &mut AnyConnection, ags: &str, service: &str) -> WriteResult<serde_json::Value> {
-    let row = sqlx::query("SELECT * FROM statements WHERE scope_ags = $1 AND service_slug = $2")
-        .bind(ags)
-        .bind(service)
-        .fetch_optional(&mut *c)
-        .await?;
-    Ok(match row {
+    Ok(match changes::statement(c, ags, service).await? {
         None => json!({ "version": 0 }),
-        Some(r) => json!({
-            "level": r.try_get::<String, _>("level")?, "restrictions": r.try_get::<String, _>("restrictions")?,
-            "workaround": r.try_get::<String, _>("workaround")?, "backlog": r.try_get::<String, _>("backlog")?,
-            "expected_return": r.try_get::<String, _>("expected_return")?, "author": r.try_get::<String, _>("author")?,
-            "stated_at": r.try_get::<String, _>("stated_at")?, "version": r.try_get::<i64, _>("version")?,
+        Some(st) => json!({
+            "level": st.level.as_str(), "restrictions": st.restrictions, "workaround": st.workaround,
+            "backlog": st.backlog, "expected_return": st.expected_return, "author": st.author,
+            "stated_at": st.stated_at, "version": st.version,
         }),
     })
 }
@@ -359,11 +348,7 @@ pub async fn withdraw_statement(
                 return Err(WriteError::VersionConflict { current: current_statement_json(c, &ags, &service).await? });
             }
             let from = stated_before(c, &ags, &service).await?;
-            sqlx::query("DELETE FROM statements WHERE scope_ags = $1 AND service_slug = $2")
-                .bind(&ags)
-                .bind(&service)
-                .execute(&mut *c)
-                .await?;
+            changes::delete_statement(c, &ags, &service).await?;
             let event =
                 Event::StatementWithdrawn { scope: ags.clone(), service: service.clone(), version: current, from };
             journal::append_event(c, &who.name, &event).await?;
@@ -499,9 +484,7 @@ pub async fn create_announcement_as(
 }
 
 async fn load_announcement(c: &mut AnyConnection, id: &str) -> WriteResult<(Announcement, i64)> {
-    let row = sqlx::query("SELECT * FROM announcements WHERE id = $1").bind(id).fetch_optional(&mut *c).await?;
-    let row = row.ok_or(WriteError::NotFound("announcement"))?;
-    Ok((store::row_to_announcement(&row)?, row.try_get("version")?))
+    changes::announcement(c, id).await?.ok_or(WriteError::NotFound("announcement"))
 }
 
 /// Edits an announcement. Once published, an edit is a correction: the public sees
@@ -538,7 +521,8 @@ pub async fn update_announcement(
             // a draft or a scheduled one follows `publish` and can be rescheduled.
             let now = time::now_rfc3339();
             let public = old.published_at.as_deref().is_some_and(|p| p <= now.as_str());
-            let published_at = if public && publish != "draft" { old.published_at.clone() } else { publication(&publish)? };
+            let published_at =
+                if public && publish != "draft" { old.published_at.clone() } else { publication(&publish)? };
             let a = Announcement {
                 id: id.clone(),
                 scope_kind: kind,
@@ -550,20 +534,7 @@ pub async fn update_announcement(
                 published_at,
                 updated_at: time::now_rfc3339(),
             };
-            sqlx::query(
-                "UPDATE announcements SET scope_kind = $1, scope_ref = $2, lang = $3, title = $4, body = $5, published_at = $6,
-                 updated_at = $7, version = version + 1 WHERE id = $8",
-            )
-            .bind(a.scope_kind.as_str())
-            .bind(&a.scope_ref)
-            .bind(&a.lang)
-            .bind(&a.title)
-            .bind(&a.body)
-            .bind(&a.published_at)
-            .bind(&a.updated_at)
-            .bind(&a.id)
-            .execute(&mut *c)
-            .await?;
+            changes::update_announcement(c, &a).await?;
             let event = if public {
                 Event::AnnouncementCorrected { announcement: AnnouncementState::of(&a, version + 1) }
             } else {
@@ -585,7 +556,7 @@ pub async fn withdraw_announcement(app: &App, who: &Principal, id: &str) -> Writ
         Box::pin(async move {
             let (old, version) = load_announcement(c, &id).await?;
             allow(&who, Action::EditAnnouncement { scope: &old.scope_kind, scope_ref: &old.scope_ref })?;
-            sqlx::query("DELETE FROM announcements WHERE id = $1").bind(&id).execute(&mut *c).await?;
+            changes::delete_announcement(c, &id).await?;
             let event = Event::AnnouncementWithdrawn { announcement: AnnouncementState::of(&old, version) };
             journal::append_event(c, &who.name, &event).await?;
             Ok(())
@@ -642,34 +613,24 @@ pub async fn save_faq(
                 published_at: publication(&input.publish)?,
                 updated_at: now,
             };
-            let row = sqlx::query("SELECT scope_kind, scope_ref, version FROM faq_entries WHERE id = $1")
-                .bind(&saved.id)
-                .fetch_optional(&mut *c)
-                .await?;
-            let version = match (existing, row) {
+            let stored = changes::faq_scope_and_version(c, &saved.id).await?;
+            let version = match (existing, stored) {
                 (true, None) => return Err(WriteError::NotFound("faq")),
                 (false, Some(_)) => return Err(invalid("id", "write.exists")),
                 (false, None) => 0,
-                (true, Some(r)) => {
-                    let old_kind = ScopeKind::parse(&r.try_get::<String, _>(0)?).unwrap_or(ScopeKind::Area);
-                    let old_ref: String = r.try_get(1)?;
+                (true, Some((old_kind, old_ref, v))) => {
                     allow(&who, Action::EditAnnouncement { scope: &old_kind, scope_ref: &old_ref })?;
-                    let v: i64 = r.try_get(2)?;
                     if let Some(expected) = expected_version
                         && expected != v
                     {
                         return Err(conflict(v));
                     }
-                    sqlx::query("DELETE FROM faq_entries WHERE id = $1").bind(&saved.id).execute(&mut *c).await?;
+                    changes::delete_faq(c, &saved.id).await?;
                     v
                 }
             };
             store::insert_faq(c, &saved).await?;
-            sqlx::query("UPDATE faq_entries SET version = $1 WHERE id = $2")
-                .bind(version + 1)
-                .bind(&saved.id)
-                .execute(&mut *c)
-                .await?;
+            changes::set_faq_version(c, &saved.id, version + 1).await?;
             let event = Event::FaqChanged { entry: saved.clone(), version: version + 1, created: !existing };
             journal::append_event(c, &who.name, &event).await?;
             Ok((saved, version + 1))
@@ -729,10 +690,7 @@ pub async fn save_referral(
             if !saved.valid_from.is_empty() && !saved.valid_until.is_empty() && saved.valid_until < saved.valid_from {
                 return Err(invalid("valid_until", "write.until_before_from"));
             }
-            let old: Option<String> = sqlx::query_scalar("SELECT for_ags FROM referrals WHERE id = $1")
-                .bind(&saved.id)
-                .fetch_optional(&mut *c)
-                .await?;
+            let old = changes::referral_for_ags(c, &saved.id).await?;
             match (&old, existing) {
                 (None, true) => return Err(WriteError::NotFound("referral")),
                 (Some(old_for), _) => allow(&who, Action::EditReferral { for_ags: old_for })?,
@@ -749,25 +707,18 @@ pub async fn save_referral(
 
 /// Office and service of a referral about to be deleted, for its event.
 async fn referral_before(c: &mut AnyConnection, id: &str) -> WriteResult<(String, String)> {
-    let row = sqlx::query("SELECT office_slug, service_slug FROM referrals WHERE id = $1")
-        .bind(id)
-        .fetch_one(&mut *c)
-        .await?;
-    Ok((row.try_get(0)?, row.try_get(1)?))
+    Ok(changes::referral_office_and_service(c, id).await?)
 }
 
 pub async fn delete_referral(app: &App, who: &Principal, id: &str) -> WriteResult<()> {
     let (who, id) = (who.clone(), id.to_string());
     transaction(app, move |c| {
         Box::pin(async move {
-            let old: Option<String> = sqlx::query_scalar("SELECT for_ags FROM referrals WHERE id = $1")
-                .bind(&id)
-                .fetch_optional(&mut *c)
-                .await?;
+            let old = changes::referral_for_ags(c, &id).await?;
             let for_ags = old.ok_or(WriteError::NotFound("referral"))?;
             allow(&who, Action::EditReferral { for_ags: &for_ags })?;
             let (office_slug, service_slug) = referral_before(c, &id).await?;
-            sqlx::query("DELETE FROM referrals WHERE id = $1").bind(&id).execute(&mut *c).await?;
+            changes::delete_referral(c, &id).await?;
             let event = Event::ReferralDeleted { id: id.clone(), for_ags, office_slug, service_slug };
             journal::append_event(c, &who.name, &event).await?;
             Ok(())
@@ -808,50 +759,30 @@ pub async fn set_contact(
     let (who, ags, input) = (who.clone(), ags.to_string(), input.clone());
     transaction(app, move |c| {
         Box::pin(async move {
-    let table = match store::place_is_district(c, &ags).await? {
-        Some(false) => "municipalities",
-        Some(true) => "districts",
-        None => return Err(WriteError::NotFound("municipality")),
-    };
-    allow(&who, Action::EditContacts { ags: &ags })?;
-    let email = text("email", &input.email, 200)?;
-    if !email.is_empty() && (!email.contains('@') || email.contains(char::is_whitespace)) {
-        return Err(invalid("email", "write.invalid_email"));
-    }
-    let contact = Contact {
-        phone: text("phone", &input.phone, 100)?,
-        email,
-        website: url_field("website", &input.website)?,
-        emergency_website: url_field("emergency_website", &input.emergency_website)?,
-        social_media: text("social_media", &input.social_media, MAX_LINE)?,
-    };
-            let sql_version: &'static str = if table == "municipalities" {
-                "SELECT version FROM municipalities WHERE ags = $1"
-            } else {
-                "SELECT version FROM districts WHERE ags = $1"
+            let district = match store::place_is_district(c, &ags).await? {
+                Some(district) => district,
+                None => return Err(WriteError::NotFound("municipality")),
             };
-            let version: i64 = sqlx::query_scalar(sql_version).bind(&ags).fetch_one(&mut *c).await?;
+            allow(&who, Action::EditContacts { ags: &ags })?;
+            let email = text("email", &input.email, 200)?;
+            if !email.is_empty() && (!email.contains('@') || email.contains(char::is_whitespace)) {
+                return Err(invalid("email", "write.invalid_email"));
+            }
+            let contact = Contact {
+                phone: text("phone", &input.phone, 100)?,
+                email,
+                website: url_field("website", &input.website)?,
+                emergency_website: url_field("emergency_website", &input.emergency_website)?,
+                social_media: text("social_media", &input.social_media, MAX_LINE)?,
+            };
+            let row = if district { store::VersionedRow::District } else { store::VersionedRow::Municipality };
+            let version = store::stored_version(c, row, &ags).await?;
             if let Some(expected) = expected_version
                 && expected != version
             {
                 return Err(conflict(version));
             }
-            let sql_update: &'static str = if table == "municipalities" {
-                "UPDATE municipalities SET phone = $1, email = $2, website = $3, emergency_website = $4, social_media = $5,
-                 version = version + 1 WHERE ags = $6"
-            } else {
-                "UPDATE districts SET phone = $1, email = $2, website = $3, emergency_website = $4, social_media = $5,
-                 version = version + 1 WHERE ags = $6"
-            };
-            sqlx::query(sql_update)
-                .bind(&contact.phone)
-                .bind(&contact.email)
-                .bind(&contact.website)
-                .bind(&contact.emergency_website)
-                .bind(&contact.social_media)
-                .bind(&ags)
-                .execute(&mut *c)
-                .await?;
+            changes::update_contact(c, district, &ags, &contact).await?;
             let event = Event::ContactsChanged { ags: ags.clone(), contact: contact.clone(), version: version + 1 };
             journal::append_event(c, &who.name, &event).await?;
             store::bump_places_version(c).await?;
@@ -933,12 +864,7 @@ pub async fn update_user(
         Box::pin(async move {
             let scopes = checked_scopes(c, &scopes).await?;
             let user = accounts::user_by_id(c, id).await?.ok_or(WriteError::NotFound("user"))?;
-            sqlx::query("UPDATE users SET role = $1, disabled = $2 WHERE id = $3")
-                .bind(role.as_str())
-                .bind(disabled as i64)
-                .bind(id)
-                .execute(&mut *c)
-                .await?;
+            changes::set_role_and_disabled(c, id, role, disabled).await?;
             accounts::set_scopes(c, id, &scopes).await?;
             if disabled {
                 accounts::end_all_sessions(c, id).await?;
@@ -963,10 +889,7 @@ pub async fn reset_user(app: &App, who: &Principal, id: i64) -> WriteResult<Stri
     transaction(app, move |c| {
         Box::pin(async move {
             let user = accounts::user_by_id(c, id).await?.ok_or(WriteError::NotFound("user"))?;
-            sqlx::query("UPDATE users SET password_hash = '', totp_secret = '' WHERE id = $1")
-                .bind(id)
-                .execute(&mut *c)
-                .await?;
+            changes::clear_credentials(c, id).await?;
             accounts::end_all_sessions(c, id).await?;
             let token = accounts::issue_setup_token(c, id).await?;
             journal::append_event(c, &who.name, &Event::UserReset { username: user.username.clone() }).await?;
@@ -1043,15 +966,11 @@ pub async fn revoke_token(app: &App, who: &Principal, id: i64) -> WriteResult<()
     let who = who.clone();
     transaction(app, move |c| {
         Box::pin(async move {
-            let row = sqlx::query("SELECT user_id, role FROM api_tokens WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&mut *c)
-                .await?;
-            let row = row.ok_or(WriteError::NotFound("token"))?;
-            let owner: i64 = row.try_get(0)?;
+            let (owner, stored_role) =
+                changes::token_owner_and_role(c, id).await?.ok_or(WriteError::NotFound("token"))?;
             // Revoking needs the same right as creating for that user, but any scope.
             let own_scopes = who.scopes.clone();
-            let role = Role::parse(&row.try_get::<String, _>(1)?).unwrap_or(Role::Viewer);
+            let role = Role::parse(&stored_role).unwrap_or(Role::Viewer);
             allow(
                 &who,
                 Action::ManageTokens {
@@ -1220,10 +1139,7 @@ async fn save_procedure_as(
             }
             let services = input.services.clone();
             store::upsert_procedure(c, &saved).await?;
-            sqlx::query("DELETE FROM service_procedures WHERE procedure_slug = $1")
-                .bind(&saved.slug)
-                .execute(&mut *c)
-                .await?;
+            changes::unlink_services_from_procedure(c, &saved.slug).await?;
             for s in &services {
                 store::link_service_procedure(c, s, &saved.slug).await?;
             }
@@ -1290,14 +1206,7 @@ pub async fn step_procedure(
                 } else {
                     format!("dependency {slug} stepped back: {evidence}")
                 };
-                sqlx::query(
-                    "UPDATE procedures SET stage = $1, stage_since = $2, version = version + 1 WHERE slug = $3",
-                )
-                .bind(stage.as_str())
-                .bind(&now)
-                .bind(name)
-                .execute(&mut *c)
-                .await?;
+                changes::set_procedure_stage(c, name, *stage, &now).await?;
                 store::insert_procedure_step(c, name, from.as_str(), stage.as_str(), &now, &who.name, &note).await?;
                 let because_of = (*name != slug).then(|| slug.clone());
                 let event =
@@ -1319,13 +1228,7 @@ pub async fn step_procedure(
 
 /// A town's rollout stage before a change, for its event (no record: not started).
 async fn rollout_before(c: &mut AnyConnection, procedure: &str, ags: &str) -> WriteResult<Rollout> {
-    let stage: Option<String> =
-        sqlx::query_scalar("SELECT stage FROM rollouts WHERE procedure_slug = $1 AND municipality_ags = $2")
-            .bind(procedure)
-            .bind(ags)
-            .fetch_optional(&mut *c)
-            .await?;
-    Ok(stage.as_deref().and_then(Rollout::parse).unwrap_or(Rollout::NotStarted))
+    Ok(changes::rollout_stage(c, procedure, ags).await?.unwrap_or(Rollout::NotStarted))
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
