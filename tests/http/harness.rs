@@ -84,7 +84,8 @@ impl TestDatabase {
 }
 
 impl TestDatabase {
-    /// The same SQLite file again, for restart tests (the first owner's directory must outlive it).
+    /// The same database again, not dropped by this owner: for restart tests (the first
+    /// owner's SQLite directory must outlive it) and second instances.
     pub fn reuse(url: &str) -> TestDatabase {
         TestDatabase { url: url.to_string(), _dir: None, pg_name: None }
     }
@@ -112,10 +113,27 @@ impl Server {
         Server::start(TestDatabase::new(engine), &["--demo"])
     }
 
+    /// The South Westphalia demo on a fresh database, with more environment for the server
+    /// process (test hooks such as `NOTBETRIEB_TEST_FAIL_REBUILD_WHILE_EXISTS`).
+    pub async fn demo_with_env(engine: Engine, env: &[(&str, &str)]) -> Server {
+        Server::spawn(TestDatabase::new(engine), "100", &["--demo"], env)
+    }
+
     pub fn start(db: TestDatabase, extra: &[&str]) -> Server {
+        Server::spawn(db, "100", extra, &[])
+    }
+
+    /// Another instance on this server's database (which stays this server's to drop), looking
+    /// for changes written by others every `poll_ms`: with `"60000"` its snapshot stays stale.
+    pub fn second_instance(&self, poll_ms: &str) -> Server {
+        Server::spawn(TestDatabase::reuse(&self.db.url), poll_ms, &[], &[])
+    }
+
+    fn spawn(db: TestDatabase, poll_ms: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(binary())
-            .args(["serve", "--listen", "127.0.0.1:0", "--database", &db.url, "--poll-ms", "100"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--database", &db.url, "--poll-ms", poll_ms])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -222,6 +240,7 @@ pub fn api_token(s: &Server, user: &str) -> String {
 }
 
 /// One answer as a test sees it.
+#[derive(Debug)]
 pub struct Answer {
     pub status: u16,
     pub headers: reqwest::header::HeaderMap,
