@@ -23,13 +23,6 @@ const MENDEN: (&str, &str) = ("menden-sauerland", "05962040");
 const LUEDENSCHEID: (&str, &str) = ("luedenscheid", "05962032");
 const OFFICE: &str = "buergerbuero-menden-sauerland";
 
-async fn journal_len(admin: &Session<'_>) -> u64 {
-    let (status, check) = admin.call(Method::GET, "/journal/verify", None).await;
-    assert_eq!(status, 200, "{check}");
-    assert_eq!(check["intact"], true, "{check}");
-    check["entries"].as_u64().unwrap()
-}
-
 /// What the public sees of a town: its page and JSON, the news, the FAQ and an alternatives page.
 async fn public_view(s: &Server, slug: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -271,7 +264,7 @@ async fn authorisation_matrix_over_http(engine: Engine) {
             for op in OPS {
                 let (method, path, body) = request(op, town, user, &f);
                 let expected = allowed(role, inside, op);
-                let before = (public_view(&s, town.0).await, journal_len(&admin).await);
+                let before = (public_view(&s, town.0).await, admin.journal_len().await);
                 let (status, out) = secret.call(method.clone(), &path, body.as_ref()).await;
                 let what = format!("{role} {op:?} {} ({method} {path})", town.0);
                 if expected {
@@ -280,7 +273,7 @@ async fn authorisation_matrix_over_http(engine: Engine) {
                     refused += 1;
                     assert_eq!(status, 403, "{what} should be refused: {out}");
                     assert_eq!(out["error"], "forbidden", "{what}");
-                    assert_eq!(journal_len(&admin).await, before.1, "{what} added a journal entry");
+                    assert_eq!(admin.journal_len().await, before.1, "{what} added a journal entry");
                     assert!(public_view(&s, town.0).await == before.0, "{what} changed the public view");
                 }
             }
@@ -452,7 +445,7 @@ async fn idempotent_retries_act_once(engine: Engine) {
     async fn post(key: &str, body: &Value, who: &Session<'_>) -> Answer {
         who.send(who.api_request(Method::POST, "/announcements").header("idempotency-key", key).json(body)).await
     }
-    let before = journal_len(&admin).await;
+    let before = admin.journal_len().await;
     let first = post("retry-1", &body, &menden).await;
     assert_eq!(first.status, 201);
     assert!(first.headers.get("idempotent-replayed").is_none());
@@ -461,7 +454,7 @@ async fn idempotent_retries_act_once(engine: Engine) {
     assert_eq!(again.status, 201);
     assert_eq!(again.headers["idempotent-replayed"], "true");
     assert_eq!(again.json(), first, "the same answer again");
-    assert_eq!(journal_len(&admin).await, before + 1, "acted once");
+    assert_eq!(admin.journal_len().await, before + 1, "acted once");
     let (_, news) = s.json("/api/v1/announcements").await;
     assert_eq!(news["announcements"].as_array().unwrap().iter().filter(|a| a["title"] == "Einmal").count(), 1);
 
@@ -471,7 +464,7 @@ async fn idempotent_retries_act_once(engine: Engine) {
         .json(menden.api_request(Method::POST, "/announcements").header("idempotency-key", "retry-1").json(&other))
         .await;
     assert_eq!((status, out["error"].as_str()), (422, Some("idempotency_key_reused")), "{out}");
-    assert_eq!(journal_len(&admin).await, before + 1);
+    assert_eq!(admin.journal_len().await, before + 1);
 
     // Keys belong to their principal: another token's same key acts on its own.
     assert_eq!(post("retry-1", &body, &admin).await.status, 201);
@@ -482,7 +475,7 @@ async fn idempotent_retries_act_once(engine: Engine) {
     assert_eq!(post("retry-2", &corrected, &menden).await.status, 201);
 
     // Two identical requests at the same time still act once: the second waits its turn (409) or replays.
-    let before = journal_len(&admin).await;
+    let before = admin.journal_len().await;
     let bulk = json!({"municipalities": ["menden-sauerland"], "services": ["briefwahl"], "level": "limited"});
     let send =
         || menden.send(menden.api_request(Method::POST, "/statements").header("idempotency-key", "race").json(&bulk));
@@ -490,7 +483,7 @@ async fn idempotent_retries_act_once(engine: Engine) {
     let mut statuses = [a.status, b.status];
     statuses.sort();
     assert!(statuses == [200, 200] || statuses == [200, 409], "{statuses:?}");
-    assert_eq!(journal_len(&admin).await, before + 1);
+    assert_eq!(admin.journal_len().await, before + 1);
 
     // Secrets are not kept for replays: the retried token creation names the same token, without its secret.
     let token_request =

@@ -49,13 +49,6 @@ mod two_instances {
 const ROUNDS: usize = 8;
 const MENDEN: (&str, &str) = ("menden-sauerland", "05962040");
 
-/// The journal's length, from the database (and the chain still verifies).
-async fn journal_len(admin: &Session<'_>) -> u64 {
-    let (status, check) = admin.call(Method::GET, "/journal/verify", None).await;
-    assert_eq!((status, &check["intact"]), (200, &json!(true)), "{check}");
-    check["entries"].as_u64().unwrap()
-}
-
 /// Journal entries after `seq`: (kind, payload).
 async fn entries_after(admin: &Session<'_>, seq: u64) -> Vec<(String, Value)> {
     let (status, page) = admin.call(Method::GET, "/journal?limit=500", None).await;
@@ -110,7 +103,7 @@ async fn concurrent_statement_saves_with_one_version(engine: Engine) {
     assert_eq!(status, 200, "{current}");
     let start = current["version"].as_i64().unwrap();
     for (round, version) in (0..ROUNDS).zip(start..) {
-        let before = journal_len(&admin).await;
+        let before = admin.journal_len().await;
         let if_match = format!("\"{version}\"");
         let levels = ["limited", "unavailable"];
         let (a, b) = both(
@@ -119,7 +112,7 @@ async fn concurrent_statement_saves_with_one_version(engine: Engine) {
         )
         .await;
         let winner = one_wins([&a, &b], version + 1);
-        assert_eq!(journal_len(&admin).await, before + 1, "round {round}: only the winner is journaled");
+        assert_eq!(admin.journal_len().await, before + 1, "round {round}: only the winner is journaled");
         let (_, town) = s.json(&format!("/api/v1/municipalities/{}", MENDEN.0)).await;
         let stored = town["services"].as_array().unwrap().iter().find(|x| x["service"]["slug"] == "briefwahl").unwrap();
         assert_eq!(stored["level"], levels[winner], "round {round}: the winner's save is stored");
@@ -136,7 +129,7 @@ async fn concurrent_announcement_saves(engine: Engine) {
     let mut version = 1;
     for round in 0..ROUNDS {
         // With a version: one wins, the other is refused with the stored state.
-        let before = journal_len(&admin).await;
+        let before = admin.journal_len().await;
         let if_match = format!("\"{version}\"");
         let (a, b) = both(
             menden.send(put_if_match(&menden, &path, &draft("Eins"), &if_match)),
@@ -147,7 +140,7 @@ async fn concurrent_announcement_saves(engine: Engine) {
         version += 1;
         let loser = if winner == 0 { &b } else { &a };
         assert_eq!(loser.json()["current"]["title"], ["Eins", "Zwei"][winner], "round {round}: {loser:?}");
-        assert_eq!(journal_len(&admin).await, before + 1, "round {round}");
+        assert_eq!(admin.journal_len().await, before + 1, "round {round}");
 
         // Blind saves: both are stored one after the other, each answer reports its own version.
         let (a, b) = both(
@@ -174,7 +167,7 @@ async fn concurrent_faq_saves_with_one_version(engine: Engine) {
     assert_eq!(status, 201, "{created}");
     let path = format!("/faq/{}", created["id"].as_str().unwrap());
     for (round, version) in (0..ROUNDS).zip(1..) {
-        let before = journal_len(&admin).await;
+        let before = admin.journal_len().await;
         let if_match = format!("\"{version}\"");
         let (a, b) = both(
             menden.send(put_if_match(&menden, &path, &entry("Eins?"), &if_match)),
@@ -182,7 +175,7 @@ async fn concurrent_faq_saves_with_one_version(engine: Engine) {
         )
         .await;
         one_wins([&a, &b], version + 1);
-        assert_eq!(journal_len(&admin).await, before + 1, "round {round}");
+        assert_eq!(admin.journal_len().await, before + 1, "round {round}");
     }
 }
 
@@ -194,7 +187,7 @@ async fn concurrent_contact_saves_with_one_version(engine: Engine) {
     assert_eq!(status, 200, "{first}");
     let start = first["version"].as_i64().unwrap();
     for (round, version) in (0..ROUNDS).zip(start..) {
-        let before = journal_len(&admin).await;
+        let before = admin.journal_len().await;
         let if_match = format!("\"{version}\"");
         let (a, b) = both(
             menden.send(put_if_match(&menden, &path, &json!({"phone": "02373 1"}), &if_match)),
@@ -203,7 +196,7 @@ async fn concurrent_contact_saves_with_one_version(engine: Engine) {
         .await;
         let winner = one_wins([&a, &b], version + 1);
         assert_eq!([&a, &b][winner].json()["phone"], ["02373 1", "02373 2"][winner]);
-        assert_eq!(journal_len(&admin).await, before + 1, "round {round}");
+        assert_eq!(admin.journal_len().await, before + 1, "round {round}");
     }
 }
 
@@ -220,7 +213,7 @@ async fn concurrent_description_saves_with_one_version(engine: Engine) {
     let deps: Vec<&str> = deps.iter().map(String::as_str).collect();
     let mut version = kfz["version"].as_i64().unwrap();
     for round in 0..ROUNDS {
-        let before = journal_len(&admin).await;
+        let before = admin.journal_len().await;
         let if_match = format!("\"{version}\"");
         let (a, b) = both(
             t.send(put_if_match(&t, "/procedures/kfz", &description("Kfz A", &deps), &if_match)),
@@ -229,7 +222,7 @@ async fn concurrent_description_saves_with_one_version(engine: Engine) {
         .await;
         let winner = one_wins([&a, &b], version + 1);
         version += 1;
-        assert_eq!(journal_len(&admin).await, before + 1, "round {round}");
+        assert_eq!(admin.journal_len().await, before + 1, "round {round}");
         let (_, kfz) = t.call(Method::GET, "/procedures/kfz", None).await;
         assert_eq!((kfz["name"].as_str(), kfz["version"].as_i64()), (Some(["Kfz A", "Kfz B"][winner]), Some(version)));
     }
@@ -244,7 +237,7 @@ async fn dependencies_from_both_sides_never_store_a_cycle(engine: Engine) {
             let (status, out) = t.call(Method::POST, "/procedures", Some(&json!({"slug": slug, "name": slug}))).await;
             assert_eq!(status, 201, "{out}");
         }
-        let before = journal_len(&admin).await;
+        let before = admin.journal_len().await;
         let (a, b) = both(
             t.call(Method::PUT, &format!("/procedures/{x}"), Some(&json!({"slug": x, "name": x, "depends_on": [y]}))),
             t.call(Method::PUT, &format!("/procedures/{y}"), Some(&json!({"slug": y, "name": y, "depends_on": [x]}))),
@@ -255,7 +248,7 @@ async fn dependencies_from_both_sides_never_store_a_cycle(engine: Engine) {
         assert_eq!(statuses, [200, 409], "round {round}: {a:?} {b:?}");
         let loser = if a.0 == 409 { &a } else { &b };
         assert_eq!(loser.1["current"]["cycle"].as_array().map(Vec::len), Some(3), "{loser:?}");
-        assert_eq!(journal_len(&admin).await, before + 1, "round {round}");
+        assert_eq!(admin.journal_len().await, before + 1, "round {round}");
         let (_, px) = t.call(Method::GET, &format!("/procedures/{x}"), None).await;
         let (_, py) = t.call(Method::GET, &format!("/procedures/{y}"), None).await;
         let edges = px["depends_on"].as_array().unwrap().len() + py["depends_on"].as_array().unwrap().len();
@@ -291,7 +284,7 @@ async fn a_step_back_and_the_release_of_its_dependent(engine: Engine) {
     for round in 0..ROUNDS {
         forward_to(&t, "fernzugang", "released").await;
         forward_to(&t, "fahrerlaubnis", "hardened").await;
-        let seq = journal_len(&admin).await;
+        let seq = admin.journal_len().await;
         let back = json!({"to": "cleared", "evidence": "Auffälligkeit im Protokoll"});
         let release = json!({"to": "released", "evidence": "Freigabe"});
         let (b, r) = both(
@@ -331,7 +324,7 @@ async fn a_rollout_and_a_step_back(engine: Engine) {
     forward_to(&t, "fernzugang", "released").await;
     for round in 0..ROUNDS {
         forward_to(&t, "fahrerlaubnis", "released").await;
-        let seq = journal_len(&admin).await;
+        let seq = admin.journal_len().await;
         let back = json!({"to": "hardened", "evidence": "Nachprüfung"});
         let rollout = json!({"procedure": "fahrerlaubnis", "stage": "pilot", "districts": ["hochsauerlandkreis"]});
         let (b, r) = both(
@@ -380,12 +373,12 @@ async fn rollout_on_a_stale_instance() {
         let (status, out) = t.call(Method::POST, "/procedures/fahrerlaubnis/steps", Some(&back)).await;
         assert_eq!(status, 200, "{out}");
         assert_eq!(stage(&on_second, "fahrerlaubnis").await, "released", "the second instance is stale");
-        let seq = journal_len(&admin).await;
+        let seq = admin.journal_len().await;
         let rollout = json!({"procedure": "fahrerlaubnis", "stage": "basic", "districts": ["hochsauerlandkreis"]});
         let (status, refusal) = on_second.call(Method::POST, "/procedures/fahrerlaubnis/rollout", Some(&rollout)).await;
         assert_eq!(status, 409, "round {round}: decided on the stored stage, not the stale snapshot: {refusal}");
         assert_eq!(refusal["current"]["unmet"][0]["condition"], "procedure_not_released", "{refusal}");
-        assert_eq!(journal_len(&admin).await, seq, "nothing journaled");
+        assert_eq!(admin.journal_len().await, seq, "nothing journaled");
         let (_, p) = t.call(Method::GET, "/procedures/fahrerlaubnis", None).await;
         assert_eq!(p["rollout"]["live"], 0, "{p}");
     }
@@ -408,7 +401,7 @@ async fn description_on_a_stale_instance() {
         let (status, out) =
             t.json(put_if_match(&t, "/procedures/kfz", &description(&format!("Kfz {round}"), &deps), &current)).await;
         assert_eq!(status, 200, "{out}");
-        let seq = journal_len(&admin).await;
+        let seq = admin.journal_len().await;
         // The second instance still shows the first version; saving from it is refused.
         let (_, stale) = on_second.call(Method::GET, "/procedures/kfz", None).await;
         assert_eq!(stale["version"].as_i64(), Some(version), "the second instance is stale");
@@ -416,7 +409,7 @@ async fn description_on_a_stale_instance() {
             .json(put_if_match(&on_second, "/procedures/kfz", &description("Verloren", &deps), &if_match))
             .await;
         assert_eq!((status, refusal["current"]["version"].as_i64()), (409, Some(v + 1)), "round {round}: {refusal}");
-        assert_eq!(journal_len(&admin).await, seq, "nothing journaled");
+        assert_eq!(admin.journal_len().await, seq, "nothing journaled");
     }
 }
 
@@ -431,7 +424,7 @@ async fn a_committed_write_is_done_although_the_rebuild_fails(engine: Engine) {
     assert_eq!(health().await.status, 200);
 
     std::fs::write(&hook, "").unwrap();
-    let before = journal_len(&admin).await;
+    let before = admin.journal_len().await;
     let body = json!({"scope": "municipality", "scope_ref": MENDEN.1, "title": "Nur einmal", "body": "Text"});
     let post =
         || menden.json(menden.api_request(Method::POST, "/announcements").header("idempotency-key", "k-1").json(&body));
@@ -446,7 +439,7 @@ async fn a_committed_write_is_done_although_the_rebuild_fails(engine: Engine) {
         let (status, again) = post().await;
         assert_eq!((status, &again), (201, &first), "a retry answers the first result");
     }
-    assert_eq!(journal_len(&admin).await, before + 1, "acted once");
+    assert_eq!(admin.journal_len().await, before + 1, "acted once");
 
     std::fs::remove_file(&hook).unwrap();
     assert!(eventually(|| async { health().await.status == 200 }).await, "healthy again once a rebuild succeeds");
@@ -539,10 +532,10 @@ async fn every_idempotent_route_stores_its_answer_with_the_write(engine: Engine)
     for (n, (who, path, body)) in requests.iter().enumerate() {
         let key = format!("key-{n}");
         let post = || who.api_request(Method::POST, path).header("idempotency-key", &key).json(body);
-        let before = journal_len(&admin).await;
+        let before = admin.journal_len().await;
         let (status, first) = who.json(post()).await;
         assert!((200..300).contains(&status), "{path}: {status} {first}");
-        let after = journal_len(&admin).await;
+        let after = admin.journal_len().await;
         assert!(after > before, "{path} acted");
         let res = who.send(post()).await;
         assert_eq!((res.status, res.headers["idempotent-replayed"].to_str().unwrap()), (status, "true"));
@@ -553,6 +546,6 @@ async fn every_idempotent_route_stores_its_answer_with_the_write(engine: Engine)
             replayed.as_object_mut().unwrap().remove(secret_field);
         }
         assert_eq!(replayed, first, "{path}: the first answer again");
-        assert_eq!(journal_len(&admin).await, after, "{path}: a retry does not act");
+        assert_eq!(admin.journal_len().await, after, "{path}: a retry does not act");
     }
 }

@@ -383,6 +383,13 @@ impl<'a> Session<'a> {
         (answer.status, answer.json())
     }
 
+    /// The journal's length through the API, checking that the chain is intact.
+    pub async fn journal_len(&self) -> u64 {
+        let (status, check) = self.call(reqwest::Method::GET, "/journal/verify", None).await;
+        assert_eq!((status, &check["intact"]), (200, &serde_json::json!(true)), "{check}");
+        check["entries"].as_u64().unwrap()
+    }
+
     /// A JSON call to /api/v1`path` with an optional body; status and JSON answer.
     pub async fn call(
         &self,
