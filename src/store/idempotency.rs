@@ -1,5 +1,5 @@
-//! Idempotency keys of the write API: a key is claimed before the write acts, settled with the
-//! answer in the write's own transaction (`store::record_idempotent_answer`), and forgotten
+//! Idempotency keys of the write API: a key is claimed (status 0) before the write acts, settled with the
+//! answer in the write's own transaction (`record_answer_with_write`), and forgotten
 //! after a while. The rules (what a reused or abandoned key means) are in `http::api::editing`.
 
 use anyhow::Result;
@@ -88,4 +88,29 @@ pub async fn release_unsettled(c: &mut AnyConnection, principal: &str, key: &str
         .execute(&mut *c)
         .await?;
     Ok(())
+}
+
+/// Stores the answer of a write under its claimed key, in the write's transaction. False when
+/// the claim is gone or was settled by another request (the write must then be rolled back).
+pub async fn record_answer_with_write(
+    c: &mut AnyConnection,
+    principal: &str,
+    key: &str,
+    request_hash: &str,
+    status: u16,
+    response: &str,
+) -> Result<bool> {
+    let n = sqlx::query(
+        "UPDATE idempotency_keys SET status = $1, response = $2
+         WHERE principal = $3 AND key = $4 AND request_hash = $5 AND status = 0",
+    )
+    .bind(status as i64)
+    .bind(response)
+    .bind(principal)
+    .bind(key)
+    .bind(request_hash)
+    .execute(&mut *c)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
 }

@@ -890,32 +890,3 @@ pub async fn load_recovery_state(c: &mut AnyConnection) -> Result<Dataset> {
     load_recovery(c, &mut ds).await?;
     Ok(ds)
 }
-
-// ---------------------------------------------------------------------------------------------
-// Idempotency records. A key is claimed (status 0) before acting; the write's own transaction
-// then stores the answer with it (status = the HTTP status), so a commit and its record are one.
-
-/// Stores the answer of a write under its claimed key, in the write's transaction. False when
-/// the claim is gone or was settled by another request (the write must then be rolled back).
-pub async fn record_idempotent_answer(
-    c: &mut AnyConnection,
-    principal: &str,
-    key: &str,
-    request_hash: &str,
-    status: u16,
-    response: &str,
-) -> Result<bool> {
-    let n = sqlx::query(
-        "UPDATE idempotency_keys SET status = $1, response = $2
-         WHERE principal = $3 AND key = $4 AND request_hash = $5 AND status = 0",
-    )
-    .bind(status as i64)
-    .bind(response)
-    .bind(principal)
-    .bind(key)
-    .bind(request_hash)
-    .execute(&mut *c)
-    .await?
-    .rows_affected();
-    Ok(n == 1)
-}

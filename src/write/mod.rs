@@ -173,8 +173,15 @@ where
     let out = body(&mut tx).await?;
     if let Some(key) = key {
         let (status, response) = (key.answer)(&out)?;
-        if !store::record_idempotent_answer(&mut tx, &key.principal, &key.key, &key.request_hash, status, &response)
-            .await?
+        if !store::idempotency::record_answer_with_write(
+            &mut tx,
+            &key.principal,
+            &key.key,
+            &key.request_hash,
+            status,
+            &response,
+        )
+        .await?
         {
             // Another request with this key finished first; this one must not act as well.
             return Err(WriteError::Internal(anyhow::anyhow!("the idempotency key was settled by another request")));
