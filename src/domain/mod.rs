@@ -3,6 +3,7 @@
 
 pub mod authz;
 pub mod events;
+pub mod markdown;
 pub mod recovery;
 pub mod time;
 

@@ -150,7 +150,7 @@ pub fn send(headers: &HeaderMap, page: &CachedPage, status: StatusCode) -> Respo
 }
 
 /// Renders (once per snapshot) and sends a page.
-fn cached_page(
+async fn cached_page(
     headers: &HeaderMap,
     snap: &Snapshot,
     lang: &str,
@@ -158,30 +158,33 @@ fn cached_page(
     content_type: &'static str,
     render: impl FnOnce() -> anyhow::Result<String>,
 ) -> Response {
-    match snap.cached(&format!("{lang}:{key}"), content_type, render) {
+    match snap.cached(&format!("{lang}:{key}"), content_type, render).await {
         Ok(page) => send(headers, &page, StatusCode::OK),
         Err(e) => {
             tracing::error!(error = %e, key, "rendering failed");
-            error_page(headers, snap, lang, StatusCode::INTERNAL_SERVER_ERROR, "error.internal")
+            error_page(headers, snap, lang, StatusCode::INTERNAL_SERVER_ERROR, "error.internal").await
         }
     }
 }
 
-pub fn error_page(headers: &HeaderMap, snap: &Snapshot, lang: &str, status: StatusCode, key: &str) -> Response {
-    match snap.cached(&format!("{lang}:error:{}:{key}", status.as_u16()), HTML, || {
-        render::error(snap, lang, status.as_u16(), key)
-    }) {
+pub async fn error_page(headers: &HeaderMap, snap: &Snapshot, lang: &str, status: StatusCode, key: &str) -> Response {
+    match snap
+        .cached(&format!("{lang}:error:{}:{key}", status.as_u16()), HTML, || {
+            render::error(snap, lang, status.as_u16(), key)
+        })
+        .await
+    {
         Ok(page) => send(headers, &page, status),
         Err(_) => (status, "error").into_response(),
     }
 }
 
-fn not_found_page(headers: &HeaderMap, snap: &Snapshot, lang: &str) -> Response {
-    error_page(headers, snap, lang, StatusCode::NOT_FOUND, "error.not_found")
+async fn not_found_page(headers: &HeaderMap, snap: &Snapshot, lang: &str) -> Response {
+    error_page(headers, snap, lang, StatusCode::NOT_FOUND, "error.not_found").await
 }
 
 async fn not_found(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lang>, headers: HeaderMap) -> Response {
-    not_found_page(&headers, &app.snapshot(), lang)
+    not_found_page(&headers, &app.snapshot(), lang).await
 }
 
 /// 200 `{"status": "ok", …}`, or 503 `{"status": "unhealthy", "reason": …}` while the public
@@ -212,7 +215,7 @@ async fn style(headers: HeaderMap) -> Response {
 
 async fn home(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lang>, headers: HeaderMap) -> Response {
     let snap = app.snapshot();
-    cached_page(&headers, &snap, lang, "home", HTML, || render::home(&snap, lang))
+    cached_page(&headers, &snap, lang, "home", HTML, || render::home(&snap, lang)).await
 }
 
 async fn municipalities(
@@ -221,7 +224,7 @@ async fn municipalities(
     headers: HeaderMap,
 ) -> Response {
     let snap = app.snapshot();
-    cached_page(&headers, &snap, lang, "towns", HTML, || render::municipalities(&snap, lang))
+    cached_page(&headers, &snap, lang, "towns", HTML, || render::municipalities(&snap, lang)).await
 }
 
 async fn municipality(
@@ -231,8 +234,8 @@ async fn municipality(
     headers: HeaderMap,
 ) -> Response {
     let snap = app.snapshot();
-    let Some(m) = snap.municipality(&slug) else { return not_found_page(&headers, &snap, lang) };
-    cached_page(&headers, &snap, lang, &format!("town:{slug}"), HTML, || render::municipality(&snap, lang, m))
+    let Some(m) = snap.municipality(&slug) else { return not_found_page(&headers, &snap, lang).await };
+    cached_page(&headers, &snap, lang, &format!("town:{slug}"), HTML, || render::municipality(&snap, lang, m)).await
 }
 
 async fn district(
@@ -242,8 +245,8 @@ async fn district(
     headers: HeaderMap,
 ) -> Response {
     let snap = app.snapshot();
-    let Some(d) = snap.district_by_slug(&slug) else { return not_found_page(&headers, &snap, lang) };
-    cached_page(&headers, &snap, lang, &format!("district:{slug}"), HTML, || render::district(&snap, lang, d))
+    let Some(d) = snap.district_by_slug(&slug) else { return not_found_page(&headers, &snap, lang).await };
+    cached_page(&headers, &snap, lang, &format!("district:{slug}"), HTML, || render::district(&snap, lang, d)).await
 }
 
 async fn service_in_town(
@@ -254,16 +257,17 @@ async fn service_in_town(
 ) -> Response {
     let snap = app.snapshot();
     let (Some(m), Some(s)) = (snap.municipality(&slug), snap.service(&service)) else {
-        return not_found_page(&headers, &snap, lang);
+        return not_found_page(&headers, &snap, lang).await;
     };
     cached_page(&headers, &snap, lang, &format!("town:{slug}:{service}"), HTML, || {
         render::service_in_town(&snap, lang, m, s)
     })
+    .await
 }
 
 async fn services(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lang>, headers: HeaderMap) -> Response {
     let snap = app.snapshot();
-    cached_page(&headers, &snap, lang, "services", HTML, || render::services(&snap, lang))
+    cached_page(&headers, &snap, lang, "services", HTML, || render::services(&snap, lang)).await
 }
 
 async fn service(
@@ -273,8 +277,8 @@ async fn service(
     headers: HeaderMap,
 ) -> Response {
     let snap = app.snapshot();
-    let Some(s) = snap.service(&slug) else { return not_found_page(&headers, &snap, lang) };
-    cached_page(&headers, &snap, lang, &format!("service:{slug}"), HTML, || render::service(&snap, lang, s))
+    let Some(s) = snap.service(&slug) else { return not_found_page(&headers, &snap, lang).await };
+    cached_page(&headers, &snap, lang, &format!("service:{slug}"), HTML, || render::service(&snap, lang, s)).await
 }
 
 async fn announcements(
@@ -283,7 +287,7 @@ async fn announcements(
     headers: HeaderMap,
 ) -> Response {
     let snap = app.snapshot();
-    cached_page(&headers, &snap, lang, "news", HTML, || render::announcements(&snap, lang))
+    cached_page(&headers, &snap, lang, "news", HTML, || render::announcements(&snap, lang)).await
 }
 
 async fn announcement(
@@ -293,13 +297,13 @@ async fn announcement(
     headers: HeaderMap,
 ) -> Response {
     let snap = app.snapshot();
-    let Some(a) = snap.announcement(&id) else { return not_found_page(&headers, &snap, lang) };
-    cached_page(&headers, &snap, lang, &format!("news:{id}"), HTML, || render::announcement(&snap, lang, a))
+    let Some(a) = snap.announcement(&id) else { return not_found_page(&headers, &snap, lang).await };
+    cached_page(&headers, &snap, lang, &format!("news:{id}"), HTML, || render::announcement(&snap, lang, a)).await
 }
 
 async fn fahrplan(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lang>, headers: HeaderMap) -> Response {
     let snap = app.snapshot();
-    cached_page(&headers, &snap, lang, "fahrplan", HTML, || render::fahrplan(&snap, lang, None))
+    cached_page(&headers, &snap, lang, "fahrplan", HTML, || render::fahrplan(&snap, lang, None)).await
 }
 
 async fn fahrplan_ics(
@@ -311,6 +315,7 @@ async fn fahrplan_ics(
     cached_page(&headers, &snap, lang, "fahrplan.ics", ICS, || {
         crate::site::feeds::fahrplan_ics(&snap, lang, &app.public_url, None)
     })
+    .await
 }
 
 async fn town_fahrplan(
@@ -320,8 +325,9 @@ async fn town_fahrplan(
     headers: HeaderMap,
 ) -> Response {
     let snap = app.snapshot();
-    let Some(m) = snap.municipality(&slug) else { return not_found_page(&headers, &snap, lang) };
+    let Some(m) = snap.municipality(&slug) else { return not_found_page(&headers, &snap, lang).await };
     cached_page(&headers, &snap, lang, &format!("fahrplan:{slug}"), HTML, || render::fahrplan(&snap, lang, Some(m)))
+        .await
 }
 
 async fn town_fahrplan_ics(
@@ -331,25 +337,26 @@ async fn town_fahrplan_ics(
     headers: HeaderMap,
 ) -> Response {
     let snap = app.snapshot();
-    let Some(m) = snap.municipality(&slug) else { return not_found_page(&headers, &snap, lang) };
+    let Some(m) = snap.municipality(&slug) else { return not_found_page(&headers, &snap, lang).await };
     cached_page(&headers, &snap, lang, &format!("fahrplan.ics:{slug}"), ICS, || {
         crate::site::feeds::fahrplan_ics(&snap, lang, &app.public_url, Some(m))
     })
+    .await
 }
 
 async fn faq(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lang>, headers: HeaderMap) -> Response {
     let snap = app.snapshot();
-    cached_page(&headers, &snap, lang, "faq", HTML, || render::faq(&snap, lang))
+    cached_page(&headers, &snap, lang, "faq", HTML, || render::faq(&snap, lang)).await
 }
 
 async fn sources(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lang>, headers: HeaderMap) -> Response {
     let snap = app.snapshot();
-    cached_page(&headers, &snap, lang, "sources", HTML, || render::sources(&snap, lang))
+    cached_page(&headers, &snap, lang, "sources", HTML, || render::sources(&snap, lang)).await
 }
 
 async fn area_feed(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lang>, headers: HeaderMap) -> Response {
     let snap = app.snapshot();
-    cached_page(&headers, &snap, lang, "feed", ATOM, || crate::site::feeds::area(&snap, lang, &app.public_url))
+    cached_page(&headers, &snap, lang, "feed", ATOM, || crate::site::feeds::area(&snap, lang, &app.public_url)).await
 }
 
 async fn municipality_feed(
@@ -359,10 +366,11 @@ async fn municipality_feed(
     headers: HeaderMap,
 ) -> Response {
     let snap = app.snapshot();
-    let Some(m) = snap.municipality(&slug) else { return not_found_page(&headers, &snap, lang) };
+    let Some(m) = snap.municipality(&slug) else { return not_found_page(&headers, &snap, lang).await };
     cached_page(&headers, &snap, lang, &format!("feed:{slug}"), ATOM, || {
         crate::site::feeds::municipality(&snap, lang, &app.public_url, m)
     })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -384,10 +392,10 @@ async fn search(
 ) -> Response {
     let snap = app.snapshot();
     let Ok(Query(params)) = params else {
-        return error_page(&headers, &snap, lang, StatusCode::BAD_REQUEST, "error.bad_request");
+        return error_page(&headers, &snap, lang, StatusCode::BAD_REQUEST, "error.bad_request").await;
     };
     if params.q.chars().count() > MAX_QUERY || params.ort.chars().count() > MAX_PLACE {
-        return error_page(&headers, &snap, lang, StatusCode::BAD_REQUEST, "search.too_long");
+        return error_page(&headers, &snap, lang, StatusCode::BAD_REQUEST, "search.too_long").await;
     }
     let (query, place) = (params.q.trim().to_string(), params.ort.trim().to_string());
     let base = render::base(lang);
@@ -405,11 +413,11 @@ async fn search(
         query,
         place,
     };
-    match render::search(&snap, lang, &outcome) {
+    match crate::read::snapshot::cpu_bound(|| render::search(&snap, lang, &outcome)) {
         Ok(html) => ([(header::CONTENT_TYPE, HTML), (header::CACHE_CONTROL, "no-cache")], html).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "search rendering failed");
-            error_page(&headers, &snap, lang, StatusCode::INTERNAL_SERVER_ERROR, "error.internal")
+            error_page(&headers, &snap, lang, StatusCode::INTERNAL_SERVER_ERROR, "error.internal").await
         }
     }
 }

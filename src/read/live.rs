@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::read::snapshot::Snapshot;
+use crate::read::snapshot::{Snapshot, cpu_bound};
 use crate::store::Store;
 
 pub struct App {
@@ -44,12 +44,12 @@ async fn rebuild(store: &Store, holder: &ArcSwap<Snapshot>, lock: &tokio::sync::
     let current = holder.load_full();
     // A status change reloads only what changes often; towns and catalogue stay shared.
     let reuse = places_version == current.places_version;
-    let mut snap = if reuse {
-        let data = store.load_changing(&current.data).await?;
-        Snapshot::build_with_places(data, changed_at, version, current.places.clone())
+    let (data, places) = if reuse {
+        (store.load_changing(&current.data).await?, Some(current.places.clone()))
     } else {
-        Snapshot::build(store.load_dataset().await?, changed_at, version)
+        (store.load_dataset().await?, None)
     };
+    let mut snap = cpu_bound(|| Snapshot::build_from(data, changed_at, version, places, &current.markdown));
     snap.places_version = places_version;
     holder.store(Arc::new(snap));
     tracing::info!(

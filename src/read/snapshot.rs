@@ -1,7 +1,8 @@
 //! The public state: an immutable snapshot of everything citizens can see, built from the
 //! database after each committed change and swapped atomically. Pages and feeds are rendered
 //! from it and cached inside it, so a reader never waits for the database and a new snapshot
-//! starts with an empty cache.
+//! starts with an empty cache. Editors' Markdown is rendered while the snapshot is built (once
+//! per changed text: unchanged texts keep the previous snapshot's HTML), never per request.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -167,22 +168,60 @@ pub struct Snapshot {
     rollout_by_town: HashMap<(String, String), usize>,
     /// Service slug → the procedures it needs.
     procedures_of_service: HashMap<String, Vec<usize>>,
-    cache: RwLock<HashMap<String, Arc<CachedPage>>>,
+    /// Announcement bodies and FAQ answers as sanitised HTML.
+    pub markdown: RenderedMarkdown,
+    /// Rendered pages; a page's cell is filled by the first request and waited for by the others.
+    cache: RwLock<HashMap<String, Arc<tokio::sync::OnceCell<Arc<CachedPage>>>>>,
+}
+
+/// Markdown texts (announcement bodies, FAQ answers) → their HTML, shared between snapshots so
+/// that a text is rendered once when it is written, not again with every snapshot.
+#[derive(Clone, Default)]
+pub struct RenderedMarkdown(HashMap<Arc<str>, Arc<str>>);
+
+impl RenderedMarkdown {
+    /// The HTML of every text in `data`, reusing what `previous` already rendered.
+    fn of(data: &Dataset, previous: &RenderedMarkdown) -> RenderedMarkdown {
+        let texts = data.announcements.iter().map(|a| &a.body).chain(data.faq.iter().map(|f| &f.answer));
+        let mut rendered = HashMap::new();
+        for text in texts {
+            if rendered.contains_key(text.as_str()) {
+                continue;
+            }
+            let (source, html) = match previous.0.get_key_value(text.as_str()) {
+                Some((source, html)) => (source.clone(), html.clone()),
+                None => (Arc::from(text.as_str()), Arc::from(crate::domain::markdown::render(text))),
+            };
+            rendered.insert(source, html);
+        }
+        RenderedMarkdown(rendered)
+    }
+
+    /// The HTML of a text of this snapshot (rendered now for any other text).
+    pub fn html(&self, source: &str) -> String {
+        match self.0.get(source) {
+            Some(html) => html.to_string(),
+            None => crate::domain::markdown::render(source),
+        }
+    }
 }
 
 impl Snapshot {
     pub fn build(data: Dataset, changed_at: String, data_version: i64) -> Snapshot {
-        let places = Arc::new(PlaceIndex::build(&data));
-        Snapshot::build_with_places(data, changed_at, data_version, places)
+        Snapshot::build_from(data, changed_at, data_version, None, &RenderedMarkdown::default())
     }
 
-    /// Builds a snapshot reusing the place indexes of an earlier one (the places did not change).
-    pub fn build_with_places(
+    /// Builds a snapshot reusing what an earlier one computed: its place indexes when given (the
+    /// places did not change) and the HTML of texts that did not change.
+    pub fn build_from(
         mut data: Dataset,
         changed_at: String,
         data_version: i64,
-        places: Arc<PlaceIndex>,
+        places: Option<Arc<PlaceIndex>>,
+        markdown: &RenderedMarkdown,
     ) -> Snapshot {
+        let places = places.unwrap_or_else(|| Arc::new(PlaceIndex::build(&data)));
+        let markdown = RenderedMarkdown::of(&data, markdown);
         // A database filled only by import has no names yet; the site still needs a title.
         if data.area_name.is_empty() {
             data.area_name = crate::i18n::t(crate::i18n::DEFAULT_LANG, "site.default_name");
@@ -234,6 +273,7 @@ impl Snapshot {
             procedure_by_slug,
             rollout_by_town,
             procedures_of_service,
+            markdown,
             cache: RwLock::new(HashMap::new()),
         }
     }
@@ -546,19 +586,39 @@ impl Snapshot {
         statements.chain(recovery).max().unwrap_or(self.changed_at.as_str()).to_string()
     }
 
-    /// Returns the cached rendering of `key`, rendering it on first use.
-    pub fn cached(
+    /// Returns the cached rendering of `key`, rendering it on first use. Concurrent first
+    /// requests for a key wait for one rendering instead of each doing it, and the rendering runs
+    /// off the async executor (`cpu_bound`), so requests for other things do not wait for it.
+    pub async fn cached(
         &self,
         key: &str,
         content_type: &'static str,
         render: impl FnOnce() -> anyhow::Result<String>,
     ) -> anyhow::Result<Arc<CachedPage>> {
-        if let Some(page) = self.cache.read().unwrap().get(key) {
+        let existing = self.cache.read().unwrap_or_else(|e| e.into_inner()).get(key).cloned();
+        let cell = match existing {
+            Some(cell) => cell,
+            None => self.cache.write().unwrap_or_else(|e| e.into_inner()).entry(key.to_string()).or_default().clone(),
+        };
+        if let Some(page) = cell.get() {
             return Ok(page.clone());
         }
-        let page = Arc::new(CachedPage::new(content_type, render()?));
-        self.cache.write().unwrap().insert(key.to_string(), page.clone());
-        Ok(page)
+        let page = cell
+            .get_or_try_init(|| async { cpu_bound(|| anyhow::Ok(Arc::new(CachedPage::new(content_type, render()?)))) })
+            .await?;
+        Ok(page.clone())
+    }
+}
+
+/// Runs CPU-bound work (rendering, compressing, building a snapshot) without holding up the
+/// async executor: on the multi-threaded runtime the worker hands its other tasks to another
+/// thread for the duration. Elsewhere (single-threaded test runtimes, plain threads) it just runs.
+pub fn cpu_bound<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) if rt.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
     }
 }
 
@@ -723,8 +783,8 @@ mod tests {
         assert!(snap.municipalities_for_postal_code("99999").is_empty());
     }
 
-    #[test]
-    fn pages_are_rendered_once_per_snapshot() {
+    #[tokio::test]
+    async fn pages_are_rendered_once_per_snapshot() {
         let snap = snapshot();
         let mut calls = 0;
         for _ in 0..3 {
@@ -733,9 +793,75 @@ mod tests {
                     calls += 1;
                     Ok("hello".into())
                 })
+                .await
                 .unwrap();
             assert_eq!(&page.body[..], b"hello");
         }
         assert_eq!(calls, 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_first_requests_wait_for_one_rendering_and_others_do_not_wait() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let snap = Arc::new(snapshot());
+        let renders = Arc::new(AtomicUsize::new(0));
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let release_rx = Arc::new(std::sync::Mutex::new(release_rx));
+        let mut waiting = Vec::new();
+        for _ in 0..8 {
+            let (snap, renders, started_tx, release_rx) =
+                (snap.clone(), renders.clone(), started_tx.clone(), release_rx.clone());
+            waiting.push(tokio::spawn(async move {
+                snap.cached("slow", "text/plain", || {
+                    renders.fetch_add(1, Ordering::SeqCst);
+                    started_tx.send(()).unwrap();
+                    // A slow rendering: blocks this thread until the test lets it finish.
+                    release_rx.lock().unwrap().recv().unwrap();
+                    Ok("slow page".into())
+                })
+                .await
+                .unwrap()
+            }));
+        }
+        tokio::task::spawn_blocking(move || started_rx.recv().unwrap()).await.unwrap();
+        // While one rendering blocks its thread, other work on the executor (more tasks than
+        // there are workers) still runs, and other pages render.
+        let others: Vec<_> = (0..8).map(|i| tokio::spawn(async move { i * 2 })).collect();
+        for (i, other) in others.into_iter().enumerate() {
+            assert_eq!(other.await.unwrap(), i * 2);
+        }
+        let fast = snap.cached("fast", "text/plain", || Ok("fast page".into())).await.unwrap();
+        assert_eq!(&fast.body[..], b"fast page");
+        release_tx.send(()).unwrap();
+        for w in waiting {
+            assert_eq!(&w.await.unwrap().body[..], b"slow page");
+        }
+        assert_eq!(renders.load(Ordering::SeqCst), 1, "one rendering for all eight first requests");
+    }
+
+    #[test]
+    fn unchanged_texts_keep_their_html_across_snapshots() {
+        let note = |id: &str, body: &str| Announcement {
+            id: id.into(),
+            scope_kind: ScopeKind::Area,
+            scope_ref: String::new(),
+            lang: "de".into(),
+            title: id.into(),
+            body: body.into(),
+            author: String::new(),
+            published_at: Some("2026-01-01T00:00:00Z".into()),
+            updated_at: "2026-01-01T00:00:00Z".into(),
+        };
+        let mut data = snapshot().data.clone();
+        data.announcements = vec![note("a", "alt"), note("b", "- bleibt")];
+        let first = Snapshot::build(data, String::new(), 1);
+        let mut data = first.data.clone();
+        data.announcements[0].body = "**neu**".into();
+        let second = Snapshot::build_from(data, String::new(), 2, Some(first.places.clone()), &first.markdown);
+        let kept = &second.data.announcements[1].body;
+        let (a, b) = (first.markdown.0.get(kept.as_str()).unwrap(), second.markdown.0.get(kept.as_str()).unwrap());
+        assert!(Arc::ptr_eq(a, b), "an unchanged text is not rendered again");
+        assert_eq!(second.markdown.html("**neu**"), "<p><strong>neu</strong></p>\n");
     }
 }

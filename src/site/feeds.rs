@@ -32,7 +32,7 @@ fn entry(snap: &Snapshot, lang: &str, public_url: &str, a: &Announcement) -> Ent
     e.set_summary(Some(Text::plain(render::scope_name(snap, lang, &a.scope_kind, &a.scope_ref))));
     let mut content = Content::default();
     content.set_content_type(Some("html".to_string()));
-    content.set_value(Some(render::markdown(&a.body)));
+    content.set_value(Some(snap.markdown.html(&a.body)));
     e.set_content(Some(content));
     let mut author = Person::default();
     author.set_name(if a.author.is_empty() { snap.data.provider_name.clone() } else { a.author.clone() });

@@ -122,6 +122,14 @@ fn text(field: &str, value: &str, max: usize) -> WriteResult<String> {
     Ok(value.trim().replace("\r\n", "\n"))
 }
 
+/// Markdown for the public pages: bounded like any text, and within what the renderer may produce
+/// (nesting depth, rendered size), so no text can make rendering slow.
+fn markdown_text(field: &str, value: &str) -> WriteResult<String> {
+    let value = text(field, value, MAX_TEXT)?;
+    crate::domain::markdown::check(&value).map_err(|e| invalid(field, e.message_key()))?;
+    Ok(value)
+}
+
 fn date(field: &str, value: &str) -> WriteResult<String> {
     let v = value.trim();
     if v.is_empty() || time::parse_date(v).is_some() {
@@ -477,7 +485,7 @@ pub async fn create_announcement_as(
                 scope_ref,
                 lang: lang(&input.lang)?,
                 title,
-                body: text("body", &input.body, MAX_TEXT)?,
+                body: markdown_text("body", &input.body)?,
                 author: who.name.clone(),
                 published_at: publication(&input.publish)?,
                 updated_at: now,
@@ -511,7 +519,7 @@ pub async fn update_announcement(
             if title.is_empty() {
                 return Err(invalid("title", "write.required"));
             }
-            let body = text("body", &input.body, MAX_TEXT)?;
+            let body = markdown_text("body", &input.body)?;
             let lang = lang(&input.lang)?;
             let publish = input.publish.clone();
             let (old, version) = load_announcement(c, &id).await?;
@@ -615,7 +623,7 @@ pub async fn save_faq(
                 scope_ref,
                 lang: lang(&input.lang)?,
                 question,
-                answer: text("answer", &input.answer, MAX_TEXT)?,
+                answer: markdown_text("answer", &input.answer)?,
                 sort_order: input.sort_order,
                 published_at: publication(&input.publish)?,
                 updated_at: now,

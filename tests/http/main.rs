@@ -16,5 +16,6 @@ mod journal;
 mod languages;
 mod public;
 mod recovery;
+mod rendering;
 
 pub use harness::*;

@@ -163,13 +163,13 @@ pub(crate) fn valid_slug(s: &str) -> Result<&str, Problem> {
 
 /// Serialises (once per snapshot) and sends a response; `key` must be bounded by the data, never
 /// free text from the request, or the cache would grow with every hostile query.
-pub(crate) fn cached_json<T: Serialize>(
+pub(crate) async fn cached_json<T: Serialize>(
     headers: &HeaderMap,
     snap: &Snapshot,
     key: &str,
     build: impl FnOnce() -> T,
 ) -> Response {
-    match snap.cached(&format!("api:{key}"), http::JSON, || Ok(serde_json::to_string(&build())?)) {
+    match snap.cached(&format!("api:{key}"), http::JSON, || Ok(serde_json::to_string(&build())?)).await {
         Ok(page) => http::send(headers, &page, StatusCode::OK),
         Err(e) => {
             tracing::error!(error = %e, key, "API serialisation failed");
@@ -634,7 +634,7 @@ fn announcement(snap: &Snapshot, public_url: &str, a: &Announcement) -> Announce
         lang: a.lang.clone(),
         title: a.title.clone(),
         body_markdown: a.body.clone(),
-        body_html: render::markdown(&a.body),
+        body_html: snap.markdown.html(&a.body),
         published_at: a.published_at.clone().unwrap_or_default(),
         updated_at: a.updated_at.clone(),
         html_url: format!("{public_url}/meldungen/{}", a.id),
@@ -680,6 +680,7 @@ async fn municipalities(State(app): State<Shared>, headers: HeaderMap) -> Respon
                 .collect(),
         }
     })
+    .await
 }
 
 #[utoipa::path(
@@ -734,6 +735,7 @@ async fn municipality(
                 .collect(),
         }
     })
+    .await
 }
 
 #[utoipa::path(
@@ -789,6 +791,7 @@ async fn alternatives(
             .collect(),
         html_url: format!("{}/kommunen/{}/leistungen/{}", app.public_url, m.slug, s.slug),
     })
+    .await
 }
 
 #[utoipa::path(
@@ -810,6 +813,7 @@ async fn services(State(app): State<Shared>, headers: HeaderMap) -> Response {
         changed_at: snap.changed_at.clone(),
         services: snap.data.services.iter().map(|s| service_summary(&snap, &app.public_url, s)).collect(),
     })
+    .await
 }
 
 #[utoipa::path(
@@ -851,6 +855,7 @@ async fn service(State(app): State<Shared>, path: Result<Path<String>, PathRejec
             })
             .collect(),
     })
+    .await
 }
 
 #[utoipa::path(
@@ -898,6 +903,7 @@ async fn announcements(
             announcements: list.into_iter().map(|a| announcement(&snap, &app.public_url, a)).collect(),
         }
     })
+    .await
 }
 
 #[utoipa::path(

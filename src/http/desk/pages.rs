@@ -924,7 +924,18 @@ fn preview(
     stage: &Stage,
     form: &EditorialForm,
 ) -> Response {
-    let html = Value::from_safe_string(render::markdown(&form.body));
+    if let Err(e) = markdown::check(&form.body) {
+        return editorial_refused(
+            app,
+            desk,
+            what,
+            id,
+            stage,
+            form,
+            WriteError::Invalid { field: "body".into(), message: e.message_key() },
+        );
+    }
+    let html = Value::from_safe_string(markdown::render(&form.body));
     editorial_form(app, desk, what, StatusCode::OK, id, stage, form, context! { preview => html })
 }
 
@@ -1031,7 +1042,7 @@ async fn editorial_edit(
         Ok(v) => v,
         Err(e) => return internal(app, desk, e),
     };
-    let rendered = Value::from_safe_string(render::markdown(&form.body));
+    let rendered = Value::from_safe_string(markdown::render(&form.body));
     let form = EditorialForm {
         version: Some(version),
         publish: if stage.state == "draft" { "draft".into() } else { "now".into() },
