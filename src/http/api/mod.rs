@@ -1095,6 +1095,31 @@ mod tests {
     }
 
     #[test]
+    fn document_names_every_refusal_and_no_null_parameter() {
+        let doc = serde_json::to_value(openapi()).unwrap();
+        // Routes that answer 400 for a malformed id or slug in the path say so.
+        for (path, method) in
+            [("/announcements/{id}", "delete"), ("/referrals/{id}", "delete"), ("/procedures/{slug}", "get")]
+        {
+            assert!(doc["paths"][path][method]["responses"]["400"].is_object(), "{method} {path}");
+        }
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                for p in op["parameters"].as_array().into_iter().flatten() {
+                    let schema = p["schema"].to_string();
+                    assert!(!schema.contains("null"), "{method} {path} {}: {schema}", p["name"]);
+                    if p["name"] == "slug" || p["name"] == "service" {
+                        assert_eq!(p["schema"]["$ref"], "#/components/schemas/Slug", "{method} {path}");
+                    }
+                }
+            }
+        }
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(schemas["StatementInput"]["properties"]["level"]["$ref"], "#/components/schemas/Level");
+        assert_eq!(schemas["IfMatch"]["pattern"], crate::write::formats::IF_MATCH_PATTERN);
+    }
+
+    #[test]
     fn error_language_follows_accept_language() {
         let mut h = HeaderMap::new();
         assert_eq!(message_lang(&h), "de");
