@@ -72,6 +72,9 @@ impl Rollout {
     }
 }
 
+/// What a `Procedure` can be: a specialised procedure or shared infrastructure.
+pub const PROCEDURE_KINDS: [&str; 2] = ["procedure", "infrastructure"];
+
 /// A specialised procedure or a piece of shared infrastructure under recovery.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Procedure {

@@ -24,6 +24,8 @@
 //! inside `with_idempotency`; `transaction` then stores the answer with the key in the write's own
 //! transaction, so a retry after any crash or failure finds the first answer and never acts twice.
 
+pub mod formats;
+
 use std::any::Any;
 use std::sync::Mutex;
 
@@ -220,15 +222,20 @@ pub async fn deferring_refresh<F: std::future::Future>(f: F) -> F::Output {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatementInput {
+    #[schema(value_type = Level)]
     pub level: String,
     #[serde(default)]
+    #[schema(schema_with = formats::line)]
     pub restrictions: String,
     #[serde(default)]
+    #[schema(schema_with = formats::line)]
     pub workaround: String,
     #[serde(default)]
+    #[schema(schema_with = formats::line)]
     pub backlog: String,
-    /// YYYY-MM-DD or empty.
+    /// Expected return to normal operation.
     #[serde(default)]
+    #[schema(value_type = formats::DateOrEmpty)]
     pub expected_return: String,
 }
 
@@ -379,18 +386,22 @@ pub async fn withdraw_statement(
 #[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AnnouncementInput {
-    /// area | district | municipality | service
+    #[schema(value_type = formats::ScopeKindName)]
     pub scope: String,
     /// AGS for district/municipality, service slug for service, empty for area.
     #[serde(default)]
+    #[schema(max_length = 100)]
     pub scope_ref: String,
     #[serde(default = "default_lang")]
+    #[schema(value_type = formats::LanguageCode)]
     pub lang: String,
+    #[schema(schema_with = formats::title)]
     pub title: String,
     /// Markdown.
+    #[schema(schema_with = formats::long_text)]
     pub body: String,
-    /// `draft`, `now`, or an RFC 3339 time for scheduled publication.
     #[serde(default = "default_publish")]
+    #[schema(value_type = formats::Publication)]
     pub publish: String,
 }
 
@@ -583,18 +594,24 @@ pub async fn withdraw_announcement(app: &App, who: &Principal, id: &str) -> Writ
 #[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FaqInput {
+    #[schema(value_type = formats::ScopeKindName)]
     pub scope: String,
+    /// AGS for district/municipality, service slug for service, empty for area.
     #[serde(default)]
+    #[schema(max_length = 100)]
     pub scope_ref: String,
     #[serde(default = "default_lang")]
+    #[schema(value_type = formats::LanguageCode)]
     pub lang: String,
+    #[schema(schema_with = formats::question)]
     pub question: String,
     /// Markdown.
+    #[schema(schema_with = formats::long_text)]
     pub answer: String,
     #[serde(default)]
     pub sort_order: i64,
-    /// `draft` or `now`.
     #[serde(default = "default_publish")]
+    #[schema(value_type = formats::Publication)]
     pub publish: String,
 }
 
@@ -660,15 +677,22 @@ pub async fn save_faq(
 #[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReferralInput {
+    #[schema(value_type = formats::Slug)]
     pub office_slug: String,
+    #[schema(value_type = formats::Slug)]
     pub service_slug: String,
     /// Residents of this town (8 digits) or district (5 digits).
+    #[schema(value_type = formats::Ags)]
     pub for_ags: String,
     #[serde(default)]
+    #[schema(schema_with = formats::line)]
     pub conditions: String,
     #[serde(default)]
+    #[schema(value_type = formats::DateOrEmpty)]
     pub valid_from: String,
+    /// Not before `valid_from`.
     #[serde(default)]
+    #[schema(value_type = formats::DateOrEmpty)]
     pub valid_until: String,
 }
 
@@ -746,15 +770,20 @@ pub async fn delete_referral(app: &App, who: &Principal, id: &str) -> WriteResul
 #[serde(deny_unknown_fields)]
 pub struct ContactInput {
     #[serde(default)]
+    #[schema(schema_with = formats::phone)]
     pub phone: String,
     #[serde(default)]
+    #[schema(value_type = formats::ContactEmail)]
     pub email: String,
     #[serde(default)]
+    #[schema(value_type = formats::WebAddress)]
     pub website: String,
     #[serde(default)]
+    #[schema(value_type = formats::WebAddress)]
     pub emergency_website: String,
     /// One address per line.
     #[serde(default)]
+    #[schema(schema_with = formats::line)]
     pub social_media: String,
 }
 
@@ -813,12 +842,16 @@ pub async fn set_contact(
 #[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserInput {
+    #[schema(value_type = formats::Username)]
     pub username: String,
     #[serde(default)]
+    #[schema(schema_with = formats::display_name)]
     pub display_name: String,
+    #[schema(value_type = Role)]
     pub role: String,
     /// AGS of the towns and districts an editor may change.
     #[serde(default)]
+    #[schema(value_type = Vec<formats::Ags>)]
     pub scopes: Vec<String>,
 }
 
@@ -917,18 +950,22 @@ pub async fn reset_user(app: &App, who: &Principal, id: i64) -> WriteResult<Stri
 #[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenInput {
+    #[schema(schema_with = formats::token_name)]
     pub name: String,
     /// Defaults to the creator's own role.
     #[serde(default)]
+    #[schema(value_type = formats::RoleOrOwn)]
     pub role: String,
-    /// Defaults to the creator's own scope.
+    /// AGS of the towns and districts; defaults to the creator's own scope.
     #[serde(default)]
+    #[schema(value_type = Vec<formats::Ags>)]
     pub scopes: Vec<String>,
     /// Whose token; defaults to the creator. Only admins make tokens for others.
     #[serde(default)]
     pub user_id: Option<i64>,
     /// RFC 3339; empty for no expiry.
     #[serde(default)]
+    #[schema(value_type = formats::DateTimeOrEmpty)]
     pub expires_at: String,
 }
 
@@ -1032,28 +1069,41 @@ pub fn gate_error(unmet: Vec<Unmet>) -> WriteError {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProcedureInput {
+    #[schema(value_type = formats::ProcedureSlug)]
     pub slug: String,
+    #[schema(schema_with = formats::procedure_name)]
     pub name: String,
-    /// `procedure` or `infrastructure`.
     #[serde(default = "default_kind")]
+    #[schema(value_type = formats::ProcedureKind)]
     pub kind: String,
+    /// Empty for infrastructure.
     #[serde(default)]
+    #[schema(value_type = formats::ServiceAreaOrEmpty)]
     pub area: String,
     #[serde(default = "default_priority")]
     pub priority: i64,
     /// What basic operation lacks, one per entry.
     #[serde(default)]
+    #[schema(schema_with = formats::missing_functions)]
     pub missing_functions: Vec<String>,
+    /// Slugs of the procedures it needs.
     #[serde(default)]
+    #[schema(value_type = Vec<formats::Slug>)]
     pub depends_on: Vec<String>,
     #[serde(default)]
+    #[schema(value_type = formats::DateOrEmpty)]
     pub expected_release: String,
     #[serde(default)]
+    #[schema(value_type = formats::DateOrEmpty)]
     pub expected_normal: String,
-    /// Services that need this procedure.
+    /// Slugs of the services that need this procedure.
     #[serde(default)]
+    #[schema(value_type = Vec<formats::Slug>)]
     pub services: Vec<String>,
 }
+
+/// "plan" and "neu" are pages of the board, not procedures.
+pub const RESERVED_PROCEDURE_SLUGS: [&str; 2] = ["plan", "neu"];
 
 fn default_kind() -> String {
     "procedure".into()
@@ -1086,15 +1136,14 @@ async fn save_procedure_as(
     must_be_new: bool,
 ) -> WriteResult<Procedure> {
     allow(who, Action::EditRecovery)?;
-    // "plan" and "neu" are pages of the board, not procedures.
-    if !is_valid_slug(&input.slug) || ["plan", "neu"].contains(&input.slug.as_str()) {
+    if !is_valid_slug(&input.slug) || RESERVED_PROCEDURE_SLUGS.contains(&input.slug.as_str()) {
         return Err(invalid("slug", "write.invalid_slug"));
     }
     let name = text("name", &input.name, 200)?;
     if name.is_empty() {
         return Err(invalid("name", "write.required"));
     }
-    if input.kind != "procedure" && input.kind != "infrastructure" {
+    if !recovery::PROCEDURE_KINDS.contains(&input.kind.as_str()) {
         return Err(invalid("kind", "write.invalid_kind"));
     }
     if !input.area.is_empty() && !is_service_area(&input.area) {
@@ -1249,17 +1298,22 @@ async fn rollout_before(c: &mut AnyConnection, procedure: &str, ags: &str) -> Wr
 #[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RolloutInput {
+    /// The procedure's slug (the path's).
+    #[schema(value_type = formats::Slug)]
     pub procedure: String,
-    /// not_started | pilot | basic | normal
+    #[schema(value_type = Rollout)]
     pub stage: String,
     /// Town slugs.
     #[serde(default)]
+    #[schema(value_type = Vec<formats::Slug>)]
     pub municipalities: Vec<String>,
     /// District slugs: every town of the district.
     #[serde(default)]
+    #[schema(value_type = Vec<formats::Slug>)]
     pub districts: Vec<String>,
-    /// When the operators expect the next step there (YYYY-MM-DD or empty).
+    /// When the operators expect the next step there.
     #[serde(default)]
+    #[schema(value_type = formats::DateOrEmpty)]
     pub expected_date: String,
 }
 

@@ -40,6 +40,7 @@ use crate::read::live::{App, Shared};
 use crate::read::snapshot::Snapshot;
 use crate::store::journal::{self, Entry};
 use crate::store::{accounts, idempotency};
+use crate::write::formats::{Id, IdempotencyKeyValue, IfMatch, ServiceArea, Slug, TimeBound};
 use crate::write::{
     self, AnnouncementInput, ContactInput, FaqInput, ReferralInput, StatementInput, TokenInput, UserInput,
 };
@@ -110,6 +111,7 @@ pub(crate) struct IdempotencyKey(
     /// 1–200 printable ASCII characters. A retry with the same key and the same body gets the
     /// first answer again (with `Idempotent-Replayed: true`) instead of acting twice; keys are
     /// remembered for 24 hours.
+    #[param(value_type = Option<IdempotencyKeyValue>)]
     Option<String>,
 );
 
@@ -135,7 +137,8 @@ enum Removal {
 #[derive(IntoResponses)]
 #[allow(dead_code)]
 pub(crate) enum BodyErrors {
-    /// The body is not well-formed JSON, or a header (`If-Match`, `Idempotency-Key`) is malformed (`bad_request`).
+    /// The body is not well-formed JSON, or a slug or id in the path or a header (`If-Match`,
+    /// `Idempotency-Key`) is malformed (`bad_request`).
     #[response(status = 400)]
     BadRequest(ApiError),
     /// The body is larger than 256 KiB (`payload_too_large`).
@@ -256,6 +259,7 @@ pub struct Versioned<T> {
     /// The version this change starts from, as the last answer gave it (the same as `If-Match`);
     /// omit it to save regardless of changes by others.
     #[serde(default)]
+    #[schema(minimum = 0)]
     version: Option<i64>,
 }
 
@@ -266,8 +270,16 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, Fail> {
     if text == "*" {
         return Ok(None);
     }
-    let bare = text.trim_start_matches("W/").trim_matches('"');
-    bare.parse::<i64>().ok().filter(|v| *v >= 0).map(Some).ok_or_else(|| Fail::bad_request("api.invalid_if_match"))
+    // Exactly `formats::IF_MATCH_PATTERN`: an optional `W/`, then digits with or without quotes.
+    let tag = text.strip_prefix("W/").unwrap_or(text);
+    let digits = tag.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(tag);
+    if !(1..=18).contains(&digits.len())
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+        || (tag != text && tag == digits)
+    {
+        return Err(Fail::bad_request("api.invalid_if_match"));
+    }
+    digits.parse::<i64>().map(Some).map_err(|_| Fail::bad_request("api.invalid_if_match"))
 }
 
 /// The version a PUT or DELETE starts from: from `If-Match` or the body, which must agree.
@@ -285,7 +297,7 @@ pub(crate) fn check_slug(slug: &str) -> Result<&str, Fail> {
 /// Ids of announcements, FAQ entries and referrals are slugs, but imported ones may be freer.
 fn check_id(path: Result<Path<String>, PathRejection>) -> Result<String, Fail> {
     let Ok(Path(id)) = path else { return Err(Fail::bad_request("api.invalid_id")) };
-    if id.is_empty() || id.len() > 200 || id.chars().any(char::is_control) {
+    if id.is_empty() || id.chars().count() > 200 || id.chars().any(char::is_control) {
         return Err(Fail::bad_request("api.invalid_id"));
     }
     Ok(id)
@@ -560,9 +572,9 @@ async fn settle(app: &App, principal: &str, key: &str, result: &Result<Reply, Fa
         Give the version you started from (`If-Match: \"3\"` or `\"version\": 3`; `0` means \"there was no statement\") to be refused with 409 if someone saved in between. \
         Unknown fields are rejected with 422.",
     params(
-        ("slug" = String, Path, description = "The town's (on /districts/…: the district's) slug.", example = "menden-sauerland"),
-        ("service" = String, Path, description = "The service's slug.", example = "fahrzeug-zulassen"),
-        ("If-Match" = Option<String>, Header, description = "The version the change starts from, e.g. `\"3\"`."),
+        ("slug" = Slug, Path, description = "The town's (on /districts/…: the district's) slug.", example = "menden-sauerland"),
+        ("service" = Slug, Path, description = "The service's slug.", example = "fahrzeug-zulassen"),
+        ("If-Match" = Option<IfMatch>, Header, description = "The version the change starts from, e.g. `\"3\"`."),
     ),
     request_body = Versioned<StatementInput>,
     responses(
@@ -600,9 +612,9 @@ async fn put_statement<const D: bool>(
     description = "The town's availability falls back to the district's statement or to \"no report\". The same route exists under `/districts/{slug}/…`. \
         With `If-Match`, refused with 409 if the statement changed since.",
     params(
-        ("slug" = String, Path, description = "The town's (on /districts/…: the district's) slug.", example = "menden-sauerland"),
-        ("service" = String, Path, description = "The service's slug.", example = "fahrzeug-zulassen"),
-        ("If-Match" = Option<String>, Header, description = "The version being withdrawn, e.g. `\"3\"`."),
+        ("slug" = Slug, Path, description = "The town's (on /districts/…: the district's) slug.", example = "menden-sauerland"),
+        ("service" = Slug, Path, description = "The service's slug.", example = "fahrzeug-zulassen"),
+        ("If-Match" = Option<IfMatch>, Header, description = "The version being withdrawn, e.g. `\"3\"`."),
     ),
     responses(
         (status = 400, description = "A slug or `If-Match` is malformed.", body = ApiError),
@@ -630,18 +642,20 @@ async fn delete_statement<const D: bool>(
 pub struct BulkStatements {
     /// Slugs of the towns.
     #[serde(default)]
-    #[schema(example = json!(["menden-sauerland"]))]
+    #[schema(value_type = Vec<Slug>, example = json!(["menden-sauerland"]))]
     municipalities: Vec<String>,
     /// Slugs of the districts (only for services districts are responsible for).
     #[serde(default)]
+    #[schema(value_type = Vec<Slug>)]
     districts: Vec<String>,
     /// Slugs of the services.
     #[serde(default)]
+    #[schema(value_type = Vec<Slug>)]
     services: Vec<String>,
     /// Service areas (`registration`, `civil_registry`, `social`, `vehicle`, `finance`, `trade`):
     /// every service of these areas, in addition to `services`.
     #[serde(default)]
-    #[schema(example = json!(["vehicle"]))]
+    #[schema(value_type = Vec<ServiceArea>, example = json!(["vehicle"]))]
     areas: Vec<String>,
     #[serde(flatten)]
     statement: StatementInput,
@@ -776,8 +790,8 @@ async fn post_announcement(
     description = "Once published, a change is a correction: the public sees \"updated on …\" next to the original time. \
         With a version (`If-Match` or `version`), refused with 409 if someone saved in between. Unknown fields are rejected with 422.",
     params(
-        ("id" = String, Path, description = "The announcement's id."),
-        ("If-Match" = Option<String>, Header, description = "The version the change starts from, e.g. `\"1\"`."),
+        ("id" = Id, Path, description = "The announcement's id."),
+        ("If-Match" = Option<IfMatch>, Header, description = "The version the change starts from, e.g. `\"1\"`."),
     ),
     request_body = Versioned<AnnouncementInput>,
     responses(
@@ -813,8 +827,8 @@ async fn put_announcement(
     tag = "editing",
     summary = "Withdraw an announcement",
     description = "Takes it off the public pages; the journal keeps it.",
-    params(("id" = String, Path, description = "The announcement's id.")),
-    responses(Removal, Refusals),
+    params(("id" = Id, Path, description = "The announcement's id.")),
+    responses((status = 400, description = "The id is malformed (`bad_request`).", body = ApiError), Removal, Refusals),
     security(("bearer" = []))
 )]
 async fn delete_announcement(
@@ -873,8 +887,8 @@ async fn post_faq(
     summary = "Change a question and answer",
     description = "With a version (`If-Match` or `version`), refused with 409 if someone saved in between. Unknown fields are rejected with 422.",
     params(
-        ("id" = String, Path, description = "The entry's id."),
-        ("If-Match" = Option<String>, Header, description = "The version the change starts from, e.g. `\"1\"`."),
+        ("id" = Id, Path, description = "The entry's id."),
+        ("If-Match" = Option<IfMatch>, Header, description = "The version the change starts from, e.g. `\"1\"`."),
     ),
     request_body = Versioned<FaqInput>,
     responses(
@@ -947,7 +961,7 @@ async fn post_referral(
     tag = "editing",
     summary = "Replace a referral",
     description = "The last save wins (referrals have no version). Both the old and the new residents' town must be in the token's scope. Unknown fields are rejected with 422.",
-    params(("id" = String, Path, description = "The referral's id.")),
+    params(("id" = Id, Path, description = "The referral's id.")),
     request_body = ReferralInput,
     responses(
         (status = 200, description = "The stored referral.", body = Referral),
@@ -976,8 +990,8 @@ async fn put_referral(
     path = "/referrals/{id}",
     tag = "editing",
     summary = "Remove a referral",
-    params(("id" = String, Path, description = "The referral's id.")),
-    responses(Removal, Refusals),
+    params(("id" = Id, Path, description = "The referral's id.")),
+    responses((status = 400, description = "The id is malformed (`bad_request`).", body = ApiError), Removal, Refusals),
     security(("bearer" = []))
 )]
 async fn delete_referral(
@@ -1001,8 +1015,8 @@ async fn delete_referral(
     description = "Replaces phone, e-mail, website, emergency website and social media (one per line) of the town; the same route exists for districts, `/districts/{slug}/contact`. \
         Web addresses must start with https:// or http://. With a version (`If-Match` or `version`), refused with 409 if someone saved in between. Unknown fields are rejected with 422.",
     params(
-        ("slug" = String, Path, description = "The town's (on /districts/…: the district's) slug.", example = "menden-sauerland"),
-        ("If-Match" = Option<String>, Header, description = "The version the change starts from, e.g. `\"1\"`."),
+        ("slug" = Slug, Path, description = "The town's (on /districts/…: the district's) slug.", example = "menden-sauerland"),
+        ("If-Match" = Option<IfMatch>, Header, description = "The version the change starts from, e.g. `\"1\"`."),
     ),
     request_body = Versioned<ContactInput>,
     responses(
@@ -1241,19 +1255,35 @@ async fn post_user(
 #[into_params(parameter_in = Query)]
 struct JournalParams {
     /// Entries whose kind starts with this, e.g. `statement` or `announcement.create`.
+    #[param(max_length = 200)]
     kind: Option<String>,
     /// Exactly this author: a user name, `token:<name>`, `cli` or `system`.
+    #[param(max_length = 200)]
     author: Option<String>,
     /// Exactly this scope: an AGS, `area`, `service:<slug>` or `user:<name>`.
+    #[param(max_length = 200)]
     scope: Option<String>,
     /// Entries at or after this time (RFC 3339, or YYYY-MM-DD for the start of that day, UTC).
+    #[param(value_type = Option<TimeBound>)]
     since: Option<String>,
     /// Entries before this time (RFC 3339, or YYYY-MM-DD for the start of that day, UTC).
+    #[param(value_type = Option<TimeBound>)]
     until: Option<String>,
     /// At most this many entries, newest first: 1 to 100000, default 1000.
+    #[param(minimum = 1, maximum = 100000)]
     limit: Option<i64>,
     /// `json` (default) or `csv`.
+    #[param(value_type = Option<JournalFormat>)]
     format: Option<String>,
+}
+
+/// How the journal is sent.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum JournalFormat {
+    Json,
+    Csv,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -1406,7 +1436,7 @@ impl utoipa::Modify for BearerAuth {
         post_referral, put_referral, delete_referral, put_contact, list_tokens, post_token, delete_token, list_users, post_user,
         journal, journal_verify,
     ),
-    components(schemas(ApiError)),
+    components(schemas(ApiError, JournalFormat)),
     modifiers(&BearerAuth),
     tags(
         (name = "editing", description = "Statements, announcements, FAQ, referrals and contact channels; needs a bearer token with the right role and scope"),
@@ -1519,8 +1549,14 @@ mod tests {
         assert_eq!(if_match(&h).unwrap(), Some(0));
         h.insert(header::IF_MATCH, HeaderValue::from_static("*"));
         assert_eq!(if_match(&h).unwrap(), None);
-        h.insert(header::IF_MATCH, HeaderValue::from_static("\"abc\""));
-        assert_eq!(if_match(&h).unwrap_err().status, StatusCode::BAD_REQUEST);
+        h.insert(header::IF_MATCH, HeaderValue::from_static("7"));
+        assert_eq!(if_match(&h).unwrap(), Some(7));
+        // Only what the document's pattern allows: no sign, no stray quotes, no empty tag.
+        for bad in ["\"abc\"", "+3", "\"-1\"", "\"3", "W/3", "\"\"", "W/\"\"", "\"\"3\"\"", "1234567890123456789"] {
+            h.insert(header::IF_MATCH, HeaderValue::from_static(bad));
+            assert_eq!(if_match(&h).unwrap_err().status, StatusCode::BAD_REQUEST, "{bad}");
+            assert!(!regex_lite::Regex::new(crate::write::formats::IF_MATCH_PATTERN).unwrap().is_match(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -29,6 +29,7 @@ use crate::i18n;
 use crate::read::live::Shared;
 use crate::read::snapshot::{Availability, CachedPage, Snapshot, Source};
 use crate::site::render;
+use crate::write::formats::{Slug, SlugFilter};
 
 pub fn router() -> Router<Shared> {
     Router::new()
@@ -479,7 +480,7 @@ pub struct SearchResult {
 struct AnnouncementParams {
     /// Only announcements a resident of this town should see: area-wide, their district's and
     /// their town's.
-    #[param(example = "menden-sauerland")]
+    #[param(value_type = Option<SlugFilter>, example = "menden-sauerland")]
     municipality: Option<String>,
 }
 
@@ -488,10 +489,10 @@ struct AnnouncementParams {
 struct SearchParams {
     /// What the citizen wants to do, in their words (German; synonyms, ae/oe/ue and small typos
     /// are tolerated). At most 200 characters.
-    #[param(example = "Auto anmelden")]
+    #[param(max_length = 200, example = "Auto anmelden")]
     q: Option<String>,
     /// Town name or postal code. At most 100 characters.
-    #[param(example = "58706")]
+    #[param(max_length = 100, example = "58706")]
     place: Option<String>,
 }
 
@@ -689,7 +690,7 @@ async fn municipalities(State(app): State<Shared>, headers: HeaderMap) -> Respon
     tag = "municipalities",
     summary = "One town with every service's availability",
     params(
-        ("slug" = String, Path, description = "The town's slug: 1–100 characters of a-z, 0-9 and -.", example = "menden-sauerland"),
+        ("slug" = Slug, Path, description = "The town's slug: 1–100 characters of a-z, 0-9 and -.", example = "menden-sauerland"),
         ("If-None-Match" = Option<String>, Header, description = "ETag of a copy the client has; answered with 304 when unchanged."),
     ),
     responses(
@@ -745,8 +746,8 @@ async fn municipality(
     summary = "Where else a town's residents can get a service",
     description = "Offices that accept the service from the town's residents instead, nearest first, each with the service's own current level there. Only referrals valid today.",
     params(
-        ("slug" = String, Path, description = "The town's slug.", example = "menden-sauerland"),
-        ("service" = String, Path, description = "The service's slug.", example = "fahrzeug-zulassen"),
+        ("slug" = Slug, Path, description = "The town's slug.", example = "menden-sauerland"),
+        ("service" = Slug, Path, description = "The service's slug.", example = "fahrzeug-zulassen"),
         ("If-None-Match" = Option<String>, Header, description = "ETag of a copy the client has; answered with 304 when unchanged."),
     ),
     responses(
@@ -822,7 +823,7 @@ async fn services(State(app): State<Shared>, headers: HeaderMap) -> Response {
     tag = "services",
     summary = "One service in every town",
     params(
-        ("slug" = String, Path, description = "The service's slug.", example = "fahrzeug-zulassen"),
+        ("slug" = Slug, Path, description = "The service's slug.", example = "fahrzeug-zulassen"),
         ("If-None-Match" = Option<String>, Header, description = "ETag of a copy the client has; answered with 304 when unchanged."),
     ),
     responses(
@@ -1002,7 +1003,49 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.merge(crate::http::api::editing::openapi());
     doc.merge(crate::http::api::recovery::openapi());
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.schemas.extend(crate::write::formats::all());
+    parameters_without_null(&mut doc);
     doc
+}
+
+/// Parameters are text on the wire, never JSON null, but utoipa documents an `Option<T>`
+/// parameter as "T or null", which invites clients to send the word `null`. That it may be
+/// left out is said by `required: false` alone.
+fn parameters_without_null(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{Schema, SchemaType, Type};
+    let is_null =
+        |s: &RefOr<Schema>| matches!(s, RefOr::T(Schema::Object(o)) if o.schema_type == SchemaType::Type(Type::Null));
+    for item in doc.paths.paths.values_mut() {
+        let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+        for op in operations.into_iter().flatten() {
+            let parameters = op.parameters.iter_mut().flatten().filter_map(|p| match p {
+                RefOr::T(p) => p.schema.as_mut(),
+                RefOr::Ref(_) => None,
+            });
+            for schema in parameters {
+                match schema {
+                    RefOr::T(Schema::OneOf(one)) => {
+                        one.items.retain(|s| !is_null(s));
+                        if one.items.len() == 1 {
+                            *schema = one.items.remove(0);
+                        }
+                    }
+                    RefOr::T(Schema::Object(o)) => {
+                        if let SchemaType::Array(types) = &o.schema_type {
+                            let types: Vec<Type> = types.iter().filter(|t| **t != Type::Null).cloned().collect();
+                            o.schema_type = match types.as_slice() {
+                                [one] => SchemaType::Type(one.clone()),
+                                _ => SchemaType::Array(types),
+                            };
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1033,6 +1076,53 @@ mod tests {
             doc["components"]["schemas"]["Level"]["enum"],
             serde_json::json!(["normal", "limited", "emergency", "unavailable"])
         );
+    }
+
+    #[test]
+    fn enums_are_the_domains_lists() {
+        use crate::domain::authz::Role;
+        use crate::domain::recovery::{Rollout, Stage};
+        let doc = serde_json::to_value(openapi()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        let list = |v: Vec<&str>| serde_json::json!(v);
+        assert_eq!(schemas["Level"]["enum"], list(crate::write::formats::codes(Level::ALL, Level::as_str)));
+        assert_eq!(schemas["Role"]["enum"], list(crate::write::formats::codes(Role::ALL, Role::as_str)));
+        assert_eq!(schemas["Stage"]["enum"], list(crate::write::formats::codes(Stage::ALL, Stage::as_str)));
+        assert_eq!(schemas["Rollout"]["enum"], list(crate::write::formats::codes(Rollout::ALL, Rollout::as_str)));
+        assert_eq!(schemas["ServiceArea"]["enum"], serde_json::json!(SERVICE_AREAS));
+        assert_eq!(schemas["ProcedureKind"]["enum"], serde_json::json!(crate::domain::recovery::PROCEDURE_KINDS));
+        for kind in schemas["ScopeKindName"]["enum"].as_array().unwrap() {
+            assert!(ScopeKind::parse(kind.as_str().unwrap()).is_some(), "{kind}");
+        }
+        assert_eq!(schemas["ScopeKindName"]["enum"], schemas["ScopeKind"]["enum"]);
+        for l in i18n::languages() {
+            assert!(schemas["LanguageCode"]["enum"].as_array().unwrap().contains(&serde_json::json!(l.code)));
+        }
+    }
+
+    #[test]
+    fn document_names_every_refusal_and_no_null_parameter() {
+        let doc = serde_json::to_value(openapi()).unwrap();
+        // Routes that answer 400 for a malformed id or slug in the path say so.
+        for (path, method) in
+            [("/announcements/{id}", "delete"), ("/referrals/{id}", "delete"), ("/procedures/{slug}", "get")]
+        {
+            assert!(doc["paths"][path][method]["responses"]["400"].is_object(), "{method} {path}");
+        }
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                for p in op["parameters"].as_array().into_iter().flatten() {
+                    let schema = p["schema"].to_string();
+                    assert!(!schema.contains("null"), "{method} {path} {}: {schema}", p["name"]);
+                    if p["name"] == "slug" || p["name"] == "service" {
+                        assert_eq!(p["schema"]["$ref"], "#/components/schemas/Slug", "{method} {path}");
+                    }
+                }
+            }
+        }
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(schemas["StatementInput"]["properties"]["level"]["$ref"], "#/components/schemas/Level");
+        assert_eq!(schemas["IfMatch"]["pattern"], crate::write::formats::IF_MATCH_PATTERN);
     }
 
     #[test]

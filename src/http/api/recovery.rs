@@ -30,6 +30,7 @@ use crate::http::desk::board::{self, Progress};
 use crate::read::live::{App, Shared};
 use crate::read::snapshot::Snapshot;
 use crate::store::{self, ProcedureStep};
+use crate::write::formats::{IfMatch, Slug, SlugFilter};
 use crate::write::{self, ProcedureInput, RolloutInput, WriteError};
 
 pub fn router() -> Router<Shared> {
@@ -49,7 +50,7 @@ pub fn router() -> Router<Shared> {
 #[into_params(parameter_in = Query)]
 struct FahrplanParams {
     /// Only this town's expected returns (its slug); the whole area without it.
-    #[param(example = "menden-sauerland")]
+    #[param(value_type = Option<SlugFilter>, example = "menden-sauerland")]
     municipality: Option<String>,
 }
 
@@ -279,9 +280,10 @@ async fn list_procedures(State(app): State<Shared>, Caller(who): Caller, headers
     path = "/procedures/{slug}",
     tag = "recovery",
     summary = "One procedure with its gate, its rollout per town and its history",
-    params(("slug" = String, Path, description = "The procedure's slug.", example = "kfz")),
+    params(("slug" = Slug, Path, description = "The procedure's slug.", example = "kfz")),
     responses(
         (status = 200, description = "The procedure.", body = ProcedureDetail),
+        (status = 400, description = "The slug is malformed (`bad_request`).", body = ApiError),
         (status = 404, description = "No such procedure.", body = ApiError),
         Refusals,
     ),
@@ -423,8 +425,8 @@ async fn post_procedure(
     description = "Name, kind, area, priority, missing functions, dependencies, services and expected dates; not its stage (see `/steps`). `slug` must be the path's. \
         With a version (`If-Match` or `version`), refused with 409 if someone saved in between; a dependency cycle is refused with 409 naming it in `current.cycle`. Unknown fields are rejected with 422.",
     params(
-        ("slug" = String, Path, description = "The procedure's slug.", example = "kfz"),
-        ("If-Match" = Option<String>, Header, description = "The version the change starts from, e.g. `\"3\"`."),
+        ("slug" = Slug, Path, description = "The procedure's slug.", example = "kfz"),
+        ("If-Match" = Option<IfMatch>, Header, description = "The version the change starts from, e.g. `\"3\"`."),
     ),
     request_body = Versioned<ProcedureInput>,
     responses(
@@ -463,11 +465,11 @@ async fn put_procedure(
 #[serde(deny_unknown_fields)]
 pub struct StepInput {
     /// The new stage: the next one forward, or any earlier one (a step back).
-    #[schema(example = "cleared")]
+    #[schema(value_type = Stage, example = "cleared")]
     to: String,
     /// Who checked what (required forward), or the reason of a step back (required back).
     #[serde(default)]
-    #[schema(example = "Forensische Prüfung ohne Hinweise auf Kompromittierung")]
+    #[schema(schema_with = crate::write::formats::line, example = "Forensische Prüfung ohne Hinweise auf Kompromittierung")]
     evidence: String,
 }
 
@@ -496,7 +498,7 @@ pub struct StepResult {
         `released` only after `cleared` and `hardened` and with every dependency released. Any earlier stage with a reason: \
         released procedures that depend on it fall back to `hardened` and their rollouts to `not_started`. \
         A refused step is 409 with every unmet condition in `current.unmet` (and in words in `current.messages`). Takes an `Idempotency-Key`.",
-    params(("slug" = String, Path, description = "The procedure's slug.", example = "fahrerlaubnis"), IdempotencyKey),
+    params(("slug" = Slug, Path, description = "The procedure's slug.", example = "fahrerlaubnis"), IdempotencyKey),
     request_body = StepInput,
     responses(
         (status = 200, description = "The step was taken.", body = StepResult),
@@ -582,7 +584,7 @@ pub struct RolloutResult {
     description = "`not_started → pilot → basic → normal` for every named town and every town of the named districts at once; `procedure` must be the path's slug. \
         No rollout before the procedure is released and no `normal` before the procedure is back to normal (409 with `current.unmet`); rolling back is always allowed. \
         The public pages of every affected town follow at once. Takes an `Idempotency-Key`.",
-    params(("slug" = String, Path, description = "The procedure's slug.", example = "sozialwesen"), IdempotencyKey),
+    params(("slug" = Slug, Path, description = "The procedure's slug.", example = "sozialwesen"), IdempotencyKey),
     request_body = RolloutInput,
     responses(
         (status = 200, description = "The rollout was set.", body = RolloutResult),
