@@ -17,5 +17,6 @@ mod languages;
 mod public;
 mod recovery;
 mod rendering;
+mod sign_in;
 
 pub use harness::*;
