@@ -18,5 +18,6 @@ mod public;
 mod recovery;
 mod rendering;
 mod sign_in;
+mod validation;
 
 pub use harness::*;
