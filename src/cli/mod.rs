@@ -59,6 +59,19 @@ enum Command {
         /// back to German.
         #[arg(long, env = "NOTBETRIEB_MESSAGES_DIR", value_name = "DIR")]
         messages_dir: Option<PathBuf>,
+        /// A reverse proxy in front of the server (address or network, e.g. 127.0.0.1/32 or
+        /// 10.0.0.0/8); repeat for more, or separate with commas in the variable. Only from these
+        /// peers are X-Forwarded-For and Forwarded believed for the client's address (the
+        /// right-most address in them that is not a trusted proxy); from any other peer, and
+        /// without this option, the peer's own address counts.
+        #[arg(
+            long = "trusted-proxy",
+            env = "NOTBETRIEB_TRUSTED_PROXIES",
+            value_name = "CIDR",
+            value_delimiter = ',',
+            value_parser = parse_network
+        )]
+        trusted_proxies: Vec<ipnet::IpNet>,
     },
     /// Load towns, districts, services, offices, referrals, postal codes or statements from CSV
     /// or JSON files, all or nothing.
@@ -193,6 +206,15 @@ enum JournalCommand {
     },
 }
 
+/// A network in CIDR notation, or a single address (as /32 or /128).
+fn parse_network(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map(|net| net.trunc())
+        .map_err(|_| "not an address or network in CIDR notation (like 10.0.0.0/8 or 2001:db8::/32)".to_string())
+}
+
 fn database_url(db: &DatabaseArgs) -> String {
     db.database.clone().unwrap_or_else(|| "sqlite:notbetrieb.sqlite".into())
 }
@@ -208,11 +230,12 @@ pub async fn main() {
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Serve { listen, db, demo, public_url, poll_ms, messages_dir } => {
+        Command::Serve { listen, db, demo, public_url, poll_ms, messages_dir, trusted_proxies } => {
             if let Some(dir) = messages_dir {
                 i18n::load_extra(&dir)?;
             }
-            serve(listen, db, demo, public_url, poll_ms).await
+            let proxies = http::client::TrustedProxies(Arc::new(trusted_proxies));
+            serve(listen, db, demo, public_url, poll_ms, proxies).await
         }
         Command::Import { db, files, kind } => {
             let store = store::Store::connect(&database_url(&db)).await?;
@@ -482,6 +505,7 @@ async fn serve(
     demo: Option<demo::Demo>,
     public_url: Option<String>,
     poll_ms: u64,
+    proxies: http::client::TrustedProxies,
 ) -> Result<()> {
     let started = std::time::Instant::now();
     // A demo without a database gets a temporary one that lives as long as the server.
@@ -544,7 +568,7 @@ async fn serve(
             println!("  {username:<14} {password:<24} {what}");
         }
     }
-    axum::serve(listener, http::router(app).into_make_service_with_connect_info::<SocketAddr>())
+    axum::serve(listener, http::router(app, proxies).into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })

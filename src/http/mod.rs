@@ -2,6 +2,7 @@
 //! Public pages come from the snapshot's render cache; nothing here waits for the database.
 
 pub mod api;
+pub mod client;
 pub mod desk;
 
 use axum::extract::rejection::QueryRejection;
@@ -26,7 +27,8 @@ pub const JSON: &str = "application/json";
 pub const ICS: &str = "text/calendar; charset=utf-8";
 const STYLE: &str = include_str!("../../static/style.css");
 
-pub fn router(app: Shared) -> Router {
+/// The whole site; `proxies` are the peers whose forwarding headers are believed (`client`).
+pub fn router(app: Shared, proxies: client::TrustedProxies) -> Router {
     let public = |lang: &'static str| {
         Router::new()
             .route("/", get(home))
@@ -70,6 +72,7 @@ pub fn router(app: Shared) -> Router {
         .route("/static/style.css", get(style))
         .layer(axum::middleware::map_response(security_headers))
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+        .layer(Extension(proxies))
         .with_state(app)
 }
 

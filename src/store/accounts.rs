@@ -195,6 +195,7 @@ pub async fn accept_totp(c: &mut AnyConnection, user: &User, code: &str) -> Resu
     Ok(n == 1)
 }
 
+/// Failures (and attempts still being checked) from `address` within the lock window.
 pub async fn recent_failures_from(c: &mut AnyConnection, address: &str) -> Result<i64> {
     let since = time::format_rfc3339(chrono::Utc::now() - chrono::Duration::minutes(LOCK_MINUTES));
     Ok(sqlx::query_scalar("SELECT COUNT(*) FROM login_failures WHERE address = $1 AND at > $2")
@@ -204,36 +205,73 @@ pub async fn recent_failures_from(c: &mut AnyConnection, address: &str) -> Resul
         .await?)
 }
 
-/// Records a failed attempt; returns true when this failure locked the account (a burst worth journaling).
-pub async fn record_failure(c: &mut AnyConnection, address: &str, user: Option<&User>) -> Result<bool> {
+/// Claims a row for a sign-in attempt from `address` before its password is checked; returns
+/// the claim's id. Commit it before counting: every attempt then counts all claims committed
+/// before its own, so of any number of parallel attempts at most the limit get past the count.
+/// The claim stays as the failure if the attempt fails; `release_attempt` removes it otherwise.
+pub async fn claim_attempt(c: &mut AnyConnection, address: &str) -> Result<String> {
+    let attempt = random_token();
+    sqlx::query("INSERT INTO login_failures (address, at, attempt) VALUES ($1, $2, $3)")
+        .bind(address)
+        .bind(time::now_rfc3339())
+        .bind(&attempt)
+        .execute(&mut *c)
+        .await?;
+    Ok(attempt)
+}
+
+/// Removes the claim of an attempt that turned out not to be a failure (signed in, or refused
+/// because the address was blocked already, which does not prolong the block).
+pub async fn release_attempt(c: &mut AnyConnection, attempt: &str) -> Result<()> {
+    sqlx::query("DELETE FROM login_failures WHERE attempt = $1").bind(attempt).execute(&mut *c).await?;
+    Ok(())
+}
+
+/// Records a failure from `address` outside a claimed attempt (a wrong second factor).
+pub async fn record_address_failure(c: &mut AnyConnection, address: &str) -> Result<()> {
     sqlx::query("INSERT INTO login_failures (address, at) VALUES ($1, $2)")
         .bind(address)
         .bind(time::now_rfc3339())
         .execute(&mut *c)
         .await?;
-    let Some(user) = user else { return Ok(false) };
-    let failures = user.failed_logins + 1;
-    let lock = failures % LOCK_AFTER_FAILURES == 0;
-    let locked_until = if lock {
-        time::format_rfc3339(chrono::Utc::now() + chrono::Duration::minutes(LOCK_MINUTES))
-    } else {
-        user.locked_until.clone()
-    };
-    sqlx::query("UPDATE users SET failed_logins = $1, locked_until = $2 WHERE id = $3")
-        .bind(failures)
-        .bind(locked_until)
-        .bind(user.id)
-        .execute(&mut *c)
-        .await?;
-    Ok(lock)
+    Ok(())
 }
 
-pub async fn clear_failures(c: &mut AnyConnection, user_id: i64) -> Result<()> {
-    sqlx::query("UPDATE users SET failed_logins = 0, locked_until = '' WHERE id = $1")
-        .bind(user_id)
-        .execute(&mut *c)
-        .await?;
-    Ok(())
+/// Counts a failed sign-in of a user in one statement (never from a `User` read earlier, which
+/// parallel attempts would overwrite); every LOCK_AFTER_FAILURES-th failure locks the account
+/// for LOCK_MINUTES. Returns true when this failure locked it (a burst worth journaling).
+pub async fn record_user_failure(c: &mut AnyConnection, user_id: i64) -> Result<bool> {
+    let until = time::format_rfc3339(chrono::Utc::now() + chrono::Duration::minutes(LOCK_MINUTES));
+    let failures: i64 = sqlx::query_scalar(
+        "UPDATE users SET failed_logins = failed_logins + 1,
+         locked_until = CASE WHEN (failed_logins + 1) % $1 = 0 THEN $2 ELSE locked_until END
+         WHERE id = $3 RETURNING failed_logins",
+    )
+    .bind(LOCK_AFTER_FAILURES)
+    .bind(until)
+    .bind(user_id)
+    .fetch_one(&mut *c)
+    .await?;
+    Ok(failures % LOCK_AFTER_FAILURES == 0)
+}
+
+/// Clears the failures of a user who just proved a factor, in one statement that only matches
+/// while the account is still as it was checked: not disabled, not locked, same password and
+/// second-factor secret. False means it changed meanwhile (a parallel attempt locked it, an
+/// admin reset or disabled it): the sign-in must fail, and no lock is lifted by a stale check.
+pub async fn clear_failures_if_usable(c: &mut AnyConnection, user: &User) -> Result<bool> {
+    let n = sqlx::query(
+        "UPDATE users SET failed_logins = 0, locked_until = ''
+         WHERE id = $1 AND disabled = 0 AND password_hash = $2 AND totp_secret = $3 AND locked_until <= $4",
+    )
+    .bind(user.id)
+    .bind(&user.password_hash)
+    .bind(&user.totp_secret)
+    .bind(time::now_rfc3339())
+    .execute(&mut *c)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
 }
 
 /// Starts a session; returns the cookie value (the only place the raw id exists).
@@ -303,9 +341,19 @@ pub async fn session(c: &mut AnyConnection, cookie_value: &str) -> Result<Option
     }))
 }
 
-pub async fn mark_second_factor(c: &mut AnyConnection, id_hash: &str) -> Result<()> {
-    sqlx::query("UPDATE sessions SET second_factor = 1 WHERE id_hash = $1").bind(id_hash).execute(&mut *c).await?;
-    Ok(())
+/// The session gains the second factor under a new id (and CSRF token): the half-signed-in
+/// one is deleted, so a cookie that was known before (planted, or seen on the way) is worthless
+/// afterwards. Returns the new cookie value, or None if the old session is gone or had it already.
+pub async fn promote_session(c: &mut AnyConnection, id_hash: &str) -> Result<Option<String>> {
+    let user_id: Option<i64> =
+        sqlx::query_scalar("DELETE FROM sessions WHERE id_hash = $1 AND second_factor = 0 RETURNING user_id")
+            .bind(id_hash)
+            .fetch_optional(&mut *c)
+            .await?;
+    match user_id {
+        Some(user_id) => Ok(Some(create_session(c, user_id, true).await?)),
+        None => Ok(None),
+    }
 }
 
 pub async fn end_session(c: &mut AnyConnection, id_hash: &str) -> Result<()> {

@@ -141,6 +141,44 @@ fn date(field: &str, value: &str) -> WriteResult<String> {
     }
 }
 
+/// A date something is expected (a service back, a procedure released): from 2000 to ten years
+/// ahead, so a slip such as `0000-01-01` or `20266-01-01` never reaches citizens.
+fn expected_date(field: &str, value: &str) -> WriteResult<String> {
+    let v = date(field, value)?;
+    if let Some(d) = time::parse_date(&v) {
+        let earliest = chrono::NaiveDate::from_ymd_opt(2000, 1, 1).expect("a valid date");
+        let latest = time::now().date_naive().checked_add_months(chrono::Months::new(12 * 10));
+        if d < earliest || latest.is_some_and(|latest| d > latest) {
+            return Err(invalid(field, "write.date_out_of_range"));
+        }
+    }
+    Ok(v)
+}
+
+/// An e-mail address `local@domain`, as mail servers accept it: at most 254 characters, a local
+/// part of at most 64 without spaces, control characters or quoting, dots only between other
+/// characters; a domain of at least two dot-separated labels of letters, digits and inner
+/// hyphens (1–63 each), the last not all digits.
+pub fn valid_email(address: &str) -> bool {
+    let Some((local, domain)) = address.rsplit_once('@') else { return false };
+    let local_ok = (1..=64).contains(&local.len())
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && local.chars().all(|c| c.is_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
+    let labels: Vec<&str> = domain.split('.').collect();
+    let domain_ok = domain.len() <= 253
+        && labels.len() >= 2
+        && labels.iter().all(|l| {
+            (1..=63).contains(&l.len())
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_alphanumeric() || c == '-')
+        })
+        && labels.last().is_some_and(|tld| !tld.chars().all(|c| c.is_ascii_digit()));
+    address.len() <= 254 && local_ok && domain_ok
+}
+
 /// Turns an operation's result (downcast to its type) into the answer stored for replays.
 pub type RecordAnswer = Box<dyn FnOnce(&dyn Any) -> anyhow::Result<(u16, String)> + Send>;
 
@@ -288,7 +326,7 @@ pub async fn set_statements(
                 restrictions: text("restrictions", &input.restrictions, MAX_LINE)?,
                 workaround: text("workaround", &input.workaround, MAX_LINE)?,
                 backlog: text("backlog", &input.backlog, MAX_LINE)?,
-                expected_return: date("expected_return", &input.expected_return)?,
+                expected_return: expected_date("expected_return", &input.expected_return)?,
                 author: who.name.clone(),
                 stated_at: now,
                 version: 0,
@@ -808,8 +846,8 @@ pub async fn set_contact(
                 None => return Err(WriteError::NotFound("municipality")),
             };
             allow(&who, Action::EditContacts { ags: &ags })?;
-            let email = text("email", &input.email, 200)?;
-            if !email.is_empty() && (!email.contains('@') || email.contains(char::is_whitespace)) {
+            let email = text("email", &input.email, 254)?;
+            if !email.is_empty() && !valid_email(&email) {
                 return Err(invalid("email", "write.invalid_email"));
             }
             let contact = Contact {
@@ -989,9 +1027,13 @@ pub async fn create_token(app: &App, who: &Principal, input: &TokenInput) -> Wri
             allow(&who, Action::ManageTokens { for_user, role, scopes: &scopes })?;
             let expires_at = match input.expires_at.trim() {
                 "" => String::new(),
-                t => time::parse_rfc3339(t)
-                    .map(time::format_rfc3339)
-                    .ok_or_else(|| invalid("expires_at", "write.invalid_time"))?,
+                t => {
+                    let t = time::parse_rfc3339(t).ok_or_else(|| invalid("expires_at", "write.invalid_time"))?;
+                    if t <= time::now() {
+                        return Err(invalid("expires_at", "write.expiry_in_past"));
+                    }
+                    time::format_rfc3339(t)
+                }
             };
             let owner = accounts::user_by_id(c, for_user).await?.ok_or(WriteError::NotFound("user"))?;
             let (id, secret) = accounts::create_token(c, for_user, &name, role, &scopes, &expires_at).await?;
@@ -1023,14 +1065,17 @@ pub async fn revoke_token(app: &App, who: &Principal, id: i64) -> WriteResult<()
             // Revoking needs the same right as creating for that user, but any scope.
             let own_scopes = who.scopes.clone();
             let role = Role::parse(&stored_role).unwrap_or(Role::Viewer);
-            allow(
-                &who,
-                Action::ManageTokens {
-                    for_user: owner,
-                    role: crate::auth::weaker(role, who.role),
-                    scopes: &own_scopes,
-                },
-            )?;
+            let may = Action::ManageTokens {
+                for_user: owner,
+                role: crate::auth::weaker(role, who.role),
+                scopes: &own_scopes,
+            };
+            match allow(&who, may) {
+                // Someone else's token the caller may not touch: as unknown as a missing one,
+                // so ids of other users' tokens cannot be probed.
+                Err(WriteError::Forbidden) if owner != who.user_id => return Err(WriteError::NotFound("token")),
+                other => other?,
+            }
             if !accounts::revoke_token(c, id).await? {
                 return Err(WriteError::NotFound("token"));
             }
@@ -1191,8 +1236,8 @@ async fn save_procedure_as(
                 stage: existing.as_ref().map(|e| e.stage).unwrap_or(Stage::Down),
                 stage_since: existing.as_ref().map(|e| e.stage_since.clone()).unwrap_or_else(time::now_rfc3339),
                 missing_functions: missing,
-                expected_release: date("expected_release", &input.expected_release)?,
-                expected_normal: date("expected_normal", &input.expected_normal)?,
+                expected_release: expected_date("expected_release", &input.expected_release)?,
+                expected_normal: expected_date("expected_normal", &input.expected_normal)?,
                 depends_on: input.depends_on.clone(),
                 version: existing.as_ref().map(|e| e.version + 1).unwrap_or(1),
             };
@@ -1332,7 +1377,7 @@ pub async fn set_rollout(app: &App, who: &Principal, input: &RolloutInput) -> Wr
                 .find(|p| p.slug == input.procedure)
                 .ok_or(WriteError::NotFound("procedure"))?;
             let to = Rollout::parse(&input.stage).ok_or_else(|| invalid("stage", "write.invalid_stage"))?;
-            let expected_date = date("expected_date", &input.expected_date)?;
+            let expected_date = expected_date("expected_date", &input.expected_date)?;
             let mut towns: Vec<String> = Vec::new();
             for slug in &input.municipalities {
                 towns.push(store::town_ags_by_slug(c, slug).await?.ok_or(WriteError::NotFound("municipality"))?);
@@ -1382,4 +1427,45 @@ pub async fn set_rollout(app: &App, who: &Principal, input: &RolloutInput) -> Wr
         })
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn e_mail_addresses_are_local_at_domain() {
+        for good in ["a@b.de", "buerger.buero+wahl@stadt.menden.de", "o'neil@xn--mnden-kva.de", "post@müller.de"] {
+            assert!(valid_email(good), "{good}");
+        }
+        let long_local = format!("{}@b.de", "a".repeat(65));
+        let long = format!("a@{}.de", vec!["b".repeat(63); 4].join("."));
+        for bad in [
+            "",
+            "a",
+            "@b.de",
+            "a@",
+            "a@b",
+            "a@@b.de",
+            "a b@c.de",
+            "a@b.de\nx",
+            "a\r@b.de",
+            "a@-b.de",
+            "a@b-.de",
+            "a@b..de",
+            ".a@b.de",
+            "a.@b.de",
+            "a..b@c.de",
+            "a@b.de.",
+            "a@1.2.3.4",
+            "a@b_c.de",
+            "\"a\"@b.de",
+        ]
+        .into_iter()
+        .chain([long_local.as_str(), long.as_str()])
+        {
+            assert!(!valid_email(bad), "{bad:?}");
+        }
+        assert!(valid_email(&format!("{}@b.de", "a".repeat(64))), "64 characters of local part are fine");
+    }
 }

@@ -18,7 +18,15 @@ fn help_on_every_command() {
         assert!(text.contains("Usage"), "{args:?}: {text}");
     }
     let (_, text) = run(&["serve", "--help"]);
-    for option in ["--listen", "--database", "--demo", "NOTBETRIEB_DATABASE_URL", "NOTBETRIEB_LISTEN"] {
+    for option in [
+        "--listen",
+        "--database",
+        "--demo",
+        "--trusted-proxy",
+        "NOTBETRIEB_DATABASE_URL",
+        "NOTBETRIEB_LISTEN",
+        "NOTBETRIEB_TRUSTED_PROXIES",
+    ] {
         assert!(text.contains(option), "{option}");
     }
 }
@@ -40,6 +48,18 @@ fn malformed_options_are_refused_clearly() {
     let (code, text) = run(&["serve", "--database", "sqlite:/nonexistent-dir/x/y.sqlite", "--listen", "127.0.0.1:0"]);
     assert_eq!(code, 1);
     assert!(text.contains("cannot open the database"), "{text}");
+    for network in ["10.0.0.0/33", "proxy.example", "10.0.0/8", ""] {
+        let (code, text) = run(&["serve", "--trusted-proxy", network, "--listen", "127.0.0.1:0"]);
+        assert_eq!(code, 2, "{network:?}: {text}");
+        assert!(text.contains("--trusted-proxy") && text.contains("CIDR"), "{network:?}: {text}");
+    }
+    let out = Command::new(binary())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("NOTBETRIEB_TRUSTED_PROXIES", "127.0.0.1/32,not-a-network")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "from the environment too");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not-a-network"));
     let (code, _) = run(&["frobnicate"]);
     assert_ne!(code, 0);
 }

@@ -17,5 +17,7 @@ mod languages;
 mod public;
 mod recovery;
 mod rendering;
+mod sign_in;
+mod validation;
 
 pub use harness::*;

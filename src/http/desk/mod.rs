@@ -5,9 +5,7 @@
 pub mod board;
 pub mod pages;
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -18,6 +16,7 @@ use serde::Deserialize;
 
 use crate::auth::{self, Session, User};
 use crate::domain::authz::{Principal, Role};
+use crate::http::client::ClientAddr;
 use crate::i18n;
 use crate::read::live::Shared;
 use crate::site::render;
@@ -242,7 +241,7 @@ async fn login_page(State(app): State<Shared>, headers: HeaderMap) -> Response {
 
 async fn login(
     State(app): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
@@ -256,7 +255,7 @@ async fn login(
             context! { error => i18n::t(lang, "desk.form_expired") },
         );
     }
-    match attempt_login(&app, &peer.ip().to_string(), &form).await {
+    match attempt_login(&app, &client.to_string(), cookie(&headers, SESSION_COOKIE), &form).await {
         Ok(LoginOutcome::Success { cookie_value, second_factor_needed }) => {
             let mut res = see_other(if second_factor_needed { "/intern/zweiter-faktor" } else { "/intern" });
             res.headers_mut().append(
@@ -296,39 +295,84 @@ enum LoginOutcome {
     AddressBlocked,
 }
 
-async fn attempt_login(app: &Shared, address: &str, form: &LoginForm) -> anyhow::Result<LoginOutcome> {
-    let mut c = app.store.begin().await?;
+/// Test hook, debug builds only: every password check takes this many milliseconds longer, so
+/// tests can show that a slow hash holds up no write and that what happens meanwhile counts.
+const SLOW_PASSWORD_CHECK_MS: &str = "NOTBETRIEB_TEST_SLOW_PASSWORD_CHECK_MS";
+
+/// A password sign-in from `address`. The attempt first claims its place among the address's
+/// recent failures (`accounts::claim_attempt`), so parallel attempts cannot all slip under the
+/// limit. The password hash (argon2, the slow part) is checked outside any write transaction
+/// and off the async threads: on SQLite a write transaction holds the database's one write
+/// lock, which no sign-in may keep for a hash. The outcome is then recorded in a short write
+/// transaction whose statements decide on the rows as they are at that moment (a lock set by a
+/// parallel attempt meanwhile holds), never on the user read before the hash.
+/// `previous_session` is the session cookie the browser had: a sign-in ends that session.
+async fn attempt_login(
+    app: &Shared,
+    address: &str,
+    previous_session: Option<String>,
+    form: &LoginForm,
+) -> anyhow::Result<LoginOutcome> {
+    let mut tx = app.store.begin().await?;
+    let attempt = accounts::claim_attempt(&mut tx, address).await?;
+    tx.commit().await?;
+    let mut c = app.store.read().await?;
+    // This attempt's own claim included.
     let failures = accounts::recent_failures_from(&mut c, address).await?;
-    if failures >= auth::ADDRESS_FAILURE_LIMIT {
+    if failures > auth::ADDRESS_FAILURE_LIMIT {
+        drop(c);
+        let mut tx = app.store.begin().await?;
+        accounts::release_attempt(&mut tx, &attempt).await?;
+        tx.commit().await?;
         return Ok(LoginOutcome::AddressBlocked);
     }
     let username = form.username.trim().to_lowercase();
     let user = if auth::valid_username(&username) { accounts::user_by_name(&mut c, &username).await? } else { None };
-    let password_ok = match &user {
-        Some(u) if !u.password_hash.is_empty() => auth::verify_password(&u.password_hash, &form.password),
-        _ => {
-            auth::verify_password_dummy(&form.password);
-            false
+    drop(c);
+    let (hash, password) = (user.as_ref().map(|u| u.password_hash.clone()).unwrap_or_default(), form.password.clone());
+    let password_ok = tokio::task::spawn_blocking(move || {
+        if cfg!(debug_assertions)
+            && let Some(ms) = std::env::var(SLOW_PASSWORD_CHECK_MS).ok().and_then(|v| v.parse().ok())
+        {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
         }
-    };
-    let usable = user.as_ref().is_some_and(|u| !u.disabled && !auth::is_locked(u));
-    if let (true, true, Some(user)) = (password_ok, usable, &user) {
-        accounts::clear_failures(&mut c, user.id).await?;
+        if hash.is_empty() {
+            // The same time as a real check: an unknown user name is not revealed by timing.
+            auth::verify_password_dummy(&password);
+            false
+        } else {
+            auth::verify_password(&hash, &password)
+        }
+    })
+    .await?;
+
+    let mut tx = app.store.begin().await?;
+    if let (true, Some(user)) = (password_ok, &user)
+        && accounts::clear_failures_if_usable(&mut tx, user).await?
+    {
+        accounts::release_attempt(&mut tx, &attempt).await?;
+        if let Some(previous) = previous_session {
+            accounts::end_session(&mut tx, &auth::token_hash(&previous)).await?;
+        }
         let second_factor_needed = user.needs_second_factor();
-        let cookie_value = accounts::create_session(&mut c, user.id, !second_factor_needed).await?;
-        c.commit().await?;
+        let cookie_value = accounts::create_session(&mut tx, user.id, !second_factor_needed).await?;
+        tx.commit().await?;
         return Ok(LoginOutcome::Success { cookie_value, second_factor_needed });
     }
-    let locked_now = accounts::record_failure(&mut c, address, user.as_ref()).await?;
-    c.commit().await?;
+    // The claim stays as this failure; the account's count goes up in the database itself.
+    let locked_now = match &user {
+        Some(user) => accounts::record_user_failure(&mut tx, user.id).await?,
+        None => false,
+    };
+    tx.commit().await?;
     if locked_now {
         write::journal_login_burst(app, &username, address, "login.locked").await?;
     }
-    if failures + 1 == auth::ADDRESS_FAILURE_LIMIT {
+    if failures == auth::ADDRESS_FAILURE_LIMIT {
         write::journal_login_burst(app, &username, address, "login.address_blocked").await?;
     }
-    // Each failure from the same address answers more slowly.
-    tokio::time::sleep(std::time::Duration::from_millis(150 * (failures.min(10) as u64 + 1))).await;
+    // Each earlier failure from the same address answers more slowly.
+    tokio::time::sleep(std::time::Duration::from_millis(150 * (failures.clamp(1, 11) as u64))).await;
     Ok(LoginOutcome::Failed)
 }
 
@@ -359,41 +403,56 @@ async fn second_factor_page(State(app): State<Shared>, headers: HeaderMap) -> Re
     }
 }
 
+/// The second factor (a TOTP code or a recovery code). On success the session gets a new id:
+/// the half-signed-in one ends, so its cookie, known before the second factor, opens nothing.
 async fn second_factor(
     State(app): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     headers: HeaderMap,
     Form(form): Form<CodeForm>,
 ) -> Response {
     let lang = desk_lang(&headers);
     let Some((user, session)) = half_signed_in(&app, &headers).await else { return see_other("/intern/anmelden") };
+    if session.second_factor {
+        return see_other("/intern");
+    }
     if !auth::constant_time_eq(&form.csrf, &session.csrf_token) {
         return (StatusCode::FORBIDDEN, "CSRF token missing or wrong").into_response();
     }
-    let result: anyhow::Result<bool> = async {
-        let mut c = app.store.begin().await?;
-        if auth::is_locked(&user) {
-            return Ok(false);
+    let address = client.to_string();
+    let result: anyhow::Result<Option<String>> = async {
+        let mut tx = app.store.begin().await?;
+        // The account as it is now; a locked one gets its code not even checked (nor used up).
+        let current = accounts::user_by_id(&mut tx, user.id).await?.filter(|u| !u.disabled && !auth::is_locked(u));
+        if let Some(current) = &current
+            && (accounts::accept_totp(&mut tx, current, &form.code).await?
+                || accounts::use_recovery_code(&mut tx, current.id, &form.code).await?)
+            && accounts::clear_failures_if_usable(&mut tx, current).await?
+            && let Some(cookie_value) = accounts::promote_session(&mut tx, &session.id_hash).await?
+        {
+            tx.commit().await?;
+            return Ok(Some(cookie_value));
         }
-        let ok = accounts::accept_totp(&mut c, &user, &form.code).await?
-            || accounts::use_recovery_code(&mut c, user.id, &form.code).await?;
-        if ok {
-            accounts::clear_failures(&mut c, user.id).await?;
-            accounts::mark_second_factor(&mut c, &session.id_hash).await?;
-            c.commit().await?;
-        } else {
-            let locked_now = accounts::record_failure(&mut c, &peer.ip().to_string(), Some(&user)).await?;
-            c.commit().await?;
-            if locked_now {
-                write::journal_login_burst(&app, &user.username, &peer.ip().to_string(), "login.locked").await?;
-            }
+        // Counted in the database itself, also while locked, so parallel codes all count.
+        accounts::record_address_failure(&mut tx, &address).await?;
+        let locked_now = accounts::record_user_failure(&mut tx, user.id).await?;
+        tx.commit().await?;
+        if locked_now {
+            write::journal_login_burst(&app, &user.username, &address, "login.locked").await?;
         }
-        Ok(ok)
+        Ok(None)
     }
     .await;
     match result {
-        Ok(true) => see_other("/intern"),
-        Ok(false) => page(
+        Ok(Some(cookie_value)) => {
+            let mut res = see_other("/intern");
+            res.headers_mut().append(
+                header::SET_COOKIE,
+                set_cookie(&app, SESSION_COOKIE, &cookie_value, auth::SESSION_HOURS * 3600),
+            );
+            res
+        }
+        Ok(None) => page(
             &app,
             lang,
             StatusCode::UNAUTHORIZED,

@@ -1461,6 +1461,10 @@ async fn token_create(State(app): State<Shared>, desk: Desk, Form(form): Form<To
             let saved = Some(i18n::t(desk.lang, "desk_form.saved"));
             render_tokens(&app, &desk, saved, Some(context! { name => form.name.trim(), secret => secret })).await
         }
+        // The form's field is `expires` (a day), the write's `expires_at` (its last second).
+        Err(WriteError::Invalid { field, message }) if field == "expires_at" => {
+            desk::write_error_page(&app, &desk, invalid("expires", message), "/intern/tokens")
+        }
         Err(e) => desk::write_error_page(&app, &desk, e, "/intern/tokens"),
     }
 }
