@@ -21,7 +21,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "editors and journal", include_str!("../../migrations/0002_editors_and_journal.sql")),
     (3, "recovery", include_str!("../../migrations/0003_recovery.sql")),
     (4, "ids from the database", include_str!("../../migrations/0004_ids_from_the_database.sql")),
-    (6, "sign-in attempts", include_str!("../../migrations/0006_sign_in_attempts.sql")),
+    (5, "sign-in attempts", include_str!("../../migrations/0005_sign_in_attempts.sql")),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

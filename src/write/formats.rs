@@ -155,6 +155,17 @@ named_schema!(
 );
 
 named_schema!(
+    /// A date something is expected back or released (`expected_date` in writes), or empty.
+    ExpectedDate,
+    json!({
+        "description": "A date (YYYY-MM-DD) from 2000-01-01 to ten years after today, or empty for none. \
+                        (The upper bound moves with today and is not in the pattern.)",
+        "anyOf": [{ "type": "string", "format": "date", "pattern": r"^20[0-9]{2}-[0-9]{2}-[0-9]{2}$" }, { "type": "string", "enum": [""] }],
+        "example": "2026-12-15",
+    })
+);
+
+named_schema!(
     /// An RFC 3339 time or empty.
     DateTimeOrEmpty,
     json!({
@@ -270,8 +281,15 @@ named_schema!(
     /// An e-mail address as the contact channels accept it, or empty.
     ContactEmail,
     json!({
-        "type": "string", "maxLength": 200, "pattern": r"^([^\s\u0000-\u001F\u007F-\u009F]*@[^\s\u0000-\u001F\u007F-\u009F]*)?$",
-        "description": "An e-mail address (with `@`, without white space), or empty.", "example": "buergerbuero@menden.de",
+        // Characters: anything printable but white space and the specials "(),.:;<>@[\]; the
+        // server (`write::valid_email`) is narrower still (letters, digits and !#$%&'*+-/=?^_`{|}~
+        // in the local part, letters, digits and inner hyphens in labels, a local part of at
+        // most 64 and labels of at most 63 characters), which a pattern cannot say briefly.
+        "type": "string", "maxLength": 254,
+        "pattern": r#"^([^\s\u0000-\u001F\u007F-\u009F"(),.:;<>@\[\\\]]+(\.[^\s\u0000-\u001F\u007F-\u009F"(),.:;<>@\[\\\]]+)*@[^\s\u0000-\u001F\u007F-\u009F"(),.:;<>@\[\\\]]+(\.[^\s\u0000-\u001F\u007F-\u009F"(),.:;<>@\[\\\]]+)+)?$"#,
+        "description": "An e-mail address local@domain (at most 254 characters, a local part of at most 64, \
+                        a domain of at least two labels of letters, digits and inner hyphens), or empty.",
+        "example": "buergerbuero@menden.de",
     })
 );
 
@@ -288,6 +306,7 @@ pub fn all() -> Vec<(String, RefOr<Schema>)> {
         one::<Ags>(),
         one::<Id>(),
         one::<DateOrEmpty>(),
+        one::<ExpectedDate>(),
         one::<DateTimeOrEmpty>(),
         one::<Publication>(),
         one::<TimeBound>(),

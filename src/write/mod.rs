@@ -273,7 +273,7 @@ pub struct StatementInput {
     pub backlog: String,
     /// Expected return to normal operation.
     #[serde(default)]
-    #[schema(value_type = formats::DateOrEmpty)]
+    #[schema(value_type = formats::ExpectedDate)]
     pub expected_return: String,
 }
 
@@ -1136,10 +1136,10 @@ pub struct ProcedureInput {
     #[schema(value_type = Vec<formats::Slug>)]
     pub depends_on: Vec<String>,
     #[serde(default)]
-    #[schema(value_type = formats::DateOrEmpty)]
+    #[schema(value_type = formats::ExpectedDate)]
     pub expected_release: String,
     #[serde(default)]
-    #[schema(value_type = formats::DateOrEmpty)]
+    #[schema(value_type = formats::ExpectedDate)]
     pub expected_normal: String,
     /// Slugs of the services that need this procedure.
     #[serde(default)]
@@ -1358,7 +1358,7 @@ pub struct RolloutInput {
     pub districts: Vec<String>,
     /// When the operators expect the next step there.
     #[serde(default)]
-    #[schema(value_type = formats::DateOrEmpty)]
+    #[schema(value_type = formats::ExpectedDate)]
     pub expected_date: String,
 }
 

@@ -1126,7 +1126,8 @@ async fn post_token(
     path = "/tokens/{id}",
     tag = "accounts",
     summary = "Revoke an API token",
-    description = "One's own, or anyone's for admins. Takes effect with the next request.",
+    description = "One's own, or anyone's for admins. Takes effect with the next request. Someone else's \
+                   token answers 404 to a non-admin, as an unknown id does, so ids reveal nothing.",
     params(("id" = i64, Path, description = "The token's id.")),
     responses((status = 400, description = "The id is not a number.", body = ApiError), Removal, Refusals),
     security(("bearer" = []))
