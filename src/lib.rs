@@ -9,6 +9,7 @@ pub mod domain;
 pub mod http;
 pub mod i18n;
 pub mod import;
+pub mod publish;
 pub mod read;
 pub mod site;
 pub mod store;
@@ -32,7 +33,8 @@ mod tests {
         ("import", &["domain", "store", "write"]),
         ("demo", &["domain", "store", "auth", "read", "write", "import"]),
         ("http", &["domain", "i18n", "store", "auth", "read", "write", "site"]),
-        ("cli", &["domain", "i18n", "store", "auth", "read", "write", "site", "import", "demo", "http"]),
+        ("publish", &["domain"]),
+        ("cli", &["domain", "i18n", "store", "auth", "read", "write", "site", "import", "demo", "http", "publish"]),
     ];
 
     fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {

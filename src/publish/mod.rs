@@ -1,0 +1,369 @@
+//! Publishing an exported site (a directory of files) to mirrors: local directories
+//! (`file:///path`) and S3-compatible object storage (`s3://bucket/prefix`), both through the
+//! `object_store` crate.
+//!
+//! Incremental: each target keeps a manifest (`.notbetrieb-manifest.json`: every path with its
+//! SHA-256), and a publish writes only what differs from it (or is missing, or has another size),
+//! deletes what the site no longer has, and writes the manifest last. Every object is written
+//! whole (a put is atomic), so a reader always sees each file either old or new; a publish that
+//! is killed half-way leaves the previous state readable and the next run, finding the old
+//! manifest, completes it. `verify` reads every object back and lists what differs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use futures_util::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{Attribute, Attributes, ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The manifest's name at the root of every target; never part of the site itself.
+pub const MANIFEST: &str = ".notbetrieb-manifest.json";
+
+/// Where S3 targets are and how to sign in; everything not given comes from the standard
+/// `AWS_*` environment variables.
+#[derive(Clone, Debug, Default)]
+pub struct S3Options {
+    /// For stores other than AWS (MinIO, Ceph, a local test server); a plain `http://` endpoint
+    /// is allowed because it is given explicitly.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+}
+
+/// One mirror of the site.
+pub struct Target {
+    /// As given: `file:///srv/notfall` or `s3://bucket/prefix`, for messages.
+    pub name: String,
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    /// Object stores keep `Content-Type`, `Content-Encoding` and `Cache-Control` per object; a
+    /// directory cannot (its web server derives them from the names).
+    has_attributes: bool,
+}
+
+impl Target {
+    /// Parses `file:///absolute/path` or `s3://bucket[/prefix]`.
+    pub fn parse(spec: &str, s3: &S3Options) -> Result<Target> {
+        if let Some(path) = spec.strip_prefix("file://") {
+            if !path.starts_with('/') {
+                bail!("target {spec}: a file target needs an absolute path (file:///srv/notfall)");
+            }
+            std::fs::create_dir_all(path).with_context(|| format!("target {spec}: cannot create {path}"))?;
+            let store = object_store::local::LocalFileSystem::new_with_prefix(path)
+                .with_context(|| format!("target {spec}: cannot use {path}"))?;
+            return Ok(Target {
+                name: spec.to_string(),
+                store: Arc::new(store),
+                prefix: String::new(),
+                has_attributes: false,
+            });
+        }
+        if let Some(rest) = spec.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                bail!("target {spec}: no bucket (s3://bucket/prefix)");
+            }
+            let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+            if let Some(endpoint) = &s3.endpoint {
+                builder = builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
+                // Path-style addressing: local and self-hosted stores have no bucket subdomains.
+                builder = builder.with_virtual_hosted_style_request(false);
+            }
+            if let Some(region) = &s3.region {
+                builder = builder.with_region(region);
+            }
+            let store = builder.build().with_context(|| format!("target {spec}"))?;
+            return Ok(Target {
+                name: spec.to_string(),
+                store: Arc::new(store),
+                prefix: prefix.trim_matches('/').to_string(),
+                has_attributes: true,
+            });
+        }
+        bail!("target {spec}: unknown kind; use file:///path or s3://bucket/prefix")
+    }
+
+    fn key(&self, path: &str) -> ObjectPath {
+        if self.prefix.is_empty() {
+            ObjectPath::from(path)
+        } else {
+            ObjectPath::from(format!("{}/{path}", self.prefix))
+        }
+    }
+
+    fn relative(&self, key: &ObjectPath) -> String {
+        let key = key.as_ref();
+        if self.prefix.is_empty() {
+            key.to_string()
+        } else {
+            key.strip_prefix(&format!("{}/", self.prefix)).unwrap_or(key).to_string()
+        }
+    }
+
+    /// The manifest the last complete publish wrote; empty when there is none (a new target).
+    async fn manifest(&self) -> Result<Manifest> {
+        match self.store.get(&self.key(MANIFEST)).await {
+            Ok(found) => {
+                let bytes = found.bytes().await?;
+                Ok(serde_json::from_slice(&bytes).unwrap_or_default())
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(Manifest::default()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every object under the prefix with its size, the manifest excluded.
+    async fn objects(&self) -> Result<BTreeMap<String, u64>> {
+        let prefix = if self.prefix.is_empty() { None } else { Some(ObjectPath::from(self.prefix.as_str())) };
+        let listed: Vec<_> = self.store.list(prefix.as_ref()).try_collect().await?;
+        Ok(listed
+            .into_iter()
+            .map(|meta| (self.relative(&meta.location), meta.size))
+            .filter(|(path, _)| path != MANIFEST)
+            .collect())
+    }
+
+    async fn put(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
+        let mut attributes = Attributes::new();
+        if self.has_attributes {
+            let (content_type, encoding) = content_type(path);
+            attributes.insert(Attribute::ContentType, content_type.into());
+            if let Some(encoding) = encoding {
+                attributes.insert(Attribute::ContentEncoding, encoding.into());
+            }
+            attributes.insert(Attribute::CacheControl, "no-cache".into());
+        }
+        let options = PutOptions { attributes, ..Default::default() };
+        self.store.put_opts(&self.key(path), PutPayload::from(bytes), options).await?;
+        Ok(())
+    }
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct Manifest {
+    #[serde(default)]
+    published_at: String,
+    /// Path → SHA-256 (hex) of its bytes.
+    #[serde(default)]
+    files: BTreeMap<String, String>,
+}
+
+/// One file of the exported site.
+struct LocalFile {
+    /// Relative, with `/` separators: `kommunen/menden-sauerland/index.html`.
+    path: String,
+    source: PathBuf,
+    size: u64,
+    sha256: String,
+}
+
+/// Every file under `dir`, hashed.
+fn local_files(dir: &Path) -> Result<Vec<LocalFile>> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<LocalFile>) -> Result<()> {
+        for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+            let entry = entry?;
+            let source = entry.path();
+            if entry.file_type()?.is_dir() {
+                walk(root, &source, out)?;
+                continue;
+            }
+            let relative =
+                source.strip_prefix(root)?.to_str().ok_or_else(|| anyhow!("{}: not UTF-8", source.display()))?;
+            let path = relative.replace(std::path::MAIN_SEPARATOR, "/");
+            if path == MANIFEST {
+                continue;
+            }
+            let bytes = std::fs::read(&source).with_context(|| format!("reading {}", source.display()))?;
+            out.push(LocalFile { path, size: bytes.len() as u64, sha256: hex::encode(Sha256::digest(&bytes)), source });
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out)?;
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+/// What a publish did to one target.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    pub written: usize,
+    pub deleted: usize,
+    pub unchanged: usize,
+}
+
+/// Makes `target` hold exactly the files of `dir`, writing only what changed.
+pub async fn publish(dir: &Path, target: &Target) -> Result<Report> {
+    let files = local_files(dir)?;
+    // Reading first: wrong credentials, a missing bucket or an endpoint that is down fail here,
+    // before anything is written.
+    let manifest = target.manifest().await.with_context(|| format!("target {}", target.name))?;
+    let existing = target.objects().await.with_context(|| format!("target {}", target.name))?;
+    let mut report = Report::default();
+    // Stylesheets, feeds and data before the pages that link to them, so a reader following a
+    // new link finds its file.
+    let (pages, others): (Vec<&LocalFile>, Vec<&LocalFile>) = files.iter().partition(|f| is_page(&f.path));
+    for file in others.into_iter().chain(pages) {
+        let same = manifest.files.get(&file.path) == Some(&file.sha256) && existing.get(&file.path) == Some(&file.size);
+        if same {
+            report.unchanged += 1;
+            continue;
+        }
+        let bytes = std::fs::read(&file.source).with_context(|| format!("reading {}", file.source.display()))?;
+        target
+            .put(&file.path, bytes)
+            .await
+            .with_context(|| format!("target {}: writing {}", target.name, file.path))?;
+        report.written += 1;
+    }
+    let wanted: BTreeSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
+    for path in existing.keys().filter(|p| !wanted.contains(p.as_str())) {
+        target
+            .store
+            .delete(&target.key(path))
+            .await
+            .with_context(|| format!("target {}: deleting {path}", target.name))?;
+        report.deleted += 1;
+    }
+    if report.written > 0 || report.deleted > 0 || manifest.files.len() != files.len() {
+        let manifest = Manifest {
+            published_at: crate::domain::time::now_rfc3339(),
+            files: files.iter().map(|f| (f.path.clone(), f.sha256.clone())).collect(),
+        };
+        let body = serde_json::to_vec_pretty(&manifest)?;
+        target.put(MANIFEST, body).await.with_context(|| format!("target {}: writing the manifest", target.name))?;
+    }
+    Ok(report)
+}
+
+/// One way in which a target differs from the site.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Difference {
+    Missing(String),
+    Changed(String),
+    Extra(String),
+}
+
+impl std::fmt::Display for Difference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Difference::Missing(p) => write!(f, "missing  {p}"),
+            Difference::Changed(p) => write!(f, "changed  {p}"),
+            Difference::Extra(p) => write!(f, "extra    {p}"),
+        }
+    }
+}
+
+/// Reads every object of `target` back and compares it with the files of `dir`.
+pub async fn verify(dir: &Path, target: &Target) -> Result<Vec<Difference>> {
+    let files = local_files(dir)?;
+    let existing = target.objects().await.with_context(|| format!("target {}", target.name))?;
+    let mut differences = Vec::new();
+    for file in &files {
+        if !existing.contains_key(&file.path) {
+            differences.push(Difference::Missing(file.path.clone()));
+            continue;
+        }
+        let bytes = target
+            .store
+            .get(&target.key(&file.path))
+            .await
+            .with_context(|| format!("target {}: reading {}", target.name, file.path))?
+            .bytes()
+            .await?;
+        if hex::encode(Sha256::digest(&bytes)) != file.sha256 {
+            differences.push(Difference::Changed(file.path.clone()));
+        }
+    }
+    let wanted: BTreeSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
+    differences.extend(existing.keys().filter(|p| !wanted.contains(p.as_str())).map(|p| Difference::Extra(p.clone())));
+    Ok(differences)
+}
+
+fn is_page(path: &str) -> bool {
+    let base = path.strip_suffix(".gz").unwrap_or(path);
+    base.ends_with(".html")
+}
+
+/// The `Content-Type` (and, for the pre-compressed variants, `Content-Encoding`) of a file of
+/// the export, by its name.
+pub fn content_type(path: &str) -> (&'static str, Option<&'static str>) {
+    let (base, encoding) = match path.strip_suffix(".gz") {
+        Some(base) => (base, Some("gzip")),
+        None => match path.strip_suffix(".br") {
+            Some(base) => (base, Some("br")),
+            None => (path, None),
+        },
+    };
+    let extension = base.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
+    let content_type = match extension {
+        "html" => "text/html; charset=utf-8",
+        "json" => "application/json",
+        "atom" => "application/atom+xml; charset=utf-8",
+        "ics" => "text/calendar; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "txt" => "text/plain; charset=utf-8",
+        "xml" if base.starts_with("cap/") && base != "cap/index.xml" => "application/cap+xml",
+        "xml" => "application/xml",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        _ => "application/octet-stream",
+    };
+    (content_type, encoding)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_types_follow_the_name() {
+        assert_eq!(content_type("kommunen/menden/index.html"), ("text/html; charset=utf-8", None));
+        assert_eq!(content_type("kommunen/menden/index.html.gz"), ("text/html; charset=utf-8", Some("gzip")));
+        assert_eq!(content_type("feeds/meldungen.atom"), ("application/atom+xml; charset=utf-8", None));
+        assert_eq!(content_type("cap/abc.xml"), ("application/cap+xml", None));
+        assert_eq!(content_type("sitemap.xml"), ("application/xml", None));
+        assert_eq!(content_type("api/v1/services/index.json.gz"), ("application/json", Some("gzip")));
+    }
+
+    #[test]
+    fn targets_are_parsed_or_refused_naming_them() {
+        let s3 = S3Options::default();
+        for bad in ["ftp://x", "file://relative/path", "s3://", "/no/scheme"] {
+            let e = Target::parse(bad, &s3).err().unwrap().to_string();
+            assert!(e.contains(bad), "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_directory_target_gets_what_changed_and_loses_what_is_gone() {
+        let site = tempfile::tempdir().unwrap();
+        let mirror = tempfile::tempdir().unwrap();
+        let write = |p: &str, s: &str| {
+            let path = site.path().join(p);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, s).unwrap();
+        };
+        write("index.html", "start");
+        write("kommunen/a/index.html", "a");
+        write("static/style.css", "css");
+        let target = Target::parse(&format!("file://{}", mirror.path().display()), &S3Options::default()).unwrap();
+        assert_eq!(publish(site.path(), &target).await.unwrap(), Report { written: 3, deleted: 0, unchanged: 0 });
+        assert_eq!(publish(site.path(), &target).await.unwrap(), Report { written: 0, deleted: 0, unchanged: 3 });
+        write("kommunen/a/index.html", "a2");
+        std::fs::remove_file(site.path().join("static/style.css")).unwrap();
+        assert_eq!(publish(site.path(), &target).await.unwrap(), Report { written: 1, deleted: 1, unchanged: 1 });
+        assert_eq!(std::fs::read_to_string(mirror.path().join("kommunen/a/index.html")).unwrap(), "a2");
+        assert!(!mirror.path().join("static/style.css").exists());
+        assert!(verify(site.path(), &target).await.unwrap().is_empty());
+        std::fs::write(mirror.path().join("index.html"), "tampered").unwrap();
+        std::fs::write(mirror.path().join("extra.html"), "x").unwrap();
+        assert_eq!(
+            verify(site.path(), &target).await.unwrap(),
+            vec![Difference::Changed("index.html".into()), Difference::Extra("extra.html".into())]
+        );
+    }
+}
