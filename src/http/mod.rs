@@ -232,7 +232,8 @@ async fn cap_alert(State(app): State<Shared>, Path(file): Path<String>, headers:
     let lang = crate::i18n::DEFAULT_LANG;
     // Finding is cheap (one service's towns, or the announcements' history); only a message that
     // exists is rendered and cached, so unknown identifiers cannot fill the cache.
-    let found = file.strip_suffix(".xml").and_then(|id| crate::site::cap::find(&snap, id));
+    let found =
+        file.strip_suffix(".xml").and_then(|id| crate::read::snapshot::cpu_bound(|| crate::site::cap::find(&snap, id)));
     let Some(m) = found else { return not_found_page(&headers, &snap, lang).await };
     cached_page(&headers, &snap, lang, &format!("cap:{file}"), CAP, || {
         Ok(crate::site::cap::alert_xml(&snap, &app.public_url, &m))
