@@ -292,6 +292,34 @@ pub fn paths(snap: &Snapshot) -> Vec<String> {
     std::iter::once("/cap/index.atom".to_string()).chain(all(snap).iter().map(|m| path(&m.identifier))).collect()
 }
 
+/// Every CAP file of a snapshot, path and content, in one pass (for the static export): the index
+/// and every message of [`all`].
+pub fn files(snap: &Snapshot, public_url: &str) -> Vec<(String, String)> {
+    let mut out = vec![("/cap/index.atom".to_string(), index_atom(snap, public_url))];
+    out.extend(all(snap).iter().map(|m| (path(&m.identifier), alert_xml(snap, public_url, m))));
+    out
+}
+
+/// Whether an event can change the CAP files: announcements, and everything that moves a
+/// service's level in a town (statements, the recovery, imports).
+pub fn changed_by(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::AnnouncementPublished { .. }
+            | Event::AnnouncementScheduled { .. }
+            | Event::AnnouncementCorrected { .. }
+            | Event::AnnouncementWithdrawn { .. }
+            | Event::StatementChanged { .. }
+            | Event::StatementWithdrawn { .. }
+            | Event::ProcedureSaved { .. }
+            | Event::ProcedureStepped { .. }
+            | Event::RolloutChanged { .. }
+            | Event::RolloutPulledBack { .. }
+            | Event::ImportApplied { .. }
+            | Event::DemoSeeded { .. }
+    )
+}
+
 /// The message with this identifier, if there is one in this snapshot.
 pub fn find<'a>(snap: &'a Snapshot, identifier: &str) -> Option<Message<'a>> {
     if let Some(rest) = identifier.strip_prefix("stufe.") {
@@ -672,5 +700,51 @@ mod tests {
         assert!(xml.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; ]]&gt;"));
         let atom = index_atom(&snap, URL);
         assert!(!atom.contains("<script>") && atom.contains(&format!("{URL}/cap/{}.xml", m.identifier)));
+    }
+
+    #[test]
+    fn back_to_draft_cancels_a_republication_is_a_new_alert_and_a_scheduled_one_needs_no_event() {
+        let first = "2026-01-01T09:00:00Z";
+        let again = "2026-01-03T09:00:00Z";
+        let a = state("a", ScopeKind::Area, "", "A", Some(first));
+        let draft = state("a", ScopeKind::Area, "", "A", None);
+        let republished = state("a", ScopeKind::Area, "", "A wieder", Some(again));
+        let scheduled = state("s", ScopeKind::Area, "", "Geplant", Some("2026-01-02T00:00:00Z"));
+        let history = vec![
+            Recorded {
+                seq: 1,
+                at: first.into(),
+                event: Event::AnnouncementPublished { announcement: a, created: true },
+            },
+            Recorded {
+                seq: 2,
+                at: "2026-01-02T09:00:00Z".into(),
+                event: Event::AnnouncementCorrected { announcement: draft },
+            },
+            Recorded {
+                seq: 3,
+                at: again.into(),
+                event: Event::AnnouncementPublished { announcement: republished.clone(), created: false },
+            },
+        ];
+        let snap = snapshot(vec![announcement(&republished), announcement(&scheduled)], history, false);
+        let ids: Vec<Vec<(String, MsgType)>> = announcement_chains(&snap)
+            .into_iter()
+            .map(|c| c.into_iter().map(|m| (m.identifier, m.msg_type)).collect())
+            .collect();
+        let ids: Vec<Vec<(&str, MsgType)>> =
+            ids.iter().map(|c| c.iter().map(|(i, t)| (i.as_str(), *t)).collect()).collect();
+        assert_eq!(
+            ids,
+            [
+                vec![("meldung.a.20260101T090000", MsgType::Alert), ("meldung.a.c2", MsgType::Cancel)],
+                vec![("meldung.a.20260103T090000", MsgType::Alert)],
+                vec![("meldung.s.20260102T000000", MsgType::Alert)],
+            ]
+        );
+        let files = files(&snap, URL);
+        let written: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(written, paths(&snap), "files and paths agree");
+        assert!(written.iter().all(|p| *p == "/cap/index.atom" || find(&snap, &p[5..p.len() - 4]).is_some()));
     }
 }
