@@ -224,6 +224,16 @@ pub enum Event {
     LoginAddressBlocked { username: String, address: String },
 }
 
+/// An event with its place in the journal: the announcements' history as the snapshot keeps it,
+/// so the CAP alerts can say what an update corrects and publish a withdrawal (`site::cap`).
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub seq: i64,
+    /// The journal entry's time (RFC 3339, UTC).
+    pub at: String,
+    pub event: Event,
+}
+
 /// What part of the public site an event may change; the export turns these into paths
 /// (`site` knows the URLs, this module does not).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]

@@ -248,6 +248,10 @@ pub struct Dataset {
     pub rollouts: Vec<crate::domain::recovery::RolloutRecord>,
     /// (service slug, procedure slug): the service needs that procedure.
     pub service_procedures: Vec<(String, String)>,
+    /// Every announcement event of the journal (published, corrected, withdrawn …), in order:
+    /// the history behind the CAP alerts' updates and cancels. Shared between snapshots and
+    /// extended by the entries after the last one.
+    pub announcement_history: std::sync::Arc<Vec<events::Recorded>>,
 }
 
 /// The one folding for slugs and search: lower case, umlauts and ß spelled out (`ä` → `ae`,

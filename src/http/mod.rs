@@ -25,6 +25,7 @@ pub const HTML: &str = "text/html; charset=utf-8";
 pub const ATOM: &str = "application/atom+xml; charset=utf-8";
 pub const JSON: &str = "application/json";
 pub const ICS: &str = "text/calendar; charset=utf-8";
+pub const CAP: &str = "application/cap+xml";
 const STYLE: &str = include_str!("../../static/style.css");
 
 /// The whole site; `proxies` are the peers whose forwarding headers are believed (`client`).
@@ -70,6 +71,9 @@ pub fn router(app: Shared, proxies: client::TrustedProxies) -> Router {
         .nest("/intern", crate::http::desk::router())
         .route("/healthz", get(healthz))
         .route("/static/style.css", get(style))
+        // CAP carries both languages in one message: once, not per language.
+        .route("/cap/index.atom", get(cap_index))
+        .route("/cap/{file}", get(cap_alert))
         .layer(axum::middleware::map_response(security_headers))
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .layer(Extension(proxies))
@@ -214,6 +218,27 @@ async fn style(headers: HeaderMap) -> Response {
     static PAGE: OnceLock<CachedPage> = OnceLock::new();
     let page = PAGE.get_or_init(|| CachedPage::new("text/css; charset=utf-8", STYLE.to_string()));
     send(&headers, page, StatusCode::OK)
+}
+
+async fn cap_index(State(app): State<Shared>, headers: HeaderMap) -> Response {
+    let snap = app.snapshot();
+    let lang = crate::i18n::DEFAULT_LANG;
+    cached_page(&headers, &snap, lang, "cap:index", ATOM, || Ok(crate::site::cap::index_atom(&snap, &app.public_url)))
+        .await
+}
+
+async fn cap_alert(State(app): State<Shared>, Path(file): Path<String>, headers: HeaderMap) -> Response {
+    let snap = app.snapshot();
+    let lang = crate::i18n::DEFAULT_LANG;
+    // Finding is cheap (one service's towns, or the announcements' history); only a message that
+    // exists is rendered and cached, so unknown identifiers cannot fill the cache.
+    let found =
+        file.strip_suffix(".xml").and_then(|id| crate::read::snapshot::cpu_bound(|| crate::site::cap::find(&snap, id)));
+    let Some(m) = found else { return not_found_page(&headers, &snap, lang).await };
+    cached_page(&headers, &snap, lang, &format!("cap:{file}"), CAP, || {
+        Ok(crate::site::cap::alert_xml(&snap, &app.public_url, &m))
+    })
+    .await
 }
 
 async fn home(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lang>, headers: HeaderMap) -> Response {

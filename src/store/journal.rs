@@ -7,7 +7,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::{AnyConnection, Row};
 
-use crate::domain::events::Event;
+use crate::domain::events::{Event, Recorded};
 
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Entry {
@@ -108,6 +108,26 @@ pub async fn events_since(c: &mut AnyConnection, seq: i64, limit: i64) -> Result
         let e = row_to_entry(row)?;
         if let Some(event) = Event::from_payload(&e.payload) {
             out.push(StoredEvent { seq: e.seq, at: e.at, author: e.author, event });
+        }
+    }
+    Ok(out)
+}
+
+/// The announcement events after `seq`, in order (the kinds `announcement.*`; entries before
+/// typed events are skipped), for the snapshot's announcement history.
+pub async fn announcement_events_since(c: &mut AnyConnection, seq: i64) -> Result<Vec<Recorded>> {
+    let rows = sqlx::query(
+        "SELECT seq, at, payload FROM journal WHERE seq > $1 AND kind IN \
+         ('announcement.create', 'announcement.update', 'announcement.correct', 'announcement.withdraw') ORDER BY seq",
+    )
+    .bind(seq)
+    .fetch_all(&mut *c)
+    .await?;
+    let mut out = Vec::new();
+    for row in &rows {
+        let payload: String = row.try_get("payload")?;
+        if let Some(event) = Event::from_payload(&payload) {
+            out.push(Recorded { seq: row.try_get("seq")?, at: row.try_get("at")?, event });
         }
     }
     Ok(out)

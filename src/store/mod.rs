@@ -154,6 +154,7 @@ impl Store {
             postal_codes: previous.postal_codes.clone(),
             services: previous.services.clone(),
             offices: previous.offices.clone(),
+            announcement_history: previous.announcement_history.clone(),
             ..Dataset::default()
         };
         load_changing(&mut c, &mut ds).await?;
@@ -547,6 +548,12 @@ pub async fn load_changing(c: &mut AnyConnection, ds: &mut Dataset) -> Result<()
     }
     for row in sqlx::query("SELECT * FROM announcements ORDER BY published_at DESC, id").fetch_all(&mut *c).await? {
         ds.announcements.push(row_to_announcement(&row)?);
+    }
+    // Only the journal entries after the ones already kept (the journal is append-only).
+    let after = ds.announcement_history.last().map(|r| r.seq).unwrap_or(0);
+    let newer = journal::announcement_events_since(c, after).await?;
+    if !newer.is_empty() {
+        std::sync::Arc::make_mut(&mut ds.announcement_history).extend(newer);
     }
     load_recovery(c, ds).await?;
     for row in sqlx::query("SELECT * FROM faq_entries ORDER BY sort_order, id").fetch_all(&mut *c).await? {

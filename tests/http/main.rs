@@ -6,6 +6,7 @@
 
 mod api;
 mod api_write;
+mod cap;
 mod cli;
 mod concurrency;
 mod desk;
