@@ -15,7 +15,7 @@ use crate::read::live::App;
 use crate::read::snapshot;
 use crate::store::accounts;
 use crate::store::journal;
-use crate::{demo, http, i18n, import, store, write};
+use crate::{demo, http, i18n, import, publish, store, write};
 
 #[derive(Parser)]
 #[command(
@@ -104,6 +104,25 @@ enum Command {
     Demo {
         #[command(subcommand)]
         command: DemoCommand,
+    },
+    /// Mirror an exported site to directories and S3-compatible storage, writing only what
+    /// changed (`0 written, 0 deleted` when nothing did); with --verify, compare instead.
+    Publish {
+        /// The exported site (a directory written by `notbetrieb export`).
+        #[arg(long, value_name = "DIR")]
+        from: std::path::PathBuf,
+        /// `file:///absolute/path` or `s3://bucket/prefix`; repeat for more targets.
+        #[arg(long = "to", value_name = "TARGET", required = true)]
+        targets: Vec<String>,
+        /// Read every object of each target back and list what differs (exit code 1 if anything).
+        #[arg(long)]
+        verify: bool,
+        /// S3 endpoint for stores other than AWS (a plain http:// endpoint is allowed when given).
+        #[arg(long, env = "NOTBETRIEB_S3_ENDPOINT", value_name = "URL")]
+        s3_endpoint: Option<String>,
+        /// S3 region (default: AWS_REGION / AWS_DEFAULT_REGION).
+        #[arg(long, value_name = "REGION")]
+        s3_region: Option<String>,
     },
 }
 
@@ -245,7 +264,57 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Token { command } => token_command(command).await,
         Command::Journal { command } => journal_command(command).await,
         Command::Demo { command: DemoCommand::Advance { db, steps } } => demo_advance(&db, steps).await,
+        Command::Publish { from, targets, verify, s3_endpoint, s3_region } => {
+            let s3 = publish::S3Options { endpoint: s3_endpoint, region: s3_region };
+            publish_command(&from, &targets, verify, &s3).await
+        }
     }
+}
+
+/// Publishes (or verifies) every target in turn; one failing target does not stop the others,
+/// but makes the exit code non-zero.
+async fn publish_command(
+    from: &std::path::Path,
+    targets: &[String],
+    verify: bool,
+    s3: &publish::S3Options,
+) -> Result<()> {
+    if !from.is_dir() {
+        anyhow::bail!("--from {}: not a directory (write one with `notbetrieb export`)", from.display());
+    }
+    let (mut failed, mut differ) = (0, 0);
+    for spec in targets {
+        let result = async {
+            let target = publish::Target::parse(spec, s3)?;
+            if verify {
+                let differences = publish::verify(from, &target).await?;
+                for d in &differences {
+                    println!("{spec}: {d}");
+                }
+                println!("{spec}: {} differences", differences.len());
+                differ += differences.len();
+            } else {
+                let report = publish::publish(from, &target).await?;
+                println!(
+                    "{spec}: {} written, {} deleted, {} unchanged",
+                    report.written, report.deleted, report.unchanged
+                );
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            eprintln!("error: {e:#}");
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} targets failed", targets.len());
+    }
+    if differ > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 async fn cli_app(db: &DatabaseArgs, public_url: &str) -> Result<App> {

@@ -66,6 +66,8 @@ impl Target {
             if bucket.is_empty() {
                 bail!("target {spec}: no bucket (s3://bucket/prefix)");
             }
+            // TLS through rustls with ring (the process-wide choice; a second call is a no-op).
+            let _ = rustls::crypto::ring::default_provider().install_default();
             let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
             if let Some(endpoint) = &s3.endpoint {
                 builder = builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
@@ -195,8 +197,15 @@ pub struct Report {
     pub unchanged: usize,
 }
 
+/// Test hook, debug builds only: the process ends (as if killed) after this many objects were
+/// written, so tests can show that an interrupted publish leaves a readable target and the next
+/// run completes it.
+const EXIT_AFTER_WRITES: &str = "NOTBETRIEB_TEST_PUBLISH_EXIT_AFTER";
+
 /// Makes `target` hold exactly the files of `dir`, writing only what changed.
 pub async fn publish(dir: &Path, target: &Target) -> Result<Report> {
+    let exit_after: Option<usize> =
+        if cfg!(debug_assertions) { std::env::var(EXIT_AFTER_WRITES).ok().and_then(|v| v.parse().ok()) } else { None };
     let files = local_files(dir)?;
     // Reading first: wrong credentials, a missing bucket or an endpoint that is down fail here,
     // before anything is written.
@@ -218,6 +227,9 @@ pub async fn publish(dir: &Path, target: &Target) -> Result<Report> {
             .await
             .with_context(|| format!("target {}: writing {}", target.name, file.path))?;
         report.written += 1;
+        if exit_after == Some(report.written) {
+            std::process::exit(137);
+        }
     }
     let wanted: BTreeSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
     for path in existing.keys().filter(|p| !wanted.contains(p.as_str())) {

@@ -34,6 +34,14 @@ pub fn postgres_base_url() -> Option<String> {
     std::env::var("NOTBETRIEB_TEST_POSTGRES_URL").ok().filter(|s| !s.is_empty())
 }
 
+/// The one way tests make an HTTP client: redirects are not followed (tests look at them), and
+/// TLS, which reqwest leaves to the process (`rustls-no-provider`, as the server uses ring), gets
+/// ring too.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_notbetrieb")
 }
@@ -148,7 +156,7 @@ impl Server {
         };
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let client = http_client();
         Server { child, base, db, client }
     }
 

@@ -16,6 +16,7 @@ mod import;
 mod journal;
 mod languages;
 mod public;
+mod publish;
 mod recovery;
 mod rendering;
 mod sign_in;
