@@ -1,4 +1,4 @@
-//! The command line: parses arguments and runs serve, import, user, token, journal and demo.
+//! The command line: parses arguments and runs serve, import, export, user, token, journal and demo.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -99,6 +99,18 @@ enum Command {
     Journal {
         #[command(subcommand)]
         command: JournalCommand,
+    },
+    /// Write the whole public site as static files (HTML, JSON API, feeds, sitemap), every
+    /// language, for any web server or object store; replaces DIR only once complete.
+    Export {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        /// The directory to write; an existing one is replaced at the end.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// The public address of the copy, for absolute links in feeds and the sitemap.
+        #[arg(long, env = "NOTBETRIEB_PUBLIC_URL", default_value = "http://127.0.0.1:8080", value_name = "URL")]
+        public_url: String,
     },
     /// The built-in demo's scripted scenario.
     Demo {
@@ -244,6 +256,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::User { command } => user_command(command).await,
         Command::Token { command } => token_command(command).await,
         Command::Journal { command } => journal_command(command).await,
+        Command::Export { db, out, public_url } => export_command(&db, &out, &public_url).await,
         Command::Demo { command: DemoCommand::Advance { db, steps } } => demo_advance(&db, steps).await,
     }
 }
@@ -259,6 +272,23 @@ fn write_error(e: write::WriteError) -> anyhow::Error {
         write::WriteError::Invalid { field, message } => anyhow::anyhow!("{field}: {}", i18n::t("en", message)),
         other => anyhow::anyhow!("{other:?}"),
     }
+}
+
+async fn export_command(db: &DatabaseArgs, out: &std::path::Path, public_url: &str) -> Result<()> {
+    let app = cli_app(db, public_url).await?;
+    let snap = app.snapshot();
+    let started = std::time::Instant::now();
+    let public_url = app.public_url.clone();
+    let out_dir = out.to_path_buf();
+    let summary = tokio::task::spawn_blocking(move || crate::export::export(&snap, &public_url, &out_dir)).await??;
+    println!(
+        "exported {} files ({} bytes) to {} in {:.1} s",
+        summary.files,
+        summary.bytes,
+        out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 async fn user_command(command: UserCommand) -> Result<()> {
