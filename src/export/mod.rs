@@ -43,6 +43,7 @@ pub fn export(snap: &Snapshot, public_url: &str, out: &Path) -> Result<Summary> 
     };
     let tmp = parent.join(format!(".{}.export-{}", name.to_string_lossy(), std::process::id()));
     let cannot = || format!("cannot write the export to {}", out.display());
+    remove_abandoned(&parent, &name.to_string_lossy());
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).with_context(cannot)?;
     }
@@ -69,6 +70,26 @@ pub fn export(snap: &Snapshot, public_url: &str, out: &Path) -> Result<Summary> 
         std::fs::remove_dir_all(&old).with_context(|| format!("cannot remove the previous copy {}", old.display()))?;
     }
     Ok(summary)
+}
+
+/// Removes the temporary directories of earlier exports to the same target whose process is
+/// gone (killed mid-way); those of a running export stay. Linux only: elsewhere they are left.
+fn remove_abandoned(parent: &Path, name: &str) {
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let file_name = file_name.to_string_lossy();
+        let pid = file_name
+            .strip_prefix(&format!(".{name}."))
+            .and_then(|rest| rest.strip_prefix("export-").or_else(|| rest.strip_prefix("old-")))
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && Path::new("/proc/self").exists()
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// The files of the export, written below `dir`.

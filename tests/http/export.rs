@@ -182,6 +182,50 @@ async fn export_of_the_demo_is_complete_linked_and_equal_to_the_live_site(engine
     served_by_nginx(&site).await;
 }
 
+/// An export killed mid-way leaves the previous copy as it was; the next export completes and
+/// clears what the killed one left.
+#[tokio::test]
+async fn a_killed_export_leaves_the_previous_copy() {
+    let s = Server::demo(Engine::Sqlite).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let site = tmp.path().join("site");
+    // The previous copy: one file is enough to see that it stays as it was.
+    std::fs::create_dir_all(site.join("kommunen")).unwrap();
+    std::fs::write(site.join("kommunen/index.html"), "previous copy").unwrap();
+    let before = files(&site);
+    let mut child = std::process::Command::new(binary())
+        .args(["export", "--out", site.to_str().unwrap(), "--database", &s.db.url])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once it has begun writing its temporary directory.
+    let started = std::time::Instant::now();
+    let partial = loop {
+        let tmp_dir = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(".site.export-"));
+        if let Some(dir) = tmp_dir
+            && dir.join("kommunen").exists()
+        {
+            break dir;
+        }
+        assert!(started.elapsed().as_secs() < 60 && child.try_wait().unwrap().is_none(), "the export ended too soon");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(files(&site), before, "the previous copy is untouched");
+    assert_eq!(std::fs::read_to_string(site.join("kommunen/index.html")).unwrap(), "previous copy");
+    let out = export(&s, &site);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!partial.exists(), "the killed export's directory is removed");
+    assert_ne!(std::fs::read_to_string(site.join("kommunen/index.html")).unwrap(), "previous copy");
+    assert!(site.join("sitemap.xml").exists());
+    let beside: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(beside, ["site"]);
+}
+
 /// An unwritable target: a clear error naming it, a non-zero exit, nothing written.
 #[tokio::test]
 async fn an_unwritable_out_is_refused_naming_it() {
