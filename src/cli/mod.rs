@@ -111,6 +111,9 @@ enum Command {
         /// The public address of the copy, for absolute links in feeds and the sitemap.
         #[arg(long, env = "NOTBETRIEB_PUBLIC_URL", default_value = "http://127.0.0.1:8080", value_name = "URL")]
         public_url: String,
+        /// Further message catalogues, as for serve: their languages are exported too.
+        #[arg(long, env = "NOTBETRIEB_MESSAGES_DIR", value_name = "DIR")]
+        messages_dir: Option<PathBuf>,
     },
     /// The built-in demo's scripted scenario.
     Demo {
@@ -256,7 +259,12 @@ async fn run(cli: Cli) -> Result<()> {
         Command::User { command } => user_command(command).await,
         Command::Token { command } => token_command(command).await,
         Command::Journal { command } => journal_command(command).await,
-        Command::Export { db, out, public_url } => export_command(&db, &out, &public_url).await,
+        Command::Export { db, out, public_url, messages_dir } => {
+            if let Some(dir) = messages_dir {
+                i18n::load_extra(&dir)?;
+            }
+            export_command(&db, &out, &public_url).await
+        }
         Command::Demo { command: DemoCommand::Advance { db, steps } } => demo_advance(&db, steps).await,
     }
 }

@@ -226,6 +226,23 @@ async fn a_killed_export_leaves_the_previous_copy() {
     assert_eq!(beside, ["site"]);
 }
 
+/// A language added with `--messages-dir` is exported too, under its prefix.
+#[tokio::test]
+async fn a_catalogue_from_messages_dir_is_exported_too() {
+    let s = Server::demo(Engine::Sqlite).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let messages = tmp.path().join("messages");
+    std::fs::create_dir(&messages).unwrap();
+    std::fs::write(messages.join("ar.toml"), "[language]\ncode = \"ar\"\nname = \"العربية\"\ndir = \"rtl\"\n").unwrap();
+    let site = tmp.path().join("site");
+    let out = s.command(&["export", "--out", site.to_str().unwrap(), "--messages-dir", messages.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let html = std::fs::read_to_string(site.join("ar/kommunen/menden-sauerland/index.html")).unwrap();
+    assert!(html.contains("<html lang=\"ar\" dir=\"rtl\">"));
+    assert!(html.contains("Dies ist eine Kopie"), "German where the catalogue has no copy line");
+    assert!(site.join("ar/fahrplan.ics.gz").exists());
+}
+
 /// An unwritable target: a clear error naming it, a non-zero exit, nothing written.
 #[tokio::test]
 async fn an_unwritable_out_is_refused_naming_it() {
