@@ -161,6 +161,19 @@ fn write_site(snap: &Snapshot, public_url: &str, dir: &Path) -> Result<Summary> 
         let index = if path.ends_with(".json") { None } else { Some("index.json") };
         w.page(&path, index, body?.as_bytes())?;
     }
+    // The search needs the server; where links or bookmarks lead to it, the copy's search page
+    // says so and offers the lists (a query string is ignored by a static server).
+    for language in i18n::languages() {
+        let outcome = render::SearchOutcome {
+            query: String::new(),
+            place: String::new(),
+            towns: Vec::new(),
+            services: Vec::new(),
+            place_unknown: false,
+        };
+        let html = render::search(snap, &language.code, &outcome, Some(&made_at))?;
+        w.page(&render::lang_url(&language.code, "/suche"), Some("index.html"), html.as_bytes())?;
+    }
     w.file("static/style.css", crate::http::STYLE.as_bytes())?;
     let not_found = render::error(snap, i18n::DEFAULT_LANG, 404, "error.not_found", Some(&made_at))?;
     w.file("404.html", not_found.as_bytes())?;
