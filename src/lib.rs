@@ -6,6 +6,7 @@ pub mod auth;
 pub mod cli;
 pub mod demo;
 pub mod domain;
+pub mod export;
 pub mod http;
 pub mod i18n;
 pub mod import;
@@ -33,8 +34,15 @@ mod tests {
         ("import", &["domain", "store", "write"]),
         ("demo", &["domain", "store", "auth", "read", "write", "import"]),
         ("http", &["domain", "i18n", "store", "auth", "read", "write", "site"]),
+        ("export", &["domain", "i18n", "store", "auth", "read", "write", "site", "http"]),
         ("publish", &["domain"]),
-        ("cli", &["domain", "i18n", "store", "auth", "read", "write", "site", "import", "demo", "http", "publish"]),
+        (
+            "cli",
+            &[
+                "domain", "i18n", "store", "auth", "read", "write", "site", "import", "demo", "http", "export",
+                "publish",
+            ],
+        ),
     ];
 
     fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {

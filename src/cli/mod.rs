@@ -1,4 +1,4 @@
-//! The command line: parses arguments and runs serve, import, user, token, journal and demo.
+//! The command line: parses arguments and runs serve, import, export, user, token, journal and demo.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -100,6 +100,21 @@ enum Command {
         #[command(subcommand)]
         command: JournalCommand,
     },
+    /// Write the whole public site as static files (HTML, JSON API, feeds, sitemap), every
+    /// language, for any web server or object store; replaces DIR only once complete.
+    Export {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        /// The directory to write; an existing one is replaced at the end.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// The public address of the copy, for absolute links in feeds and the sitemap.
+        #[arg(long, env = "NOTBETRIEB_PUBLIC_URL", default_value = "http://127.0.0.1:8080", value_name = "URL")]
+        public_url: String,
+        /// Further message catalogues, as for serve: their languages are exported too.
+        #[arg(long, env = "NOTBETRIEB_MESSAGES_DIR", value_name = "DIR")]
+        messages_dir: Option<PathBuf>,
+    },
     /// The built-in demo's scripted scenario.
     Demo {
         #[command(subcommand)]
@@ -108,9 +123,15 @@ enum Command {
     /// Mirror an exported site to directories and S3-compatible storage, writing only what
     /// changed (`0 written, 0 deleted` when nothing did); with --verify, compare instead.
     Publish {
-        /// The exported site (a directory written by `notbetrieb export`).
+        /// The database to export and publish (the default), unless --from names an export.
+        #[command(flatten)]
+        db: DatabaseArgs,
+        /// Publish this directory (written by `notbetrieb export`) instead of exporting now.
         #[arg(long, value_name = "DIR")]
-        from: std::path::PathBuf,
+        from: Option<PathBuf>,
+        /// The public address of the copy, as for export.
+        #[arg(long, env = "NOTBETRIEB_PUBLIC_URL", default_value = "http://127.0.0.1:8080", value_name = "URL")]
+        public_url: String,
         /// `file:///absolute/path` or `s3://bucket/prefix`; repeat for more targets.
         #[arg(long = "to", value_name = "TARGET", required = true)]
         targets: Vec<String>,
@@ -263,10 +284,25 @@ async fn run(cli: Cli) -> Result<()> {
         Command::User { command } => user_command(command).await,
         Command::Token { command } => token_command(command).await,
         Command::Journal { command } => journal_command(command).await,
+        Command::Export { db, out, public_url, messages_dir } => {
+            if let Some(dir) = messages_dir {
+                i18n::load_extra(&dir)?;
+            }
+            export_command(&db, &out, &public_url).await
+        }
         Command::Demo { command: DemoCommand::Advance { db, steps } } => demo_advance(&db, steps).await,
-        Command::Publish { from, targets, verify, s3_endpoint, s3_region } => {
+        Command::Publish { db, from, public_url, targets, verify, s3_endpoint, s3_region } => {
             let s3 = publish::S3Options { endpoint: s3_endpoint, region: s3_region };
-            publish_command(&from, &targets, verify, &s3).await
+            match from {
+                Some(dir) => publish_command(&dir, &targets, verify, &s3).await,
+                None => {
+                    // Exported into a temporary directory, published from there, then removed.
+                    let work = tempfile::tempdir()?;
+                    let dir = work.path().join("site");
+                    export_command(&db, &dir, &public_url).await?;
+                    publish_command(&dir, &targets, verify, &s3).await
+                }
+            }
         }
     }
 }
@@ -328,6 +364,23 @@ fn write_error(e: write::WriteError) -> anyhow::Error {
         write::WriteError::Invalid { field, message } => anyhow::anyhow!("{field}: {}", i18n::t("en", message)),
         other => anyhow::anyhow!("{other:?}"),
     }
+}
+
+async fn export_command(db: &DatabaseArgs, out: &std::path::Path, public_url: &str) -> Result<()> {
+    let app = cli_app(db, public_url).await?;
+    let snap = app.snapshot();
+    let started = std::time::Instant::now();
+    let public_url = app.public_url.clone();
+    let out_dir = out.to_path_buf();
+    let summary = tokio::task::spawn_blocking(move || crate::export::export(&snap, &public_url, &out_dir)).await??;
+    println!(
+        "exported {} files ({} bytes) to {} in {:.1} s",
+        summary.files,
+        summary.bytes,
+        out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 async fn user_command(command: UserCommand) -> Result<()> {

@@ -5,6 +5,7 @@ pub mod api;
 pub mod client;
 pub mod desk;
 
+use anyhow::Context;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -15,18 +16,17 @@ use serde::Deserialize;
 
 use crate::read::live::Shared;
 use crate::read::snapshot::{CachedPage, Snapshot};
+use crate::site::paths::{self, Page};
 use crate::site::render;
 
 /// The language of a public page, set per router ("/" German, "/<code>" every other language).
 #[derive(Clone, Copy)]
 pub struct Lang(pub &'static str);
 
-pub const HTML: &str = "text/html; charset=utf-8";
-pub const ATOM: &str = "application/atom+xml; charset=utf-8";
+pub use crate::site::paths::{ATOM, HTML, ICS};
 pub const JSON: &str = "application/json";
-pub const ICS: &str = "text/calendar; charset=utf-8";
 pub const CAP: &str = "application/cap+xml";
-const STYLE: &str = include_str!("../../static/style.css");
+pub const STYLE: &str = include_str!("../../static/style.css");
 
 /// The whole site; `proxies` are the peers whose forwarding headers are believed (`client`).
 pub fn router(app: Shared, proxies: client::TrustedProxies) -> Router {
@@ -156,28 +156,28 @@ pub fn send(headers: &HeaderMap, page: &CachedPage, status: StatusCode) -> Respo
     }
 }
 
-/// Renders (once per snapshot) and sends a page.
-async fn cached_page(
-    headers: &HeaderMap,
-    snap: &Snapshot,
-    lang: &str,
-    key: &str,
-    content_type: &'static str,
-    render: impl FnOnce() -> anyhow::Result<String>,
-) -> Response {
-    match snap.cached(&format!("{lang}:{key}"), content_type, render).await {
-        Ok(page) => send(headers, &page, StatusCode::OK),
-        Err(e) => {
-            tracing::error!(error = %e, key, "rendering failed");
-            error_page(headers, snap, lang, StatusCode::INTERNAL_SERVER_ERROR, "error.internal").await
-        }
+/// Renders (once per snapshot) and sends a public page, or the 404 page when the snapshot has
+/// no such town, service, district or announcement. The rendering is `paths::render`'s, the same
+/// as the static export's.
+async fn public_page(app: &Shared, headers: &HeaderMap, lang: &str, page: Page) -> Response {
+    let snap = app.snapshot();
+    let key = format!("{lang}:{}", page.path());
+    if !paths::exists(&snap, &page) {
+        return not_found_page(headers, &snap, lang).await;
     }
+    let rendered = snap
+        .cached(&key, page.content_type(), || {
+            let rendered = paths::render(&snap, lang, &app.public_url, &page, None);
+            Ok(rendered.context("the page went missing")??.body)
+        })
+        .await;
+    send_rendered(headers, &snap, lang, rendered).await
 }
 
 pub async fn error_page(headers: &HeaderMap, snap: &Snapshot, lang: &str, status: StatusCode, key: &str) -> Response {
     match snap
         .cached(&format!("{lang}:error:{}:{key}", status.as_u16()), HTML, || {
-            render::error(snap, lang, status.as_u16(), key)
+            render::error(snap, lang, status.as_u16(), key, None)
         })
         .await
     {
@@ -223,8 +223,24 @@ async fn style(headers: HeaderMap) -> Response {
 async fn cap_index(State(app): State<Shared>, headers: HeaderMap) -> Response {
     let snap = app.snapshot();
     let lang = crate::i18n::DEFAULT_LANG;
-    cached_page(&headers, &snap, lang, "cap:index", ATOM, || Ok(crate::site::cap::index_atom(&snap, &app.public_url)))
-        .await
+    let index = snap.cached("cap:index", ATOM, || Ok(crate::site::cap::index_atom(&snap, &app.public_url))).await;
+    send_rendered(&headers, &snap, lang, index).await
+}
+
+/// Sends what `Snapshot::cached` rendered, or the error page when rendering failed.
+async fn send_rendered(
+    headers: &HeaderMap,
+    snap: &Snapshot,
+    lang: &str,
+    rendered: anyhow::Result<std::sync::Arc<CachedPage>>,
+) -> Response {
+    match rendered {
+        Ok(page) => send(headers, &page, StatusCode::OK),
+        Err(e) => {
+            tracing::error!(error = %e, "rendering failed");
+            error_page(headers, snap, lang, StatusCode::INTERNAL_SERVER_ERROR, "error.internal").await
+        }
+    }
 }
 
 async fn cap_alert(State(app): State<Shared>, Path(file): Path<String>, headers: HeaderMap) -> Response {
@@ -235,15 +251,13 @@ async fn cap_alert(State(app): State<Shared>, Path(file): Path<String>, headers:
     let found =
         file.strip_suffix(".xml").and_then(|id| crate::read::snapshot::cpu_bound(|| crate::site::cap::find(&snap, id)));
     let Some(m) = found else { return not_found_page(&headers, &snap, lang).await };
-    cached_page(&headers, &snap, lang, &format!("cap:{file}"), CAP, || {
-        Ok(crate::site::cap::alert_xml(&snap, &app.public_url, &m))
-    })
-    .await
+    let alert =
+        snap.cached(&format!("cap:{file}"), CAP, || Ok(crate::site::cap::alert_xml(&snap, &app.public_url, &m))).await;
+    send_rendered(&headers, &snap, lang, alert).await
 }
 
 async fn home(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lang>, headers: HeaderMap) -> Response {
-    let snap = app.snapshot();
-    cached_page(&headers, &snap, lang, "home", HTML, || render::home(&snap, lang)).await
+    public_page(&app, &headers, lang, Page::Home).await
 }
 
 async fn municipalities(
@@ -251,8 +265,43 @@ async fn municipalities(
     Extension(Lang(lang)): Extension<Lang>,
     headers: HeaderMap,
 ) -> Response {
-    let snap = app.snapshot();
-    cached_page(&headers, &snap, lang, "towns", HTML, || render::municipalities(&snap, lang)).await
+    public_page(&app, &headers, lang, Page::Towns).await
+}
+
+async fn services(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lang>, headers: HeaderMap) -> Response {
+    public_page(&app, &headers, lang, Page::Services).await
+}
+
+async fn announcements(
+    State(app): State<Shared>,
+    Extension(Lang(lang)): Extension<Lang>,
+    headers: HeaderMap,
+) -> Response {
+    public_page(&app, &headers, lang, Page::News).await
+}
+
+async fn fahrplan(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lang>, headers: HeaderMap) -> Response {
+    public_page(&app, &headers, lang, Page::Fahrplan).await
+}
+
+async fn fahrplan_ics(
+    State(app): State<Shared>,
+    Extension(Lang(lang)): Extension<Lang>,
+    headers: HeaderMap,
+) -> Response {
+    public_page(&app, &headers, lang, Page::FahrplanIcs).await
+}
+
+async fn faq(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lang>, headers: HeaderMap) -> Response {
+    public_page(&app, &headers, lang, Page::Faq).await
+}
+
+async fn sources(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lang>, headers: HeaderMap) -> Response {
+    public_page(&app, &headers, lang, Page::Sources).await
+}
+
+async fn area_feed(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lang>, headers: HeaderMap) -> Response {
+    public_page(&app, &headers, lang, Page::Feed).await
 }
 
 async fn municipality(
@@ -261,9 +310,7 @@ async fn municipality(
     Path(slug): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let snap = app.snapshot();
-    let Some(m) = snap.municipality(&slug) else { return not_found_page(&headers, &snap, lang).await };
-    cached_page(&headers, &snap, lang, &format!("town:{slug}"), HTML, || render::municipality(&snap, lang, m)).await
+    public_page(&app, &headers, lang, Page::Town(slug)).await
 }
 
 async fn district(
@@ -272,30 +319,7 @@ async fn district(
     Path(slug): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let snap = app.snapshot();
-    let Some(d) = snap.district_by_slug(&slug) else { return not_found_page(&headers, &snap, lang).await };
-    cached_page(&headers, &snap, lang, &format!("district:{slug}"), HTML, || render::district(&snap, lang, d)).await
-}
-
-async fn service_in_town(
-    State(app): State<Shared>,
-    Extension(Lang(lang)): Extension<Lang>,
-    Path((slug, service)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    let snap = app.snapshot();
-    let (Some(m), Some(s)) = (snap.municipality(&slug), snap.service(&service)) else {
-        return not_found_page(&headers, &snap, lang).await;
-    };
-    cached_page(&headers, &snap, lang, &format!("town:{slug}:{service}"), HTML, || {
-        render::service_in_town(&snap, lang, m, s)
-    })
-    .await
-}
-
-async fn services(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lang>, headers: HeaderMap) -> Response {
-    let snap = app.snapshot();
-    cached_page(&headers, &snap, lang, "services", HTML, || render::services(&snap, lang)).await
+    public_page(&app, &headers, lang, Page::District(slug)).await
 }
 
 async fn service(
@@ -304,46 +328,16 @@ async fn service(
     Path(slug): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let snap = app.snapshot();
-    let Some(s) = snap.service(&slug) else { return not_found_page(&headers, &snap, lang).await };
-    cached_page(&headers, &snap, lang, &format!("service:{slug}"), HTML, || render::service(&snap, lang, s)).await
-}
-
-async fn announcements(
-    State(app): State<Shared>,
-    Extension(Lang(lang)): Extension<Lang>,
-    headers: HeaderMap,
-) -> Response {
-    let snap = app.snapshot();
-    cached_page(&headers, &snap, lang, "news", HTML, || render::announcements(&snap, lang)).await
+    public_page(&app, &headers, lang, Page::Service(slug)).await
 }
 
 async fn announcement(
     State(app): State<Shared>,
     Extension(Lang(lang)): Extension<Lang>,
-    Path(id): Path<String>,
+    Path(slug): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let snap = app.snapshot();
-    let Some(a) = snap.announcement(&id) else { return not_found_page(&headers, &snap, lang).await };
-    cached_page(&headers, &snap, lang, &format!("news:{id}"), HTML, || render::announcement(&snap, lang, a)).await
-}
-
-async fn fahrplan(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lang>, headers: HeaderMap) -> Response {
-    let snap = app.snapshot();
-    cached_page(&headers, &snap, lang, "fahrplan", HTML, || render::fahrplan(&snap, lang, None)).await
-}
-
-async fn fahrplan_ics(
-    State(app): State<Shared>,
-    Extension(Lang(lang)): Extension<Lang>,
-    headers: HeaderMap,
-) -> Response {
-    let snap = app.snapshot();
-    cached_page(&headers, &snap, lang, "fahrplan.ics", ICS, || {
-        crate::site::feeds::fahrplan_ics(&snap, lang, &app.public_url, None)
-    })
-    .await
+    public_page(&app, &headers, lang, Page::Announcement(slug)).await
 }
 
 async fn town_fahrplan(
@@ -352,10 +346,7 @@ async fn town_fahrplan(
     Path(slug): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let snap = app.snapshot();
-    let Some(m) = snap.municipality(&slug) else { return not_found_page(&headers, &snap, lang).await };
-    cached_page(&headers, &snap, lang, &format!("fahrplan:{slug}"), HTML, || render::fahrplan(&snap, lang, Some(m)))
-        .await
+    public_page(&app, &headers, lang, Page::TownFahrplan(slug)).await
 }
 
 async fn town_fahrplan_ics(
@@ -364,27 +355,7 @@ async fn town_fahrplan_ics(
     Path(slug): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let snap = app.snapshot();
-    let Some(m) = snap.municipality(&slug) else { return not_found_page(&headers, &snap, lang).await };
-    cached_page(&headers, &snap, lang, &format!("fahrplan.ics:{slug}"), ICS, || {
-        crate::site::feeds::fahrplan_ics(&snap, lang, &app.public_url, Some(m))
-    })
-    .await
-}
-
-async fn faq(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lang>, headers: HeaderMap) -> Response {
-    let snap = app.snapshot();
-    cached_page(&headers, &snap, lang, "faq", HTML, || render::faq(&snap, lang)).await
-}
-
-async fn sources(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lang>, headers: HeaderMap) -> Response {
-    let snap = app.snapshot();
-    cached_page(&headers, &snap, lang, "sources", HTML, || render::sources(&snap, lang)).await
-}
-
-async fn area_feed(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lang>, headers: HeaderMap) -> Response {
-    let snap = app.snapshot();
-    cached_page(&headers, &snap, lang, "feed", ATOM, || crate::site::feeds::area(&snap, lang, &app.public_url)).await
+    public_page(&app, &headers, lang, Page::TownFahrplanIcs(slug)).await
 }
 
 async fn municipality_feed(
@@ -393,12 +364,16 @@ async fn municipality_feed(
     Path(slug): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let snap = app.snapshot();
-    let Some(m) = snap.municipality(&slug) else { return not_found_page(&headers, &snap, lang).await };
-    cached_page(&headers, &snap, lang, &format!("feed:{slug}"), ATOM, || {
-        crate::site::feeds::municipality(&snap, lang, &app.public_url, m)
-    })
-    .await
+    public_page(&app, &headers, lang, Page::TownFeed(slug)).await
+}
+
+async fn service_in_town(
+    State(app): State<Shared>,
+    Extension(Lang(lang)): Extension<Lang>,
+    Path((town, service)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    public_page(&app, &headers, lang, Page::TownService { town, service }).await
 }
 
 #[derive(Deserialize)]
@@ -441,7 +416,7 @@ async fn search(
         query,
         place,
     };
-    match crate::read::snapshot::cpu_bound(|| render::search(&snap, lang, &outcome)) {
+    match crate::read::snapshot::cpu_bound(|| render::search(&snap, lang, &outcome, None)) {
         Ok(html) => ([(header::CONTENT_TYPE, HTML), (header::CACHE_CONTROL, "no-cache")], html).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "search rendering failed");

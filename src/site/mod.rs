@@ -3,4 +3,5 @@
 
 pub mod cap;
 pub mod feeds;
+pub mod paths;
 pub mod render;

@@ -11,6 +11,7 @@ mod cli;
 mod concurrency;
 mod desk;
 mod events;
+mod export;
 mod harness;
 mod import;
 mod journal;

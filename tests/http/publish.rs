@@ -224,3 +224,17 @@ async fn targets_that_cannot_be_written_fail_clearly_and_write_nothing() {
     let missing = publish(Path::new("/nonexistent/export"), &["--to", "file:///tmp/x"], &[]);
     assert!(!missing.status.success() && stderr(&missing).contains("/nonexistent/export"));
 }
+
+#[tokio::test]
+async fn publishing_the_database_exports_it_and_a_second_run_writes_nothing() {
+    let s = crate::Server::demo(crate::Engine::Sqlite).await;
+    let mirror = tempfile::tempdir().unwrap();
+    let target = format!("file://{}", mirror.path().join("www").display());
+    let first = s.command(&["publish", "--to", &target]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(mirror.path().join("www/kommunen/menden-sauerland/index.html.gz").exists());
+    assert!(mirror.path().join("www/cap/index.atom").exists());
+    // The copy is dated by the state it shows, so the same state exports to the same bytes.
+    let second = s.command(&["publish", "--to", &target]);
+    assert!(stdout(&second).contains("0 written, 0 deleted"), "{}", stdout(&second));
+}

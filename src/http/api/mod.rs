@@ -645,6 +645,142 @@ fn announcement(snap: &Snapshot, public_url: &str, a: &Announcement) -> Announce
 // ---------------------------------------------------------------------------------------------
 // Handlers
 
+// ---------------------------------------------------------------------------------------------
+// Answers as values, for the handlers and the static export
+
+fn municipality_list(snap: &Snapshot, public_url: &str) -> MunicipalityList {
+    // One pass over the postal codes instead of one per town (10,000 towns in the big demo).
+    let mut codes: HashMap<&str, Vec<String>> = HashMap::new();
+    for p in snap.data.postal_codes.iter() {
+        let list = codes.entry(p.municipality_ags.as_str()).or_default();
+        if !list.contains(&p.postal_code) {
+            list.push(p.postal_code.clone());
+        }
+    }
+    MunicipalityList {
+        changed_at: snap.changed_at.clone(),
+        municipalities: snap
+            .data
+            .municipalities
+            .iter()
+            .map(|m| municipality_summary(snap, public_url, m, codes.remove(m.ags.as_str()).unwrap_or_default()))
+            .collect(),
+    }
+}
+
+fn municipality_detail(snap: &Snapshot, public_url: &str, m: &Municipality) -> MunicipalityDetail {
+    let district = snap.district(&m.district_ags);
+    let mut offices: Vec<OfficeOut> = snap.offices_of(&m.ags).into_iter().map(office).collect();
+    offices.extend(snap.offices_of(&m.district_ags).into_iter().map(office));
+    let codes = snap.postal_codes_of(m).into_iter().map(str::to_string).collect();
+    MunicipalityDetail {
+        summary: municipality_summary(snap, public_url, m, codes),
+        changed_at: snap.changed_at_for(m),
+        contact: contact(&m.contact),
+        district_contact: district.map(|d| contact(&d.contact)).filter(|c| !c.is_empty()),
+        offices,
+        services: snap
+            .data
+            .services
+            .iter()
+            .map(|s| ServiceStatus { service: service_ref(s), status: status(snap, m, s, snap.availability(m, s)) })
+            .collect(),
+    }
+}
+
+fn alternatives_of(snap: &Snapshot, public_url: &str, m: &Municipality, s: &Service) -> Alternatives {
+    Alternatives {
+        municipality: municipality_ref(snap, m),
+        service: service_ref(s),
+        availability: status(snap, m, s, snap.availability(m, s)),
+        alternatives: snap
+            .alternatives(m, s)
+            .into_iter()
+            .map(|alt| AlternativeOut {
+                office: office(alt.office),
+                distance_km: (alt.distance_km * 10.0).round() / 10.0,
+                level: alt.level,
+                conditions: opt(&alt.referral.conditions),
+                valid_from: opt(&alt.referral.valid_from),
+                valid_until: opt(&alt.referral.valid_until),
+            })
+            .collect(),
+        html_url: format!("{}/kommunen/{}/leistungen/{}", public_url, m.slug, s.slug),
+    }
+}
+
+fn service_list(snap: &Snapshot, public_url: &str) -> ServiceList {
+    ServiceList {
+        changed_at: snap.changed_at.clone(),
+        services: snap.data.services.iter().map(|s| service_summary(snap, public_url, s)).collect(),
+    }
+}
+
+fn service_detail(snap: &Snapshot, public_url: &str, s: &Service) -> ServiceDetail {
+    ServiceDetail {
+        summary: service_summary(snap, public_url, s),
+        changed_at: snap.changed_at_for_service(s),
+        municipalities: snap
+            .data
+            .municipalities
+            .iter()
+            .map(|m| MunicipalityStatus {
+                municipality: municipality_ref(snap, m),
+                status: status(snap, m, s, snap.availability(m, s)),
+            })
+            .collect(),
+    }
+}
+
+fn announcement_list(snap: &Snapshot, public_url: &str, town: Option<&Municipality>) -> AnnouncementList {
+    let list: Vec<&Announcement> = match town {
+        Some(m) => snap.announcements_for(m),
+        None => snap.published_announcements().collect(),
+    };
+    AnnouncementList {
+        changed_at: snap.changed_at.clone(),
+        announcements: list.into_iter().map(|a| announcement(snap, public_url, a)).collect(),
+    }
+}
+
+/// The OpenAPI document as served.
+fn openapi_text() -> String {
+    openapi().to_json().expect("the OpenAPI document serialises")
+}
+
+/// Every answer of the read API that needs no query string, as (URL path, JSON), for the static
+/// export: the lists, each town, each town's alternatives per service, each service, and this
+/// document. Lazy, like the page list.
+pub fn static_answers<'a>(
+    snap: &'a Snapshot,
+    public_url: &'a str,
+) -> impl Iterator<Item = (String, anyhow::Result<String>)> + 'a {
+    fn json<T: Serialize>(t: T) -> anyhow::Result<String> {
+        Ok(serde_json::to_string(&t)?)
+    }
+    let d = &snap.data;
+    let lists = [
+        ("/api/v1/municipalities".to_string(), json(municipality_list(snap, public_url))),
+        ("/api/v1/services".to_string(), json(service_list(snap, public_url))),
+        ("/api/v1/announcements".to_string(), json(announcement_list(snap, public_url, None))),
+        ("/api/v1/openapi.json".to_string(), Ok(openapi_text())),
+    ];
+    let towns = d.municipalities.iter().flat_map(move |m| {
+        std::iter::once((format!("/api/v1/municipalities/{}", m.slug), json(municipality_detail(snap, public_url, m))))
+            .chain(d.services.iter().map(move |s| {
+                (
+                    format!("/api/v1/municipalities/{}/services/{}/alternatives", m.slug, s.slug),
+                    json(alternatives_of(snap, public_url, m, s)),
+                )
+            }))
+    });
+    let services = d
+        .services
+        .iter()
+        .map(move |s| (format!("/api/v1/services/{}", s.slug), json(service_detail(snap, public_url, s))));
+    lists.into_iter().chain(towns).chain(services)
+}
+
 #[utoipa::path(
     get,
     path = "/municipalities",
@@ -660,28 +796,7 @@ fn announcement(snap: &Snapshot, public_url: &str, a: &Announcement) -> Announce
 )]
 async fn municipalities(State(app): State<Shared>, headers: HeaderMap) -> Response {
     let snap = app.snapshot();
-    cached_json(&headers, &snap, "municipalities", || {
-        // One pass over the postal codes instead of one per town (10,000 towns in the big demo).
-        let mut codes: HashMap<&str, Vec<String>> = HashMap::new();
-        for p in snap.data.postal_codes.iter() {
-            let list = codes.entry(p.municipality_ags.as_str()).or_default();
-            if !list.contains(&p.postal_code) {
-                list.push(p.postal_code.clone());
-            }
-        }
-        MunicipalityList {
-            changed_at: snap.changed_at.clone(),
-            municipalities: snap
-                .data
-                .municipalities
-                .iter()
-                .map(|m| {
-                    municipality_summary(&snap, &app.public_url, m, codes.remove(m.ags.as_str()).unwrap_or_default())
-                })
-                .collect(),
-        }
-    })
-    .await
+    cached_json(&headers, &snap, "municipalities", || municipality_list(&snap, &app.public_url)).await
 }
 
 #[utoipa::path(
@@ -714,29 +829,8 @@ async fn municipality(
         Ok(m) => m,
         Err(p) => return problem(&headers, p),
     };
-    cached_json(&headers, &snap, &format!("municipality:{}", m.slug), || {
-        let district = snap.district(&m.district_ags);
-        let mut offices: Vec<OfficeOut> = snap.offices_of(&m.ags).into_iter().map(office).collect();
-        offices.extend(snap.offices_of(&m.district_ags).into_iter().map(office));
-        let codes = snap.postal_codes_of(m).into_iter().map(str::to_string).collect();
-        MunicipalityDetail {
-            summary: municipality_summary(&snap, &app.public_url, m, codes),
-            changed_at: snap.changed_at_for(m),
-            contact: contact(&m.contact),
-            district_contact: district.map(|d| contact(&d.contact)).filter(|c| !c.is_empty()),
-            offices,
-            services: snap
-                .data
-                .services
-                .iter()
-                .map(|s| ServiceStatus {
-                    service: service_ref(s),
-                    status: status(&snap, m, s, snap.availability(m, s)),
-                })
-                .collect(),
-        }
-    })
-    .await
+    cached_json(&headers, &snap, &format!("municipality:{}", m.slug), || municipality_detail(&snap, &app.public_url, m))
+        .await
 }
 
 #[utoipa::path(
@@ -774,23 +868,8 @@ async fn alternatives(
         Ok(found) => found,
         Err(p) => return problem(&headers, p),
     };
-    cached_json(&headers, &snap, &format!("alternatives:{}:{}", m.slug, s.slug), || Alternatives {
-        municipality: municipality_ref(&snap, m),
-        service: service_ref(s),
-        availability: status(&snap, m, s, snap.availability(m, s)),
-        alternatives: snap
-            .alternatives(m, s)
-            .into_iter()
-            .map(|alt| AlternativeOut {
-                office: office(alt.office),
-                distance_km: (alt.distance_km * 10.0).round() / 10.0,
-                level: alt.level,
-                conditions: opt(&alt.referral.conditions),
-                valid_from: opt(&alt.referral.valid_from),
-                valid_until: opt(&alt.referral.valid_until),
-            })
-            .collect(),
-        html_url: format!("{}/kommunen/{}/leistungen/{}", app.public_url, m.slug, s.slug),
+    cached_json(&headers, &snap, &format!("alternatives:{}:{}", m.slug, s.slug), || {
+        alternatives_of(&snap, &app.public_url, m, s)
     })
     .await
 }
@@ -810,11 +889,7 @@ async fn alternatives(
 )]
 async fn services(State(app): State<Shared>, headers: HeaderMap) -> Response {
     let snap = app.snapshot();
-    cached_json(&headers, &snap, "services", || ServiceList {
-        changed_at: snap.changed_at.clone(),
-        services: snap.data.services.iter().map(|s| service_summary(&snap, &app.public_url, s)).collect(),
-    })
-    .await
+    cached_json(&headers, &snap, "services", || service_list(&snap, &app.public_url)).await
 }
 
 #[utoipa::path(
@@ -843,20 +918,7 @@ async fn service(State(app): State<Shared>, path: Result<Path<String>, PathRejec
         Ok(s) => s,
         Err(p) => return problem(&headers, p),
     };
-    cached_json(&headers, &snap, &format!("service:{}", s.slug), || ServiceDetail {
-        summary: service_summary(&snap, &app.public_url, s),
-        changed_at: snap.changed_at_for_service(s),
-        municipalities: snap
-            .data
-            .municipalities
-            .iter()
-            .map(|m| MunicipalityStatus {
-                municipality: municipality_ref(&snap, m),
-                status: status(&snap, m, s, snap.availability(m, s)),
-            })
-            .collect(),
-    })
-    .await
+    cached_json(&headers, &snap, &format!("service:{}", s.slug), || service_detail(&snap, &app.public_url, s)).await
 }
 
 #[utoipa::path(
@@ -894,17 +956,7 @@ async fn announcements(
         }
     };
     let key = town.map_or("announcements".to_string(), |m| format!("announcements:{}", m.slug));
-    cached_json(&headers, &snap, &key, || {
-        let list: Vec<&Announcement> = match town {
-            Some(m) => snap.announcements_for(m),
-            None => snap.published_announcements().collect(),
-        };
-        AnnouncementList {
-            changed_at: snap.changed_at.clone(),
-            announcements: list.into_iter().map(|a| announcement(&snap, &app.public_url, a)).collect(),
-        }
-    })
-    .await
+    cached_json(&headers, &snap, &key, || announcement_list(&snap, &app.public_url, town)).await
 }
 
 #[utoipa::path(
@@ -969,8 +1021,7 @@ async fn search(
 async fn openapi_json(headers: HeaderMap) -> Response {
     // The document depends only on the code, so it is built once per process.
     static DOC: OnceLock<CachedPage> = OnceLock::new();
-    let page =
-        DOC.get_or_init(|| CachedPage::new(http::JSON, openapi().to_json().expect("the OpenAPI document serialises")));
+    let page = DOC.get_or_init(|| CachedPage::new(http::JSON, openapi_text()));
     http::send(&headers, page, StatusCode::OK)
 }
 
