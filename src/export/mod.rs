@@ -18,6 +18,7 @@ use anyhow::{Context, Result};
 use crate::http::api;
 use crate::i18n;
 use crate::read::snapshot::Snapshot;
+use crate::site::cap::escape as xml_escape;
 use crate::site::paths::{self, Localized};
 use crate::site::render;
 
@@ -194,7 +195,7 @@ fn sitemaps(snap: &Snapshot, public_url: &str, w: &Writer) -> Result<()> {
         let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
         xml.push_str("<urlset xmlns=\"http://www.sitemaps.org/schemas/sitemap/0.9\">\n");
         for p in pages {
-            xml.push_str(&format!("<url><loc>{}</loc></url>\n", escape(&format!("{public_url}{}", p.url_path()))));
+            xml.push_str(&format!("<url><loc>{}</loc></url>\n", xml_escape(&format!("{public_url}{}", p.url_path()))));
         }
         xml.push_str("</urlset>\n");
         xml
@@ -208,12 +209,8 @@ fn sitemaps(snap: &Snapshot, public_url: &str, w: &Writer) -> Result<()> {
     let mut all = html();
     for n in 1..=count.div_ceil(SITEMAP_LIMIT) {
         w.file(&format!("sitemap-{n}.xml"), urlset(&mut all.by_ref().take(SITEMAP_LIMIT)).as_bytes())?;
-        index.push_str(&format!("<sitemap><loc>{}/sitemap-{n}.xml</loc></sitemap>\n", escape(public_url)));
+        index.push_str(&format!("<sitemap><loc>{}/sitemap-{n}.xml</loc></sitemap>\n", xml_escape(public_url)));
     }
     index.push_str("</sitemapindex>\n");
     w.file("sitemap.xml", index.as_bytes())
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
