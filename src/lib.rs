@@ -10,6 +10,7 @@ pub mod export;
 pub mod http;
 pub mod i18n;
 pub mod import;
+pub mod mirror;
 pub mod publish;
 pub mod read;
 pub mod site;
@@ -35,12 +36,13 @@ mod tests {
         ("demo", &["domain", "store", "auth", "read", "write", "import"]),
         ("http", &["domain", "i18n", "store", "auth", "read", "write", "site"]),
         ("export", &["domain", "i18n", "store", "auth", "read", "write", "site", "http"]),
-        ("publish", &["domain"]),
+        ("publish", &["domain", "i18n"]),
+        ("mirror", &["domain", "store", "read", "site", "export", "publish"]),
         (
             "cli",
             &[
                 "domain", "i18n", "store", "auth", "read", "write", "site", "import", "demo", "http", "export",
-                "publish",
+                "publish", "mirror",
             ],
         ),
     ];

@@ -15,7 +15,7 @@ use crate::read::live::App;
 use crate::read::snapshot;
 use crate::store::accounts;
 use crate::store::journal;
-use crate::{demo, http, i18n, import, publish, store, write};
+use crate::{demo, http, i18n, import, mirror, publish, store, write};
 
 #[derive(Parser)]
 #[command(
@@ -72,6 +72,16 @@ enum Command {
             value_parser = parse_network
         )]
         trusted_proxies: Vec<ipnet::IpNet>,
+        /// Keep a mirror of the public site current: `file:///absolute/path` or
+        /// `s3://bucket/prefix`; repeat for more. Published in full at start, then after every
+        /// change only the files it changed; a failing mirror is retried with backoff.
+        #[arg(long = "publish-to", value_name = "TARGET")]
+        publish_to: Vec<String>,
+        /// How long to wait after a change for further ones before publishing, in milliseconds.
+        #[arg(long, default_value_t = 500, value_name = "MS")]
+        publish_debounce_ms: u64,
+        #[command(flatten)]
+        s3: S3Args,
     },
     /// Load towns, districts, services, offices, referrals, postal codes or statements from CSV
     /// or JSON files, all or nothing.
@@ -138,13 +148,26 @@ enum Command {
         /// Read every object of each target back and list what differs (exit code 1 if anything).
         #[arg(long)]
         verify: bool,
-        /// S3 endpoint for stores other than AWS (a plain http:// endpoint is allowed when given).
-        #[arg(long, env = "NOTBETRIEB_S3_ENDPOINT", value_name = "URL")]
-        s3_endpoint: Option<String>,
-        /// S3 region (default: AWS_REGION / AWS_DEFAULT_REGION).
-        #[arg(long, value_name = "REGION")]
-        s3_region: Option<String>,
+        #[command(flatten)]
+        s3: S3Args,
     },
+}
+
+/// Where S3 targets are; credentials come from the standard `AWS_*` environment variables.
+#[derive(Args)]
+struct S3Args {
+    /// S3 endpoint for stores other than AWS (a plain http:// endpoint is allowed when given).
+    #[arg(long, env = "NOTBETRIEB_S3_ENDPOINT", value_name = "URL")]
+    s3_endpoint: Option<String>,
+    /// S3 region (default: AWS_REGION / AWS_DEFAULT_REGION).
+    #[arg(long, value_name = "REGION")]
+    s3_region: Option<String>,
+}
+
+impl S3Args {
+    fn options(self) -> publish::S3Options {
+        publish::S3Options { endpoint: self.s3_endpoint, region: self.s3_region }
+    }
 }
 
 #[derive(Subcommand)]
@@ -270,12 +293,26 @@ pub async fn main() {
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Serve { listen, db, demo, public_url, poll_ms, messages_dir, trusted_proxies } => {
+        Command::Serve {
+            listen,
+            db,
+            demo,
+            public_url,
+            poll_ms,
+            messages_dir,
+            trusted_proxies,
+            publish_to,
+            publish_debounce_ms,
+            s3,
+        } => {
             if let Some(dir) = messages_dir {
                 i18n::load_extra(&dir)?;
             }
             let proxies = http::client::TrustedProxies(Arc::new(trusted_proxies));
-            serve(listen, db, demo, public_url, poll_ms, proxies).await
+            // A wrong target stops the server at start, before anything is served.
+            let mirrors = mirror::targets(&publish_to, &s3.options())?;
+            let publishing = Publishing { targets: mirrors, debounce: Duration::from_millis(publish_debounce_ms) };
+            serve(listen, db, demo, public_url, poll_ms, proxies, publishing).await
         }
         Command::Import { db, files, kind } => {
             let store = store::Store::connect(&database_url(&db)).await?;
@@ -291,8 +328,8 @@ async fn run(cli: Cli) -> Result<()> {
             export_command(&db, &out, &public_url).await
         }
         Command::Demo { command: DemoCommand::Advance { db, steps } } => demo_advance(&db, steps).await,
-        Command::Publish { db, from, public_url, targets, verify, s3_endpoint, s3_region } => {
-            let s3 = publish::S3Options { endpoint: s3_endpoint, region: s3_region };
+        Command::Publish { db, from, public_url, targets, verify, s3 } => {
+            let s3 = s3.options();
             match from {
                 Some(dir) => publish_command(&dir, &targets, verify, &s3).await,
                 None => {
@@ -330,7 +367,7 @@ async fn publish_command(
                 println!("{spec}: {} differences", differences.len());
                 differ += differences.len();
             } else {
-                let report = publish::publish(from, &target).await?;
+                let (report, _) = publish::publish(from, &target).await?;
                 println!(
                     "{spec}: {} written, {} deleted, {} unchanged",
                     report.written, report.deleted, report.unchanged
@@ -621,6 +658,12 @@ async fn demo_advance(db: &DatabaseArgs, steps: usize) -> Result<()> {
     Ok(())
 }
 
+/// The mirrors `serve` keeps current.
+struct Publishing {
+    targets: Vec<publish::Target>,
+    debounce: Duration,
+}
+
 async fn serve(
     listen: SocketAddr,
     db: DatabaseArgs,
@@ -628,6 +671,7 @@ async fn serve(
     public_url: Option<String>,
     poll_ms: u64,
     proxies: http::client::TrustedProxies,
+    publishing: Publishing,
 ) -> Result<()> {
     let started = std::time::Instant::now();
     // A demo without a database gets a temporary one that lives as long as the server.
@@ -681,6 +725,10 @@ async fn serve(
             }
         }
     });
+
+    if !publishing.targets.is_empty() {
+        mirror::start(app.clone(), publishing.targets, publishing.debounce);
+    }
 
     println!("notbetrieb listening on http://{local}");
     if demo.is_some() {

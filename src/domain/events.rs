@@ -251,8 +251,11 @@ pub enum Touch {
     Announcement(String),
     /// The FAQ pages.
     Faq,
-    /// The public recovery overview, and the derived availability of every town for every
-    /// service that needs this procedure.
+    /// Every town's pages (an area-wide announcement, a recovery stage that changes the derived
+    /// availability everywhere) and the district pages that sum them up, but not the catalogue.
+    AllTowns,
+    /// The public recovery overview and the catalogue pages of every service that needs this
+    /// procedure.
     Procedure(String),
     /// Towns or catalogue changed in bulk: everything.
     Everything,
@@ -265,7 +268,8 @@ fn place(ags: &str) -> Touch {
 fn announcement_touches(a: &AnnouncementState) -> Vec<Touch> {
     let mut out = vec![Touch::Area, Touch::Announcement(a.id.clone())];
     match a.scope {
-        ScopeKind::Area => {}
+        // Every town page shows the area's announcements.
+        ScopeKind::Area => out.push(Touch::AllTowns),
         ScopeKind::District | ScopeKind::Municipality => out.push(place(&a.scope_ref)),
         ScopeKind::Service => out.push(Touch::Service(a.scope_ref.clone())),
     }
@@ -380,8 +384,14 @@ impl Event {
             Event::ReferralDeleted { for_ags, service_slug, .. } => {
                 vec![place(for_ags), Touch::Service(service_slug.clone())]
             }
-            Event::ProcedureSaved { procedure, .. } => vec![Touch::Procedure(procedure.slug.clone())],
-            Event::ProcedureStepped { procedure, .. } => vec![Touch::Area, Touch::Procedure(procedure.clone())],
+            // What a procedure needs and where it stands decide the derived availability in
+            // every town with a rollout of it.
+            Event::ProcedureSaved { procedure, .. } => {
+                vec![Touch::Area, Touch::AllTowns, Touch::Procedure(procedure.slug.clone())]
+            }
+            Event::ProcedureStepped { procedure, .. } => {
+                vec![Touch::Area, Touch::AllTowns, Touch::Procedure(procedure.clone())]
+            }
             Event::RolloutChanged { procedure, municipality, .. }
             | Event::RolloutPulledBack { procedure, municipality, .. } => {
                 vec![Touch::Procedure(procedure.clone()), Touch::Municipality(municipality.clone())]

@@ -167,7 +167,7 @@ async fn public_page(app: &Shared, headers: &HeaderMap, lang: &str, page: Page) 
     }
     let rendered = snap
         .cached(&key, page.content_type(), || {
-            let rendered = paths::render(&snap, lang, &app.public_url, &page, None);
+            let rendered = paths::render(&snap, lang, &app.public_url, &page, false);
             Ok(rendered.context("the page went missing")??.body)
         })
         .await;
@@ -177,7 +177,7 @@ async fn public_page(app: &Shared, headers: &HeaderMap, lang: &str, page: Page) 
 pub async fn error_page(headers: &HeaderMap, snap: &Snapshot, lang: &str, status: StatusCode, key: &str) -> Response {
     match snap
         .cached(&format!("{lang}:error:{}:{key}", status.as_u16()), HTML, || {
-            render::error(snap, lang, status.as_u16(), key, None)
+            render::error(snap, lang, status.as_u16(), key, false)
         })
         .await
     {
@@ -198,15 +198,19 @@ async fn not_found(State(app): State<Shared>, Extension(Lang(lang)): Extension<L
 /// snapshot is behind a committed write (its rebuild failed and is being retried).
 async fn healthz(State(app): State<Shared>) -> Response {
     let snap = app.snapshot();
+    // A failing mirror does not make the server unhealthy: it says so here and in the desk.
+    let mirrors = app.mirror_status();
     match app.stale_reason() {
         None => {
-            let body =
-                serde_json::json!({ "status": "ok", "data_version": snap.data_version, "changed_at": snap.changed_at });
+            let body = serde_json::json!({
+                "status": "ok", "data_version": snap.data_version, "changed_at": snap.changed_at, "mirrors": mirrors,
+            });
             ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
         }
         Some(reason) => {
             let body = serde_json::json!({
                 "status": "unhealthy", "reason": reason, "data_version": snap.data_version, "changed_at": snap.changed_at,
+                "mirrors": mirrors,
             });
             (StatusCode::SERVICE_UNAVAILABLE, [(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
         }
@@ -416,7 +420,7 @@ async fn search(
         query,
         place,
     };
-    match crate::read::snapshot::cpu_bound(|| render::search(&snap, lang, &outcome, None)) {
+    match crate::read::snapshot::cpu_bound(|| render::search(&snap, lang, &outcome, false)) {
         Ok(html) => ([(header::CONTENT_TYPE, HTML), (header::CACHE_CONTROL, "no-cache")], html).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "search rendering failed");

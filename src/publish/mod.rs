@@ -2,15 +2,19 @@
 //! (`file:///path`) and S3-compatible object storage (`s3://bucket/prefix`), both through the
 //! `object_store` crate.
 //!
-//! Incremental: each target keeps a manifest (`.notbetrieb-manifest.json`: every path with its
-//! SHA-256), and a publish writes only what differs from it (or is missing, or has another size),
-//! deletes what the site no longer has, and writes the manifest last. Every object is written
-//! whole (a put is atomic), so a reader always sees each file either old or new; a publish that
-//! is killed half-way leaves the previous state readable and the next run, finding the old
-//! manifest, completes it. `verify` reads every object back and lists what differs.
+//! Incremental: each target keeps a manifest (every path with its SHA-256), and a publish writes
+//! only what differs from it (or is missing, or has another size), deletes what the site no
+//! longer has, and updates the manifest last. The manifest is kept in shards under
+//! `.notbetrieb-manifest/`, one per town, district, service and announcement and one for the
+//! rest, so that a change to one town rewrites a few small shards, not a manifest of the whole
+//! site. Before anything is written, `_pending.json` there names the paths about to change; a
+//! run that finds it treats those as unknown. So every object is written whole (a put is
+//! atomic), a reader always sees each file either old or new, and a publish killed half-way
+//! leaves the previous state readable and the next run completes it. `verify` reads every object
+//! back and lists what differs.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -20,8 +24,10 @@ use object_store::{Attribute, Attributes, ObjectStore, ObjectStoreExt, PutOption
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// The manifest's name at the root of every target; never part of the site itself.
-pub const MANIFEST: &str = ".notbetrieb-manifest.json";
+/// The manifest's directory at the root of every target; never part of the site itself.
+pub const MANIFEST: &str = ".notbetrieb-manifest";
+/// The shard naming the paths a publish in progress is changing.
+const PENDING: &str = "_pending";
 
 /// Where S3 targets are and how to sign in; everything not given comes from the standard
 /// `AWS_*` environment variables.
@@ -105,14 +111,45 @@ impl Target {
         }
     }
 
-    /// The manifest the last complete publish wrote; empty when there is none (a new target).
-    async fn manifest(&self) -> Result<Manifest> {
-        match self.store.get(&self.key(MANIFEST)).await {
-            Ok(found) => {
-                let bytes = found.bytes().await?;
-                Ok(serde_json::from_slice(&bytes).unwrap_or_default())
+    /// The manifest the last publishes wrote; empty when there is none (a new target). Paths a
+    /// publish was changing when it ended are left out, so they are written again.
+    pub async fn manifest(&self) -> Result<Manifest> {
+        let prefix = self.key(MANIFEST);
+        let listed: Vec<_> = self.store.list(Some(&prefix)).try_collect().await?;
+        let mut manifest = Manifest::default();
+        let mut pending = Vec::new();
+        for meta in listed {
+            let relative = self.relative(&meta.location);
+            let Some(shard) = relative.strip_prefix(&format!("{MANIFEST}/")).and_then(|n| n.strip_suffix(".json"))
+            else {
+                continue;
+            };
+            let bytes = self.store.get(&meta.location).await?.bytes().await?;
+            let Ok(shard_file) = serde_json::from_slice::<ShardFile>(&bytes) else { continue };
+            if shard == PENDING {
+                pending = shard_file.files.into_keys().collect();
+            } else {
+                manifest.shards.insert(shard.to_string(), shard_file.files);
             }
-            Err(object_store::Error::NotFound { .. }) => Ok(Manifest::default()),
+        }
+        for path in pending {
+            manifest.remove(&path);
+        }
+        Ok(manifest)
+    }
+
+    async fn write_shard(&self, name: &str, files: &BTreeMap<String, String>) -> Result<()> {
+        let key = format!("{MANIFEST}/{name}.json");
+        if files.is_empty() {
+            return self.delete(&key).await;
+        }
+        let body = serde_json::to_vec(&ShardFile { files: files.clone() })?;
+        self.put(&key, body).await
+    }
+
+    async fn delete(&self, path: &str) -> Result<()> {
+        match self.store.delete(&self.key(path)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
@@ -124,7 +161,7 @@ impl Target {
         Ok(listed
             .into_iter()
             .map(|meta| (self.relative(&meta.location), meta.size))
-            .filter(|(path, _)| path != MANIFEST)
+            .filter(|(path, _)| !path.starts_with(&format!("{MANIFEST}/")))
             .collect())
     }
 
@@ -144,20 +181,57 @@ impl Target {
     }
 }
 
-#[derive(Default, Serialize, Deserialize)]
-struct Manifest {
-    #[serde(default)]
-    published_at: String,
-    /// Path → SHA-256 (hex) of its bytes.
+/// What a target holds, as its manifest says: shard → path → SHA-256 (hex).
+#[derive(Default)]
+pub struct Manifest {
+    shards: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl Manifest {
+    fn get(&self, path: &str) -> Option<&String> {
+        self.shards.get(&shard_of(path))?.get(path)
+    }
+
+    fn set(&mut self, path: &str, sha256: String) {
+        self.shards.entry(shard_of(path)).or_default().insert(path.to_string(), sha256);
+    }
+
+    fn remove(&mut self, path: &str) {
+        if let Some(shard) = self.shards.get_mut(&shard_of(path)) {
+            shard.remove(path);
+        }
+    }
+}
+
+/// One shard object of the manifest.
+#[derive(Serialize, Deserialize)]
+struct ShardFile {
     #[serde(default)]
     files: BTreeMap<String, String>,
+}
+
+/// The manifest shard a path belongs to: its town, district, service or announcement, whatever
+/// the language (`en/kommunen/menden/…` and `api/v1/municipalities/menden/…` are both
+/// `kommunen.menden`), and `site` for the rest.
+fn shard_of(path: &str) -> String {
+    let path = crate::i18n::languages()
+        .iter()
+        .filter(|l| l.code != crate::i18n::DEFAULT_LANG)
+        .find_map(|l| path.strip_prefix(&format!("{}/", l.code)))
+        .unwrap_or(path);
+    let parts: Vec<&str> = path.split('/').collect();
+    match parts.as_slice() {
+        [section @ ("kommunen" | "kreise" | "leistungen" | "meldungen"), key, _, ..] => format!("{section}.{key}"),
+        ["api", "v1", "municipalities", key, _, ..] => format!("kommunen.{key}"),
+        ["api", "v1", "services", key, _, ..] => format!("leistungen.{key}"),
+        _ => "site".to_string(),
+    }
 }
 
 /// One file of the exported site.
 struct LocalFile {
     /// Relative, with `/` separators: `kommunen/menden-sauerland/index.html`.
     path: String,
-    source: PathBuf,
     size: u64,
     sha256: String,
 }
@@ -179,7 +253,7 @@ fn local_files(dir: &Path) -> Result<Vec<LocalFile>> {
                 continue;
             }
             let bytes = std::fs::read(&source).with_context(|| format!("reading {}", source.display()))?;
-            out.push(LocalFile { path, size: bytes.len() as u64, sha256: hex::encode(Sha256::digest(&bytes)), source });
+            out.push(LocalFile { path, size: bytes.len() as u64, sha256: hex::encode(Sha256::digest(&bytes)) });
         }
         Ok(())
     }
@@ -202,52 +276,119 @@ pub struct Report {
 /// run completes it.
 const EXIT_AFTER_WRITES: &str = "NOTBETRIEB_TEST_PUBLISH_EXIT_AFTER";
 
-/// Makes `target` hold exactly the files of `dir`, writing only what changed.
-pub async fn publish(dir: &Path, target: &Target) -> Result<Report> {
-    let exit_after: Option<usize> =
-        if cfg!(debug_assertions) { std::env::var(EXIT_AFTER_WRITES).ok().and_then(|v| v.parse().ok()) } else { None };
+/// Makes `target` hold exactly the files of `dir`, writing only what changed. Returns the
+/// target's manifest as it now is, for later [`publish_changes`].
+pub async fn publish(dir: &Path, target: &Target) -> Result<(Report, Manifest)> {
     let files = local_files(dir)?;
     // Reading first: wrong credentials, a missing bucket or an endpoint that is down fail here,
     // before anything is written.
-    let manifest = target.manifest().await.with_context(|| format!("target {}", target.name))?;
+    let mut manifest = target.manifest().await.with_context(|| format!("target {}", target.name))?;
     let existing = target.objects().await.with_context(|| format!("target {}", target.name))?;
-    let mut report = Report::default();
-    // Stylesheets, feeds and data before the pages that link to them, so a reader following a
-    // new link finds its file.
-    let (pages, others): (Vec<&LocalFile>, Vec<&LocalFile>) = files.iter().partition(|f| is_page(&f.path));
-    for file in others.into_iter().chain(pages) {
-        let same = manifest.files.get(&file.path) == Some(&file.sha256) && existing.get(&file.path) == Some(&file.size);
-        if same {
-            report.unchanged += 1;
-            continue;
-        }
-        let bytes = std::fs::read(&file.source).with_context(|| format!("reading {}", file.source.display()))?;
-        target
-            .put(&file.path, bytes)
-            .await
-            .with_context(|| format!("target {}: writing {}", target.name, file.path))?;
-        report.written += 1;
-        if exit_after == Some(report.written) {
-            std::process::exit(137);
+    let mut unchanged = 0;
+    let mut write = Vec::new();
+    for file in &files {
+        if manifest.get(&file.path) == Some(&file.sha256) && existing.get(&file.path) == Some(&file.size) {
+            unchanged += 1;
+        } else {
+            write.push((file.path.clone(), Change::Write(file.sha256.clone())));
         }
     }
     let wanted: BTreeSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
-    for path in existing.keys().filter(|p| !wanted.contains(p.as_str())) {
-        target
-            .store
-            .delete(&target.key(path))
-            .await
-            .with_context(|| format!("target {}: deleting {path}", target.name))?;
-        report.deleted += 1;
+    let delete: Vec<String> = existing.keys().filter(|p| !wanted.contains(p.as_str())).cloned().collect();
+    // Entries of files that are neither there nor wanted (an object deleted by hand).
+    let stale: Vec<String> = manifest
+        .shards
+        .values()
+        .flat_map(|s| s.keys())
+        .filter(|p| !wanted.contains(p.as_str()) && !existing.contains_key(*p))
+        .cloned()
+        .collect();
+    let mut changes: Vec<(String, Change)> = write;
+    changes.extend(delete.into_iter().map(|p| (p, Change::Delete)));
+    changes.extend(stale.into_iter().map(|p| (p, Change::Forget)));
+    let mut report = apply(dir, target, &mut manifest, changes).await?;
+    report.unchanged = unchanged;
+    Ok((report, manifest))
+}
+
+/// Writes the files `written` (read from `dir`) to a target whose manifest is `manifest` and
+/// deletes `deleted`: what an incremental export changed, without looking at anything else.
+pub async fn publish_changes(
+    dir: &Path,
+    target: &Target,
+    manifest: &mut Manifest,
+    written: &[String],
+    deleted: &[String],
+) -> Result<Report> {
+    let mut changes = Vec::with_capacity(written.len() + deleted.len());
+    for path in written {
+        let source = dir.join(path);
+        let bytes = std::fs::read(&source).with_context(|| format!("reading {}", source.display()))?;
+        changes.push((path.clone(), Change::Write(hex::encode(Sha256::digest(&bytes)))));
     }
-    if report.written > 0 || report.deleted > 0 || manifest.files.len() != files.len() {
-        let manifest = Manifest {
-            published_at: crate::domain::time::now_rfc3339(),
-            files: files.iter().map(|f| (f.path.clone(), f.sha256.clone())).collect(),
-        };
-        let body = serde_json::to_vec_pretty(&manifest)?;
-        target.put(MANIFEST, body).await.with_context(|| format!("target {}: writing the manifest", target.name))?;
+    changes.extend(deleted.iter().map(|p| (p.clone(), Change::Delete)));
+    apply(dir, target, manifest, changes).await
+}
+
+/// What happens to one path of a target.
+enum Change {
+    /// Write the file, whose SHA-256 this is.
+    Write(String),
+    Delete,
+    /// Drop the manifest's entry: the object is gone already.
+    Forget,
+}
+
+/// Carries out `changes` on `target`: the pending list
+/// first, then stylesheets, feeds and data before the pages that link to them (so a reader
+/// following a new link finds its file), then deletions, then the shards of the manifest that
+/// changed, and the pending list goes.
+async fn apply(
+    dir: &Path,
+    target: &Target,
+    manifest: &mut Manifest,
+    mut changes: Vec<(String, Change)>,
+) -> Result<Report> {
+    let exit_after: Option<usize> =
+        if cfg!(debug_assertions) { std::env::var(EXIT_AFTER_WRITES).ok().and_then(|v| v.parse().ok()) } else { None };
+    let mut report = Report::default();
+    if changes.is_empty() {
+        return Ok(report);
     }
+    let context = |what: String| format!("target {}: {what}", target.name);
+    let pending: BTreeMap<String, String> = changes.iter().map(|(p, _)| (p.clone(), String::new())).collect();
+    target.write_shard(PENDING, &pending).await.with_context(|| context("writing the manifest".into()))?;
+    changes.sort_by_key(|(path, change)| (!matches!(change, Change::Write(_)), is_page(path), path.clone()));
+    let mut shards = BTreeSet::new();
+    for (path, change) in changes {
+        shards.insert(shard_of(&path));
+        match change {
+            Change::Write(sha) => {
+                let source = dir.join(&path);
+                let bytes = std::fs::read(&source).with_context(|| format!("reading {}", source.display()))?;
+                target.put(&path, bytes).await.with_context(|| context(format!("writing {path}")))?;
+                manifest.set(&path, sha);
+                report.written += 1;
+                if exit_after == Some(report.written) {
+                    std::process::exit(137);
+                }
+            }
+            Change::Delete => {
+                target.delete(&path).await.with_context(|| context(format!("deleting {path}")))?;
+                manifest.remove(&path);
+                report.deleted += 1;
+            }
+            Change::Forget => manifest.remove(&path),
+        }
+    }
+    for shard in shards {
+        let files = manifest.shards.get(&shard).cloned().unwrap_or_default();
+        target.write_shard(&shard, &files).await.with_context(|| context("writing the manifest".into()))?;
+    }
+    target
+        .delete(&format!("{MANIFEST}/{PENDING}.json"))
+        .await
+        .with_context(|| context("writing the manifest".into()))?;
     Ok(report)
 }
 
@@ -342,6 +483,24 @@ mod tests {
     }
 
     #[test]
+    fn a_town_s_files_share_one_manifest_shard_in_every_language() {
+        for path in [
+            "kommunen/menden/index.html",
+            "en/kommunen/menden/leistungen/x/index.html.gz",
+            "kommunen/menden/fahrplan.ics",
+            "api/v1/municipalities/menden/index.json",
+            "api/v1/municipalities/menden/services/x/alternatives/index.json",
+        ] {
+            assert_eq!(shard_of(path), "kommunen.menden", "{path}");
+        }
+        assert_eq!(shard_of("api/v1/services/pass/index.json"), "leistungen.pass");
+        assert_eq!(shard_of("meldungen/a-1/index.html"), "meldungen.a-1");
+        for rest in ["index.html", "kommunen/index.html", "api/v1/municipalities/index.json", "cap/index.atom"] {
+            assert_eq!(shard_of(rest), "site", "{rest}");
+        }
+    }
+
+    #[test]
     fn targets_are_parsed_or_refused_naming_them() {
         let s3 = S3Options::default();
         for bad in ["ftp://x", "file://relative/path", "s3://", "/no/scheme"] {
@@ -363,11 +522,11 @@ mod tests {
         write("kommunen/a/index.html", "a");
         write("static/style.css", "css");
         let target = Target::parse(&format!("file://{}", mirror.path().display()), &S3Options::default()).unwrap();
-        assert_eq!(publish(site.path(), &target).await.unwrap(), Report { written: 3, deleted: 0, unchanged: 0 });
-        assert_eq!(publish(site.path(), &target).await.unwrap(), Report { written: 0, deleted: 0, unchanged: 3 });
+        assert_eq!(publish(site.path(), &target).await.unwrap().0, Report { written: 3, deleted: 0, unchanged: 0 });
+        assert_eq!(publish(site.path(), &target).await.unwrap().0, Report { written: 0, deleted: 0, unchanged: 3 });
         write("kommunen/a/index.html", "a2");
         std::fs::remove_file(site.path().join("static/style.css")).unwrap();
-        assert_eq!(publish(site.path(), &target).await.unwrap(), Report { written: 1, deleted: 1, unchanged: 1 });
+        assert_eq!(publish(site.path(), &target).await.unwrap().0, Report { written: 1, deleted: 1, unchanged: 1 });
         assert_eq!(std::fs::read_to_string(mirror.path().join("kommunen/a/index.html")).unwrap(), "a2");
         assert!(!mirror.path().join("static/style.css").exists());
         assert!(verify(site.path(), &target).await.unwrap().is_empty());

@@ -19,6 +19,29 @@ pub struct App {
     /// Why the snapshot is behind the database (a rebuild after a committed write failed and is
     /// being retried); `None` when healthy. `/healthz` answers 503 while it is set.
     stale: Arc<std::sync::Mutex<Option<String>>>,
+    /// The mirrors `serve --publish-to` keeps current, as the mirror task last saw them.
+    pub mirrors: Arc<std::sync::Mutex<Vec<MirrorStatus>>>,
+}
+
+/// How one mirror of the public site stands (`serve --publish-to`), for the desk and `/healthz`.
+/// Times are RFC 3339.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct MirrorStatus {
+    /// As given: `file:///srv/notfall`, `s3://bucket/prefix`.
+    pub target: String,
+    /// The data version the mirror shows, once a publish to it succeeded.
+    pub published_version: Option<i64>,
+    pub last_success_at: Option<String>,
+    /// Since when the mirror is behind the live site; `None` when it is current.
+    pub behind_since: Option<String>,
+    /// Files written and deleted by the last successful publish.
+    pub last_written: usize,
+    pub last_deleted: usize,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+    /// Failures in a row; each waits longer before the next attempt.
+    pub failures: u32,
+    pub next_attempt_at: Option<String>,
 }
 
 pub type Shared = Arc<App>;
@@ -38,6 +61,7 @@ async fn rebuild(store: &Store, holder: &ArcSwap<Snapshot>, lock: &tokio::sync::
         anyhow::bail!("snapshot rebuild failed on purpose ({FAIL_REBUILD_WHILE_EXISTS} test hook)");
     }
     let started = std::time::Instant::now();
+    let journal_seq = store.journal_seq().await?;
     let version = store.data_version().await?;
     let places_version = store.places_version().await?;
     let changed_at = store.changed_at().await?;
@@ -51,6 +75,7 @@ async fn rebuild(store: &Store, holder: &ArcSwap<Snapshot>, lock: &tokio::sync::
     };
     let mut snap = cpu_bound(|| Snapshot::build_from(data, changed_at, version, places, &current.markdown));
     snap.places_version = places_version;
+    snap.journal_seq = journal_seq;
     holder.store(Arc::new(snap));
     tracing::info!(
         version,
@@ -68,15 +93,18 @@ impl App {
 
     /// Loads the public state from the database.
     pub async fn load(store: Store, public_url: String) -> anyhow::Result<App> {
+        let journal_seq = store.journal_seq().await?;
         let mut snap =
             Snapshot::build(store.load_dataset().await?, store.changed_at().await?, store.data_version().await?);
         snap.places_version = store.places_version().await?;
+        snap.journal_seq = journal_seq;
         Ok(App {
             snapshot: Arc::new(ArcSwap::from_pointee(snap)),
             store,
             public_url,
             refresh_lock: Arc::new(tokio::sync::Mutex::new(())),
             stale: Arc::new(std::sync::Mutex::new(None)),
+            mirrors: Arc::new(std::sync::Mutex::new(Vec::new())),
         })
     }
 
@@ -89,6 +117,11 @@ impl App {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The mirrors' status, as the mirror task last saw them.
+    pub fn mirror_status(&self) -> Vec<MirrorStatus> {
+        self.mirrors.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Why the public snapshot is behind the database, if it is.

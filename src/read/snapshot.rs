@@ -153,6 +153,8 @@ pub struct Snapshot {
     pub data_version: i64,
     /// The places version it was loaded at (see store::bump_places_version).
     pub places_version: i64,
+    /// The journal's last entry when the data was loaded: every event up to it is in here.
+    pub journal_seq: i64,
     /// When this snapshot was built: what "now" means for scheduled publications in it.
     pub built_at: String,
     /// The next scheduled publication after `built_at`, when the snapshot must be rebuilt.
@@ -265,6 +267,7 @@ impl Snapshot {
             changed_at,
             data_version,
             places_version: 0,
+            journal_seq: 0,
             built_at,
             next_publication,
             places,
@@ -420,6 +423,11 @@ impl Snapshot {
 
     pub fn procedure(&self, slug: &str) -> Option<&crate::domain::recovery::Procedure> {
         self.procedure_by_slug.get(slug).map(|&i| &self.data.procedures[i])
+    }
+
+    /// The procedures a service needs.
+    pub fn procedures_of(&self, s: &Service) -> Vec<&crate::domain::recovery::Procedure> {
+        self.procedures_of_service.get(&s.slug).into_iter().flatten().map(|&i| &self.data.procedures[i]).collect()
     }
 
     pub fn rollout(&self, procedure: &str, ags: &str) -> Option<&crate::domain::recovery::RolloutRecord> {

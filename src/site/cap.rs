@@ -31,6 +31,7 @@ use crate::domain::events::{AnnouncementState, Event};
 use crate::domain::{Level, Municipality, ScopeKind, Service, time};
 use crate::i18n;
 use crate::read::snapshot::Snapshot;
+use crate::site::paths::Part;
 use crate::site::render;
 
 /// The languages of the `info` blocks, German first.
@@ -244,7 +245,9 @@ pub fn level_alerts<'a>(snap: &'a Snapshot, only: Option<&str>) -> Vec<Message<'
         groups.sort_by_key(|g| g.0);
         for (level, mut towns, latest) in groups {
             towns.sort_by(|a, b| a.ags.cmp(&b.ags));
-            let sent = if latest.is_empty() { snap.changed_at.clone() } else { latest };
+            // Not the snapshot's time: that changes with every write anywhere, and the group's
+            // identifier with it.
+            let sent = if latest.is_empty() { snap.changed_at_for_service(s) } else { latest };
             let mut h = sha2::Sha256::new();
             h.update(sent.as_bytes());
             for t in &towns {
@@ -287,12 +290,17 @@ pub fn all(snap: &Snapshot) -> Vec<Message<'_>> {
     out
 }
 
-/// Every CAP file of a snapshot, path and content, in one pass (for the static export): the index
-/// and every message of [`all`].
-pub fn files(snap: &Snapshot, public_url: &str) -> Vec<(String, String)> {
-    let mut out = vec![("/cap/index.atom".to_string(), index_atom(snap, public_url))];
-    out.extend(all(snap).iter().map(|m| (path(&m.identifier), alert_xml(snap, public_url, m))));
-    out
+/// The CAP files of one part of the site, path and content (for the static export): with the
+/// area the index and every announcement's messages (a withdrawn one's too, which has no page of
+/// its own), with a service its level alerts. Together over all parts: the index and [`all`].
+pub fn files(snap: &Snapshot, public_url: &str, part: &Part) -> Vec<(String, String)> {
+    let messages = match part {
+        Part::Area => announcement_chains(snap).into_iter().flatten().collect(),
+        Part::Service(slug) => level_alerts(snap, Some(slug)),
+        _ => Vec::new(),
+    };
+    let index = (*part == Part::Area).then(|| ("/cap/index.atom".to_string(), index_atom(snap, public_url)));
+    index.into_iter().chain(messages.iter().map(|m| (path(&m.identifier), alert_xml(snap, public_url, m)))).collect()
 }
 
 /// The message with this identifier, if there is one in this snapshot.
@@ -717,7 +725,8 @@ mod tests {
                 vec![("meldung.s.20260102T000000", MsgType::Alert)],
             ]
         );
-        let files = files(&snap, URL);
+        let files: Vec<(String, String)> =
+            crate::site::paths::parts(&snap).flat_map(|part| files(&snap, URL, &part)).collect();
         let written: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(written[0], "/cap/index.atom");
         assert_eq!(written.len(), 1 + all(&snap).len(), "the index and every message");

@@ -40,6 +40,8 @@ fn entry(snap: &Snapshot, lang: &str, public_url: &str, a: &Announcement) -> Ent
     e
 }
 
+// The feed's parts are all different things; a struct for them would only rename the arguments.
+#[allow(clippy::too_many_arguments)]
 fn feed(
     snap: &Snapshot,
     lang: &str,
@@ -48,12 +50,13 @@ fn feed(
     self_path: String,
     page_path: String,
     items: Vec<&Announcement>,
+    updated_when_empty: &str,
 ) -> String {
     let mut f = Feed::default();
     f.set_id(format!("{public_url}{self_path}"));
     f.set_title(Text::plain(title));
     f.set_lang(Some(i18n::language(lang).tag.clone()));
-    let updated = items.iter().map(|a| a.updated_at.as_str()).max().unwrap_or(snap.changed_at.as_str());
+    let updated = items.iter().map(|a| a.updated_at.as_str()).max().unwrap_or(updated_when_empty);
     f.set_updated(fixed(updated));
     f.set_links(vec![
         link(format!("{public_url}{self_path}"), "self", Some("application/atom+xml")),
@@ -76,6 +79,7 @@ pub fn area(snap: &Snapshot, lang: &str, public_url: &str) -> Result<String> {
         format!("{base}/feeds/meldungen.atom"),
         format!("{base}/meldungen"),
         snap.published_announcements().collect(),
+        &snap.changed_at,
     ))
 }
 
@@ -89,6 +93,7 @@ pub fn municipality(snap: &Snapshot, lang: &str, public_url: &str, m: &Municipal
         format!("{base}/kommunen/{}/meldungen.atom", m.slug),
         format!("{base}/kommunen/{}", m.slug),
         snap.announcements_for(m),
+        &snap.changed_at_for(m),
     ))
 }
 
@@ -103,6 +108,9 @@ pub fn fahrplan_ics(snap: &Snapshot, lang: &str, public_url: &str, town: Option<
     };
     cal.name(&title);
     let scope = town.map(|m| m.slug.as_str()).unwrap_or("area");
+    // A town's calendar is as old as the town's information, so a change elsewhere leaves it as it is.
+    let changed_at = town.map_or_else(|| snap.changed_at.clone(), |m| snap.changed_at_for(m));
+    let stamp = time::parse_rfc3339(&changed_at).unwrap_or_default();
     for r in snap.expected_returns(town) {
         let Some(date) = time::parse_date(&r.date) else { continue };
         let names: Vec<&str> = r.towns.iter().map(|m| m.name.as_str()).collect();
@@ -122,7 +130,7 @@ pub fn fahrplan_ics(snap: &Snapshot, lang: &str, public_url: &str, town: Option<
                 .description(&names.join(", "))
                 .url(&url)
                 .all_day(date)
-                .timestamp(time::parse_rfc3339(&snap.changed_at).unwrap_or_default())
+                .timestamp(stamp)
                 .done(),
         );
     }

@@ -170,9 +170,11 @@ struct Page<'a> {
     /// When the information on this page last changed.
     changed_at: String,
     nav: &'static str,
-    /// When rendering a static copy (`export`): the time it was made. The copy says so on every
-    /// page, and the search form, which needs a server, gives way to the lists.
-    export: Option<&'a str>,
+    /// Rendering a static copy (`notbetrieb export`): every page says that it is a copy, as of
+    /// the page's own "Stand" (so an unchanged page is the same file in every export and an
+    /// incremental publish need not rewrite it), and the search form, which needs a server,
+    /// gives way to the lists.
+    copy: bool,
 }
 
 impl Page<'_> {
@@ -191,21 +193,15 @@ impl Page<'_> {
             path => v(&self.path),
             alternates => v(languages),
             default_url => v(lang_url(i18n::DEFAULT_LANG, &self.path)),
-            export_made_at => v(self.export),
+            copy => v(self.copy),
             ..content
         };
         Ok(env().get_template(template)?.render(ctx)?)
     }
 }
 
-fn page<'a>(
-    snapshot: &'a Snapshot,
-    lang: &'a str,
-    path: impl Into<String>,
-    nav: &'static str,
-    export: Option<&'a str>,
-) -> Page<'a> {
-    Page { snapshot, lang, path: path.into(), changed_at: snapshot.changed_at.clone(), nav, export }
+fn page<'a>(snapshot: &'a Snapshot, lang: &'a str, path: impl Into<String>, nav: &'static str, copy: bool) -> Page<'a> {
+    Page { snapshot, lang, path: path.into(), changed_at: snapshot.changed_at.clone(), nav, copy }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -386,7 +382,7 @@ fn district_groups(snap: &Snapshot) -> Vec<DistrictGroup> {
         .collect()
 }
 
-pub fn district(snap: &Snapshot, lang: &str, d: &District, export: Option<&str>) -> Result<String> {
+pub fn district(snap: &Snapshot, lang: &str, d: &District, copy: bool) -> Result<String> {
     let towns: Vec<Value> = snap
         .towns_of_district(&d.ags)
         .map(|m| {
@@ -409,7 +405,12 @@ pub fn district(snap: &Snapshot, lang: &str, d: &District, export: Option<&str>)
             Some(context! { slug => v(&s.slug), name => v(&s.name), level => v(a.level.as_str()) })
         })
         .collect();
-    page(snap, lang, format!("/kreise/{}", d.slug), "towns", export).render(
+    let mut p = page(snap, lang, format!("/kreise/{}", d.slug), "towns", copy);
+    // As fresh as its freshest town, so that a change elsewhere leaves the page as it is.
+    if let Some(latest) = snap.towns_of_district(&d.ags).map(|m| snap.changed_at_for(m)).max() {
+        p.changed_at = latest;
+    }
+    p.render(
         "district.html",
         context! { district => v(d), towns => v(towns), district_services => v(district_services) },
     )
@@ -418,7 +419,7 @@ pub fn district(snap: &Snapshot, lang: &str, d: &District, export: Option<&str>)
 // ---------------------------------------------------------------------------------------------
 // Pages
 
-pub fn home(snap: &Snapshot, lang: &str, export: Option<&str>) -> Result<String> {
+pub fn home(snap: &Snapshot, lang: &str, copy: bool) -> Result<String> {
     let mut counts = LevelCounts::default();
     for m in snap.data.municipalities.iter() {
         for s in snap.data.services.iter() {
@@ -426,7 +427,7 @@ pub fn home(snap: &Snapshot, lang: &str, export: Option<&str>) -> Result<String>
         }
     }
     let news: Vec<_> = snap.published_announcements().take(3).map(|a| announcement_view(snap, lang, a)).collect();
-    page(snap, lang, "/", "home", export).render(
+    page(snap, lang, "/", "home", copy).render(
         "home.html",
         context! {
             counts => v(counts),
@@ -470,7 +471,7 @@ pub fn search_services<'a>(snap: &'a Snapshot, query: &str) -> Vec<&'a Service> 
     snap.places.service_index.search(query, 12).into_iter().map(|(i, _)| &snap.data.services[i]).collect()
 }
 
-pub fn search(snap: &Snapshot, lang: &str, outcome: &SearchOutcome, export: Option<&str>) -> Result<String> {
+pub fn search(snap: &Snapshot, lang: &str, outcome: &SearchOutcome, copy: bool) -> Result<String> {
     // With exactly one town, services are shown with that town's status.
     let town = if outcome.towns.len() == 1 { Some(outcome.towns[0]) } else { None };
     let results: Vec<_> = outcome
@@ -481,7 +482,7 @@ pub fn search(snap: &Snapshot, lang: &str, outcome: &SearchOutcome, export: Opti
             None => context! { service => v(&s.slug), name => v(&s.name) },
         })
         .collect();
-    page(snap, lang, "/suche", "search", export).render(
+    page(snap, lang, "/suche", "search", copy).render(
         "search.html",
         context! {
             query => v(&outcome.query),
@@ -494,8 +495,8 @@ pub fn search(snap: &Snapshot, lang: &str, outcome: &SearchOutcome, export: Opti
     )
 }
 
-pub fn municipalities(snap: &Snapshot, lang: &str, export: Option<&str>) -> Result<String> {
-    page(snap, lang, "/kommunen", "towns", export)
+pub fn municipalities(snap: &Snapshot, lang: &str, copy: bool) -> Result<String> {
+    page(snap, lang, "/kommunen", "towns", copy)
         .render("municipalities.html", context! { districts => v(district_groups(snap)) })
 }
 
@@ -526,7 +527,7 @@ fn office_view(o: &Office) -> OfficeView {
     }
 }
 
-pub fn municipality(snap: &Snapshot, lang: &str, m: &Municipality, export: Option<&str>) -> Result<String> {
+pub fn municipality(snap: &Snapshot, lang: &str, m: &Municipality, copy: bool) -> Result<String> {
     let mut counts = LevelCounts::default();
     let groups: Vec<AreaGroup> = SERVICE_AREAS
         .iter()
@@ -551,7 +552,7 @@ pub fn municipality(snap: &Snapshot, lang: &str, m: &Municipality, export: Optio
     offices.extend(snap.offices_of(&m.district_ags).into_iter().map(office_view));
     let news: Vec<_> =
         snap.announcements_for(m).into_iter().take(5).map(|a| announcement_view(snap, lang, a)).collect();
-    let mut p = page(snap, lang, format!("/kommunen/{}", m.slug), "towns", export);
+    let mut p = page(snap, lang, format!("/kommunen/{}", m.slug), "towns", copy);
     p.changed_at = snap.changed_at_for(m);
     p.render(
         "municipality.html",
@@ -586,13 +587,7 @@ struct AlternativeView {
     valid_until: String,
 }
 
-pub fn service_in_town(
-    snap: &Snapshot,
-    lang: &str,
-    m: &Municipality,
-    s: &Service,
-    export: Option<&str>,
-) -> Result<String> {
+pub fn service_in_town(snap: &Snapshot, lang: &str, m: &Municipality, s: &Service, copy: bool) -> Result<String> {
     let a = snap.availability(m, s);
     let alternatives: Vec<_> = snap
         .alternatives(m, s)
@@ -605,7 +600,7 @@ pub fn service_in_town(
             valid_until: alt.referral.valid_until.clone(),
         })
         .collect();
-    let mut p = page(snap, lang, format!("/kommunen/{}/leistungen/{}", m.slug, s.slug), "towns", export);
+    let mut p = page(snap, lang, format!("/kommunen/{}/leistungen/{}", m.slug, s.slug), "towns", copy);
     p.changed_at = snap.changed_at_for(m);
     p.render(
         "service_in_town.html",
@@ -625,7 +620,7 @@ struct ServiceGroup {
     services: Vec<Value>,
 }
 
-pub fn services(snap: &Snapshot, lang: &str, export: Option<&str>) -> Result<String> {
+pub fn services(snap: &Snapshot, lang: &str, copy: bool) -> Result<String> {
     let groups: Vec<ServiceGroup> = SERVICE_AREAS
         .iter()
         .map(|area| ServiceGroup {
@@ -646,10 +641,10 @@ pub fn services(snap: &Snapshot, lang: &str, export: Option<&str>) -> Result<Str
         })
         .filter(|g| !g.services.is_empty())
         .collect();
-    page(snap, lang, "/leistungen", "services", export).render("services.html", context! { groups => v(groups) })
+    page(snap, lang, "/leistungen", "services", copy).render("services.html", context! { groups => v(groups) })
 }
 
-pub fn service(snap: &Snapshot, lang: &str, s: &Service, export: Option<&str>) -> Result<String> {
+pub fn service(snap: &Snapshot, lang: &str, s: &Service, copy: bool) -> Result<String> {
     let list_towns = snap.data.municipalities.len() <= LIST_ALL_TOWNS_UP_TO;
     let mut counts = LevelCounts::default();
     let districts: Vec<Value> = snap
@@ -677,13 +672,13 @@ pub fn service(snap: &Snapshot, lang: &str, s: &Service, export: Option<&str>) -
             }
         })
         .collect();
-    let mut p = page(snap, lang, format!("/leistungen/{}", s.slug), "services", export);
+    let mut p = page(snap, lang, format!("/leistungen/{}", s.slug), "services", copy);
     p.changed_at = snap.changed_at_for_service(s);
     p.render("service.html", context! { service => v(s), counts => v(counts), districts => v(districts) })
 }
 
 /// The public "Fahrplan": what is expected back when, for the area or one town.
-pub fn fahrplan(snap: &Snapshot, lang: &str, town: Option<&Municipality>, export: Option<&str>) -> Result<String> {
+pub fn fahrplan(snap: &Snapshot, lang: &str, town: Option<&Municipality>, copy: bool) -> Result<String> {
     let mut dates: Vec<Value> = Vec::new();
     let mut current: Option<(String, Vec<Value>)> = None;
     for r in snap.expected_returns(town) {
@@ -704,22 +699,25 @@ pub fn fahrplan(snap: &Snapshot, lang: &str, town: Option<&Municipality>, export
         Some(m) => format!("/kommunen/{}/fahrplan", m.slug),
         None => "/fahrplan".to_string(),
     };
-    page(snap, lang, path, "fahrplan", export)
-        .render("fahrplan.html", context! { dates => v(dates), town => v(town.map(|m| town_link(snap, m))) })
+    let mut p = page(snap, lang, path, "fahrplan", copy);
+    if let Some(m) = town {
+        p.changed_at = snap.changed_at_for(m);
+    }
+    p.render("fahrplan.html", context! { dates => v(dates), town => v(town.map(|m| town_link(snap, m))) })
 }
 
-pub fn announcements(snap: &Snapshot, lang: &str, export: Option<&str>) -> Result<String> {
+pub fn announcements(snap: &Snapshot, lang: &str, copy: bool) -> Result<String> {
     let items: Vec<_> = snap.published_announcements().map(|a| announcement_view(snap, lang, a)).collect();
-    page(snap, lang, "/meldungen", "news", export).render("announcements.html", context! { items => v(items) })
+    page(snap, lang, "/meldungen", "news", copy).render("announcements.html", context! { items => v(items) })
 }
 
-pub fn announcement(snap: &Snapshot, lang: &str, a: &Announcement, export: Option<&str>) -> Result<String> {
-    let mut p = page(snap, lang, format!("/meldungen/{}", a.id), "news", export);
+pub fn announcement(snap: &Snapshot, lang: &str, a: &Announcement, copy: bool) -> Result<String> {
+    let mut p = page(snap, lang, format!("/meldungen/{}", a.id), "news", copy);
     p.changed_at = a.updated_at.clone();
     p.render("announcement.html", context! { item => v(announcement_view(snap, lang, a)) })
 }
 
-pub fn faq(snap: &Snapshot, lang: &str, export: Option<&str>) -> Result<String> {
+pub fn faq(snap: &Snapshot, lang: &str, copy: bool) -> Result<String> {
     let items: Vec<Value> = snap
         .published_faq()
         .map(|f| {
@@ -730,16 +728,16 @@ pub fn faq(snap: &Snapshot, lang: &str, export: Option<&str>) -> Result<String> 
             }
         })
         .collect();
-    page(snap, lang, "/fragen", "faq", export).render("faq.html", context! { items => v(items) })
+    page(snap, lang, "/fragen", "faq", copy).render("faq.html", context! { items => v(items) })
 }
 
-pub fn sources(snap: &Snapshot, lang: &str, export: Option<&str>) -> Result<String> {
-    page(snap, lang, "/quellen", "sources", export).render("sources.html", context! {})
+pub fn sources(snap: &Snapshot, lang: &str, copy: bool) -> Result<String> {
+    page(snap, lang, "/quellen", "sources", copy).render("sources.html", context! {})
 }
 
 /// A friendly error page; `message_key` comes from the catalogue, never from the request.
-pub fn error(snap: &Snapshot, lang: &str, status: u16, message_key: &str, export: Option<&str>) -> Result<String> {
-    page(snap, lang, "/", "", export)
+pub fn error(snap: &Snapshot, lang: &str, status: u16, message_key: &str, copy: bool) -> Result<String> {
+    page(snap, lang, "/", "", copy)
         .render("error.html", context! { status => v(status), message => v(i18n::t(lang, message_key)) })
 }
 

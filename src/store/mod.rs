@@ -133,6 +133,20 @@ impl Store {
         Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
     }
 
+    /// The journal's last entry (0 when it is empty). Read before the data a snapshot is built
+    /// from, every event up to it is in that snapshot: writers take the journal's head in
+    /// their transaction, so entries commit in the order of their numbers.
+    pub async fn journal_seq(&self) -> Result<i64> {
+        let mut c = self.pool.acquire().await?;
+        Ok(journal::head(&mut c).await?.0)
+    }
+
+    /// The typed events after `seq`, at most `limit` (see `journal::events_since`).
+    pub async fn events_since(&self, seq: i64, limit: i64) -> Result<Vec<journal::StoredEvent>> {
+        let mut c = self.read().await?;
+        journal::events_since(&mut c, seq, limit).await
+    }
+
     /// When the data last changed (RFC 3339); the epoch when never.
     pub async fn changed_at(&self) -> Result<String> {
         let v: Option<String> =

@@ -120,7 +120,7 @@ async fn export_of_the_demo_is_complete_linked_and_equal_to_the_live_site(engine
     let pages: Vec<&&String> = plain.iter().filter(|f| f.ends_with(".html")).collect();
     for f in &pages {
         let html = std::fs::read_to_string(site.join(f)).unwrap();
-        let banner = if f.starts_with("en/") { "This is an emergency copy" } else { "Dies ist eine Kopie" };
+        let banner = if f.starts_with("en/") { "This is an emergency copy" } else { "Dies ist eine Notfall-Kopie" };
         assert!(html.contains("copy-banner") && html.contains(banner), "{f} lacks the copy banner");
         assert!(!html.contains("<form") && !html.contains("action="), "{f} has a form, which needs the server");
         for c in link.captures_iter(&html) {
@@ -245,7 +245,7 @@ async fn a_catalogue_from_messages_dir_is_exported_too() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let html = std::fs::read_to_string(site.join("ar/kommunen/menden-sauerland/index.html")).unwrap();
     assert!(html.contains("<html lang=\"ar\" dir=\"rtl\">"));
-    assert!(html.contains("Dies ist eine Kopie"), "German where the catalogue has no copy line");
+    assert!(html.contains("Dies ist eine Notfall-Kopie"), "German where the catalogue has no copy line");
     assert!(site.join("ar/fahrplan.ics.gz").exists());
 }
 

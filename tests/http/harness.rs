@@ -131,6 +131,11 @@ impl Server {
         Server::spawn(db, "100", extra, &[])
     }
 
+    /// [`Server::start`] with more environment for the server process.
+    pub fn start_with_env(db: TestDatabase, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::spawn(db, "100", extra, env)
+    }
+
     /// Another instance on this server's database (which stays this server's to drop), looking
     /// for changes written by others every `poll_ms`: with `"60000"` its snapshot stays stale.
     pub fn second_instance(&self, poll_ms: &str) -> Server {
@@ -437,4 +442,50 @@ pub fn totp(secret: &str, unix: u64) -> String {
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// moto's S3 server for one test, stopped when dropped.
+pub struct S3 {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub async fn start_s3() -> Option<S3> {
+    let Some(server) = std::env::var("NOTBETRIEB_TEST_MOTO_SERVER").ok().filter(|s| !s.is_empty()) else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "NOTBETRIEB_TEST_MOTO_SERVER is not set: scripts/test installs moto[server] and sets it"
+        );
+        eprintln!("SKIPPED: set NOTBETRIEB_TEST_MOTO_SERVER to moto's moto_server (pip install 'moto[server]')");
+        return None;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new(server)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("moto_server starts");
+    let s3 = S3 { child, endpoint: format!("http://127.0.0.1:{port}") };
+    for _ in 0..200 {
+        if http_client().get(&s3.endpoint).send().await.is_ok() {
+            return Some(s3);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("moto_server did not answer on {}", s3.endpoint);
+}
+
+/// A bucket that anyone may read and write without signing, so the test can read back what was
+/// published and tamper with it as a stranger would (the publish itself signs its requests).
+pub async fn create_bucket(s3: &S3, name: &str) -> bool {
+    let req = http_client().put(format!("{}/{name}", s3.endpoint)).header("x-amz-acl", "public-read-write");
+    req.send().await.unwrap().status().is_success()
 }

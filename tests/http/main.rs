@@ -16,6 +16,7 @@ mod harness;
 mod import;
 mod journal;
 mod languages;
+mod mirror;
 mod public;
 mod publish;
 mod recovery;

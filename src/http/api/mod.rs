@@ -28,6 +28,7 @@ use crate::http::api::error::{ApiError, Fail};
 use crate::i18n;
 use crate::read::live::Shared;
 use crate::read::snapshot::{Availability, CachedPage, Snapshot, Source};
+use crate::site::paths::Part;
 use crate::site::render;
 use crate::write::formats::{Slug, SlugFilter};
 
@@ -748,37 +749,41 @@ fn openapi_text() -> String {
     openapi().to_json().expect("the OpenAPI document serialises")
 }
 
-/// Every answer of the read API that needs no query string, as (URL path, JSON), for the static
-/// export: the lists, each town, each town's alternatives per service, each service, and this
-/// document. Lazy, like the page list.
-pub fn static_answers<'a>(
-    snap: &'a Snapshot,
-    public_url: &'a str,
-) -> impl Iterator<Item = (String, anyhow::Result<String>)> + 'a {
+/// The answers of the read API that need no query string, as (URL path, JSON), for one part of
+/// the static export: with the area the lists and this document, with a town its answer and its
+/// alternatives per service, with a service its answer.
+pub fn static_answers(snap: &Snapshot, public_url: &str, part: &Part) -> Vec<(String, anyhow::Result<String>)> {
     fn json<T: Serialize>(t: T) -> anyhow::Result<String> {
         Ok(serde_json::to_string(&t)?)
     }
-    let d = &snap.data;
-    let lists = [
-        ("/api/v1/municipalities".to_string(), json(municipality_list(snap, public_url))),
-        ("/api/v1/services".to_string(), json(service_list(snap, public_url))),
-        ("/api/v1/announcements".to_string(), json(announcement_list(snap, public_url, None))),
-        ("/api/v1/openapi.json".to_string(), Ok(openapi_text())),
-    ];
-    let towns = d.municipalities.iter().flat_map(move |m| {
-        std::iter::once((format!("/api/v1/municipalities/{}", m.slug), json(municipality_detail(snap, public_url, m))))
-            .chain(d.services.iter().map(move |s| {
+    match part {
+        Part::Area => vec![
+            ("/api/v1/municipalities".to_string(), json(municipality_list(snap, public_url))),
+            ("/api/v1/services".to_string(), json(service_list(snap, public_url))),
+            ("/api/v1/announcements".to_string(), json(announcement_list(snap, public_url, None))),
+            ("/api/v1/openapi.json".to_string(), Ok(openapi_text())),
+        ],
+        Part::Town(slug) => {
+            let Some(m) = snap.municipality(slug) else { return Vec::new() };
+            std::iter::once((
+                format!("/api/v1/municipalities/{}", m.slug),
+                json(municipality_detail(snap, public_url, m)),
+            ))
+            .chain(snap.data.services.iter().map(|s| {
                 (
                     format!("/api/v1/municipalities/{}/services/{}/alternatives", m.slug, s.slug),
                     json(alternatives_of(snap, public_url, m, s)),
                 )
             }))
-    });
-    let services = d
-        .services
-        .iter()
-        .map(move |s| (format!("/api/v1/services/{}", s.slug), json(service_detail(snap, public_url, s))));
-    lists.into_iter().chain(towns).chain(services)
+            .collect()
+        }
+        Part::Service(slug) => snap
+            .service(slug)
+            .map(|s| (format!("/api/v1/services/{}", s.slug), json(service_detail(snap, public_url, s))))
+            .into_iter()
+            .collect(),
+        Part::Sitemap | Part::District(_) | Part::Announcement(_) => Vec::new(),
+    }
 }
 
 #[utoipa::path(

@@ -694,10 +694,29 @@ async fn dashboard(State(app): State<Shared>, desk: Desk) -> Response {
         .filter(|d| all || p.scopes.contains(&d.ags))
         .map(|d| context! { slug => d.slug.clone(), name => d.name.clone(), ags => d.ags.clone() })
         .collect();
+    // The mirrors are the provider's: admins and operators see them.
+    let mirrors: Vec<Value> =
+        if matches!(p.role, Role::Admin | Role::Operator) { mirror_views(&app) } else { Vec::new() };
     desk.page(
         &app,
         StatusCode::OK,
         "desk/dashboard.html",
-        context! { towns => towns, districts => districts, can_edit => p.role != Role::Viewer },
+        context! { towns => towns, districts => districts, can_edit => p.role != Role::Viewer, mirrors => mirrors },
     )
+}
+
+/// Each mirror's status with its lag in whole seconds (`None` when it is current).
+fn mirror_views(app: &Shared) -> Vec<Value> {
+    let now = chrono::Utc::now();
+    app.mirror_status()
+        .into_iter()
+        .map(|s| {
+            let lag = s
+                .behind_since
+                .as_deref()
+                .and_then(crate::domain::time::parse_rfc3339)
+                .map(|since| (now - since).num_seconds().max(0));
+            context! { lag_seconds => lag, ..render::v(&s) }
+        })
+        .collect()
 }
