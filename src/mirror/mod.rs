@@ -264,7 +264,7 @@ async fn publish_to(m: &mut Mirror, dir: &std::path::Path, changes: Option<&expo
             let wait = backoff(m.status.failures);
             m.next_attempt = Some(tokio::time::Instant::now() + wait);
             m.status.next_attempt_at = Some(time::format_rfc3339(
-                time::parse_rfc3339(&now).unwrap_or_default() + chrono::Duration::milliseconds(wait.as_millis() as i64),
+                chrono::Utc::now() + chrono::Duration::milliseconds(wait.as_millis() as i64),
             ));
             m.status.last_error = Some(format!("{e:#}"));
             m.status.last_error_at = Some(now);

@@ -113,7 +113,7 @@ impl Target {
 
     /// The manifest the last publishes wrote; empty when there is none (a new target). Paths a
     /// publish was changing when it ended are left out, so they are written again.
-    pub async fn manifest(&self) -> Result<Manifest> {
+    async fn manifest(&self) -> Result<Manifest> {
         let prefix = self.key(MANIFEST);
         let listed: Vec<_> = self.store.list(Some(&prefix)).try_collect().await?;
         let mut manifest = Manifest::default();
