@@ -30,6 +30,9 @@ pub enum Demo {
     Suedwestfalen,
     /// All 10,796 German municipalities with the same catalogue (scale tests).
     Germany,
+    /// The 396 municipalities of North Rhine-Westphalia, as for `germany`: one federal state,
+    /// the middle scale of the benchmarks.
+    Nrw,
 }
 
 #[derive(Deserialize)]
@@ -261,6 +264,7 @@ fn demo_name(demo: Demo) -> &'static str {
     match demo {
         Demo::Suedwestfalen => "suedwestfalen",
         Demo::Germany => "germany",
+        Demo::Nrw => "nrw",
     }
 }
 
@@ -543,12 +547,17 @@ pub fn build(demo: Demo) -> Result<Dataset> {
             })
             .collect::<Result<_>>()?,
         Demo::Germany => gemeinden.iter().map(|g| (g, clean_name(&g.name), true)).collect(),
+        // The first two digits of the key are the state's; 05 is North Rhine-Westphalia.
+        Demo::Nrw => {
+            gemeinden.iter().filter(|g| g.ags.starts_with("05")).map(|g| (g, clean_name(&g.name), true)).collect()
+        }
     };
 
     let mut ds = Dataset {
         area_name: match demo {
             Demo::Suedwestfalen => scenario.area_name.clone(),
             Demo::Germany => "Notbetrieb Deutschland (Skalierungsdemo)".into(),
+            Demo::Nrw => "Notbetrieb Nordrhein-Westfalen (Skalierungsdemo)".into(),
         },
         provider_name: scenario.provider_name.clone(),
         demo: true,
@@ -577,7 +586,7 @@ pub fn build(demo: Demo) -> Result<Dataset> {
             ags: ags.to_string(),
             slug,
             name,
-            member: area_names.get(ags).is_some_and(|a| a.membership == "member") || demo == Demo::Germany,
+            member: area_names.get(ags).is_some_and(|a| a.membership == "member") || demo != Demo::Suedwestfalen,
             lat: Some(members.iter().map(|g| g.lat).sum::<f64>() / n),
             lon: Some(members.iter().map(|g| g.lon).sum::<f64>() / n),
             contact: Contact::default(),
@@ -906,5 +915,14 @@ mod tests {
         let slugs: HashSet<_> = ds.municipalities.iter().map(|m| &m.slug).collect();
         assert_eq!(slugs.len(), 10796);
         assert!(ds.municipalities.iter().all(|m| is_valid_slug(&m.slug)));
+    }
+
+    #[test]
+    fn nrw_demo_has_the_states_municipalities_and_districts() {
+        let ds = build(Demo::Nrw).unwrap();
+        assert_eq!(ds.municipalities.len(), 396);
+        assert!(ds.municipalities.iter().all(|m| m.ags.starts_with("05")));
+        assert!(ds.districts.iter().all(|d| d.ags.starts_with("05")));
+        assert!(ds.municipalities.iter().any(|m| m.slug == "menden-sauerland"));
     }
 }
