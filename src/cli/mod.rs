@@ -377,7 +377,7 @@ async fn publish_command(
         }
         .await;
         if let Err(e) = result {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", publish::error_text(&e));
             failed += 1;
         }
     }

@@ -269,10 +269,10 @@ async fn publish_to(m: &mut Mirror, dir: &std::path::Path, changes: Option<&expo
             m.status.next_attempt_at = Some(time::format_rfc3339(
                 chrono::Utc::now() + chrono::Duration::milliseconds(wait.as_millis() as i64),
             ));
-            m.status.last_error = Some(format!("{e:#}"));
+            m.status.last_error = Some(publish::error_text(&e));
             m.status.last_error_at = Some(now);
             m.status.behind_since.get_or_insert_with(time::now_rfc3339);
-            tracing::warn!(target = %m.target.name, error = %format!("{e:#}"), retry_in_ms = wait.as_millis() as u64, "publishing to the mirror failed");
+            tracing::warn!(target = %m.target.name, error = %publish::error_text(&e), retry_in_ms = wait.as_millis() as u64, "publishing to the mirror failed");
         }
     }
 }

@@ -441,6 +441,25 @@ fn is_page(path: &str) -> bool {
     base.ends_with(".html")
 }
 
+/// An error with its causes, for people: `object_store`'s errors already carry their sources in
+/// their own text, so a cause whose text the message before it contains is left out instead of
+/// repeating the store's answer four times.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    let mut last = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if !last.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+        last = part;
+    }
+    text
+}
+
 /// The `Content-Type` (and, for the pre-compressed variants, `Content-Encoding`) of a file of
 /// the export, by its name.
 pub fn content_type(path: &str) -> (&'static str, Option<&'static str>) {
@@ -471,6 +490,34 @@ pub fn content_type(path: &str) -> (&'static str, Option<&'static str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_text_leaves_out_causes_the_message_already_says() {
+        #[derive(Debug)]
+        struct Inner;
+        impl std::fmt::Display for Inner {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("403 Forbidden")
+            }
+        }
+        impl std::error::Error for Inner {}
+        #[derive(Debug)]
+        struct Outer(Inner);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "list failed: {}", self.0)
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = anyhow::Error::new(Outer(Inner)).context("target s3://b/site");
+        assert_eq!(error_text(&e), "target s3://b/site: list failed: 403 Forbidden");
+        let plain = anyhow::anyhow!("disk full").context("writing x");
+        assert_eq!(error_text(&plain), "writing x: disk full");
+    }
 
     #[test]
     fn content_types_follow_the_name() {

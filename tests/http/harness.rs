@@ -458,6 +458,12 @@ impl Drop for S3 {
 }
 
 pub async fn start_s3() -> Option<S3> {
+    start_s3_with(&[]).await
+}
+
+/// moto with settings in its environment, e.g. `INITIAL_NO_AUTH_ACTION_COUNT=0`: from then on it
+/// checks every request's credentials against its (empty) IAM, as AWS would.
+pub async fn start_s3_with(env: &[(&str, &str)]) -> Option<S3> {
     let Some(server) = std::env::var("NOTBETRIEB_TEST_MOTO_SERVER").ok().filter(|s| !s.is_empty()) else {
         assert!(
             std::env::var("CI").is_err(),
@@ -469,6 +475,7 @@ pub async fn start_s3() -> Option<S3> {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let child = Command::new(server)
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::{binary, create_bucket, http_client, start_s3};
+use crate::{binary, create_bucket, http_client, start_s3, start_s3_with};
 
 fn write(dir: &Path, path: &str, content: &[u8]) {
     let path = dir.join(path);
@@ -179,6 +179,15 @@ async fn targets_that_cannot_be_written_fail_clearly_and_write_nothing() {
         // A bucket that does not exist: refused before anything is written.
         let out = publish(site.path(), &["--to", "s3://fehlt/site", "--s3-endpoint", &s3.endpoint], &[]);
         assert!(!out.status.success() && stderr(&out).contains("s3://fehlt/site"), "{}", stderr(&out));
+    }
+    if let Some(s3) = start_s3_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]).await {
+        // Credentials the store does not know: refused on the first read, the store's reason
+        // said once (not once per nested cause), nothing written.
+        let out = publish(site.path(), &["--to", "s3://notfall/site", "--s3-endpoint", &s3.endpoint], &[]);
+        let err = stderr(&out);
+        assert!(!out.status.success() && err.contains("s3://notfall/site"), "{err}");
+        assert_eq!(err.matches("InvalidAccessKeyId").count(), 1, "{err}");
+        assert!(!stdout(&out).contains("written"), "{}", stdout(&out));
     }
     let missing = publish(Path::new("/nonexistent/export"), &["--to", "file:///tmp/x"], &[]);
     assert!(!missing.status.success() && stderr(&missing).contains("/nonexistent/export"));
