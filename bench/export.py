@@ -11,7 +11,8 @@ towns of North Rhine-Westphalia, one federal state):
      turned into Markdown (headings, paragraphs, lists, links) so that Hugo renders as much text
      as notbetrieb does; the page chrome (head, header, footer) is the Hugo base template, and the
      stylesheet is copied;
-  3. ROUNDS times, alternating, with both outputs removed before each run: `notbetrieb export`
+  3. ROUNDS times, alternating, with both outputs removed before each run, writing to memory
+     (tmpfs, /dev/shm) and then to the disk (OUT): `notbetrieb export`
      (every page, the JSON API, feeds, CAP, sitemap, a .gz beside every file) and
      `hugo` (the HTML pages and a sitemap only, no compression: less work than notbetrieb's);
      wall time, CPU time and peak memory (ru_maxrss) of each, the median of the rounds and the
@@ -209,40 +210,47 @@ def hugo_project(export_dir, project):
     return pages, md_bytes
 
 
-def compare(binary, scale, out, rounds):
+def compare(binary, scale, out, rounds, places):
     db = os.path.join(out, f"{scale}.sqlite")
     seed(binary, scale, db)
-    ours = os.path.join(out, f"{scale}-export")
-    theirs = os.path.join(out, f"{scale}-hugo-public")
     project = os.path.join(out, f"{scale}-hugo")
-    export_cmd = [binary, "export", "--database", f"sqlite:{db}", "--out", ours]
-    run_rusage(export_cmd)
-    files, size, pages = tree_stats(ours)
+    first = os.path.join(out, f"{scale}-export")
+    run_rusage([binary, "export", "--database", f"sqlite:{db}", "--out", first])
+    files, size, pages = tree_stats(first)
     log(f"{scale}: export has {pages} pages, {files} files, {size / 1e6:.0f} MB; generating the Hugo project ...")
-    hugo_pages, md_bytes = hugo_project(ours, project)
-    hugo_cmd = ["hugo", "--quiet", "--source", project, "--destination", theirs]
-    rows = {"notbetrieb": [], "hugo": []}
-    for r in range(rounds):
-        for name, cmd, target in (("notbetrieb", export_cmd, ours), ("hugo", hugo_cmd, theirs)):
-            shutil.rmtree(target, ignore_errors=True)
-            subprocess.run(["sync"])
-            wall, cpu, rss, _ = run_rusage(cmd)
-            rows[name].append((wall, cpu, rss))
-            log(f"  round {r + 1} {name}: {wall:.2f} s wall, {cpu:.2f} s CPU, {rss:.0f} MiB peak")
-    h_files, h_size, h_pages = tree_stats(theirs)
-    med = {k: tuple(statistics.median(x[i] for x in v) for i in range(3)) for k, v in rows.items()}
+    hugo_pages, md_bytes = hugo_project(first, project)
+    shutil.rmtree(first, ignore_errors=True)
     lines = [
-        f"## {scale}: full export, notbetrieb vs hugo ({rounds} rounds, medians)",
+        f"## {scale}: full export, notbetrieb vs hugo ({rounds} rounds each, medians)",
         f"  notbetrieb: {pages} HTML pages, {files} files (JSON, feeds, CAP, .gz included), {size / 1e6:.1f} MB",
-        f"  hugo:       {h_pages} HTML pages, {h_files} files, {h_size / 1e6:.1f} MB "
-        f"(from {hugo_pages} Markdown pages, {md_bytes / 1e6:.1f} MB of Markdown)",
-        f"  notbetrieb: {med['notbetrieb'][0]:.2f} s wall, {med['notbetrieb'][1]:.2f} s CPU, "
-        f"{med['notbetrieb'][2]:.0f} MiB peak",
-        f"  hugo:       {med['hugo'][0]:.2f} s wall, {med['hugo'][1]:.2f} s CPU, {med['hugo'][2]:.0f} MiB peak",
-        f"  ratio hugo/notbetrieb: {med['hugo'][0] / med['notbetrieb'][0]:.1f}x wall, "
-        f"{med['hugo'][1] / med['notbetrieb'][1]:.1f}x CPU (target >= 5x)",
     ]
-    shutil.rmtree(theirs, ignore_errors=True)
+    for place, where in places:
+        ours = os.path.join(where, f"{scale}-export")
+        theirs = os.path.join(where, f"{scale}-hugo-public")
+        export_cmd = [binary, "export", "--database", f"sqlite:{db}", "--out", ours]
+        hugo_cmd = ["hugo", "--quiet", "--source", project, "--destination", theirs]
+        rows = {"notbetrieb": [], "hugo": []}
+        for r in range(rounds):
+            for name, cmd, target in (("notbetrieb", export_cmd, ours), ("hugo", hugo_cmd, theirs)):
+                shutil.rmtree(target, ignore_errors=True)
+                subprocess.run(["sync"])
+                wall, cpu, rss, _ = run_rusage(cmd)
+                rows[name].append((wall, cpu, rss))
+                log(f"  {place} round {r + 1} {name}: {wall:.2f} s wall, {cpu:.2f} s CPU, {rss:.0f} MiB peak")
+        h_files, h_size, h_pages = tree_stats(theirs)
+        med = {k: tuple(statistics.median(x[i] for x in v) for i in range(3)) for k, v in rows.items()}
+        if place == places[0][0]:
+            lines.append(f"  hugo:       {h_pages} HTML pages, {h_files} files, {h_size / 1e6:.1f} MB "
+                         f"(from {hugo_pages} Markdown pages, {md_bytes / 1e6:.1f} MB of Markdown)")
+        lines += [
+            f"  [{place}] notbetrieb: {med['notbetrieb'][0]:.2f} s wall, {med['notbetrieb'][1]:.2f} s CPU, "
+            f"{med['notbetrieb'][2]:.0f} MiB peak; hugo: {med['hugo'][0]:.2f} s wall, {med['hugo'][1]:.2f} s CPU, "
+            f"{med['hugo'][2]:.0f} MiB peak",
+            f"  [{place}] ratio hugo/notbetrieb: {med['hugo'][0] / med['notbetrieb'][0]:.1f}x wall, "
+            f"{med['hugo'][1] / med['notbetrieb'][1]:.1f}x CPU (target >= 5x)",
+        ]
+        shutil.rmtree(theirs, ignore_errors=True)
+        shutil.rmtree(ours, ignore_errors=True)
     return lines
 
 
@@ -274,6 +282,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--germany", action="store_true")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "out", "export"))
+    ap.add_argument("--tmpfs", default="/dev/shm", help="a memory file system for the second set of runs ('' for none)")
     args = ap.parse_args()
     if not os.access(args.bin, os.X_OK):
         sys.exit(f"no binary at {args.bin}: cargo build --release, or --bin PATH")
@@ -282,8 +291,15 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     version = subprocess.run(["hugo", "version"], capture_output=True, text=True).stdout.strip()
     lines = [f"# bench/export.py, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, {version}"]
+    # The outputs go to memory (tmpfs) as well as to the disk: on a disk that other work fills and
+    # empties, the kernel's search for free inodes can cost more than all the rendering, and more
+    # for notbetrieb's three times as many files.
+    places = [("disk", args.out)]
+    if os.path.isdir(args.tmpfs):
+        os.makedirs(os.path.join(args.tmpfs, "notbetrieb-bench"), exist_ok=True)
+        places.insert(0, ("tmpfs", os.path.join(args.tmpfs, "notbetrieb-bench")))
     for scale in [s for s in args.scales.split(",") if s]:
-        lines += compare(args.bin, scale, args.out, args.rounds)
+        lines += compare(args.bin, scale, args.out, args.rounds, places)
     if args.germany:
         lines += germany(args.bin, args.out)
     text = "\n".join(lines) + "\n"

@@ -13,7 +13,6 @@
 //! whose bytes differ are written.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -228,9 +227,7 @@ fn write_file(dir: &Path, relative: &str, body: &[u8], compare: bool, into: &mut
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
-    let mut gz = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::default());
-    gz.write_all(body)?;
-    let gz = gz.finish()?;
+    let gz = crate::read::snapshot::gzip(body);
     // The compressed variant first: a server that prefers it never finds it older than the file.
     let gz_path = dir.join(&gz_relative);
     std::fs::write(&gz_path, &gz).with_context(|| format!("writing {}", gz_path.display()))?;

@@ -633,20 +633,55 @@ pub fn cpu_bound<T>(work: impl FnOnce() -> T) -> T {
 impl CachedPage {
     pub fn new(content_type: &'static str, body: String) -> CachedPage {
         use sha2::Digest;
-        use std::io::Write;
         let digest = sha2::Sha256::digest(body.as_bytes());
         let etag = format!("\"{}\"", hex::encode(&digest[..12]));
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-        enc.write_all(body.as_bytes()).expect("writing to memory");
-        let gzip = enc.finish().expect("writing to memory");
+        let gzip = gzip(body.as_bytes());
         let etag_header = axum::http::HeaderValue::from_str(&etag).expect("hex is ASCII");
         CachedPage { content_type, body: body.into(), gzip: gzip.into(), etag, etag_header }
     }
 }
 
+/// `body` compressed as gzip (RFC 1952), as the live server sends it and the export writes it
+/// beside each file. Each thread keeps its deflate state for the next body: a fresh compressor
+/// allocates and zeroes a few hundred KB, more than compressing a small page costs.
+pub fn gzip(body: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    thread_local! {
+        static DEFLATE: std::cell::RefCell<flate2::write::DeflateEncoder<Vec<u8>>> =
+            std::cell::RefCell::new(flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default()));
+    }
+    // Header: magic, deflate, no flags, no time, no extra flags, unknown OS.
+    let mut out = Vec::with_capacity(body.len() / 4 + 32);
+    out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
+    let mut out = DEFLATE.with(|cell| {
+        let mut encoder = cell.borrow_mut();
+        encoder.reset(out).expect("writing to memory");
+        encoder.write_all(body).expect("writing to memory");
+        encoder.try_finish().expect("writing to memory");
+        encoder.reset(Vec::new()).expect("writing to memory")
+    });
+    let mut crc = flate2::Crc::new();
+    crc.update(body);
+    out.extend_from_slice(&crc.sum().to_le_bytes());
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gzip_round_trips_one_body_after_another_on_one_thread() {
+        use std::io::Read;
+        let bodies = ["<p>Menden</p>".repeat(1000), String::new(), "ä€😀".repeat(7), "x".into()];
+        for body in bodies.iter().chain(bodies.iter()) {
+            let mut out = String::new();
+            flate2::read::GzDecoder::new(&gzip(body.as_bytes())[..]).read_to_string(&mut out).unwrap();
+            assert_eq!(&out, body);
+        }
+        assert!(gzip(bodies[0].as_bytes()).len() < bodies[0].len() / 20);
+    }
 
     fn town(ags: &str, district: &str, lat: f64) -> Municipality {
         Municipality {
