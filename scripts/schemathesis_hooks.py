@@ -27,7 +27,7 @@ import schemathesis
 REFERENCES = {
     "municipalities", "districts", "services", "targets", "for_ags", "office_slug", "service_slug",
     "scopes", "scope_ref", "depends_on", "user_id", "username", "id", "valid_until", "procedure",
-    "slug", "evidence", "version", "expires_at",
+    "slug", "evidence", "version", "expires_at", "municipality", "service",
 }
 
 # Fields whose rule is narrower than their documented pattern (see the module's description).

@@ -11,6 +11,7 @@ pub mod http;
 pub mod i18n;
 pub mod import;
 pub mod mirror;
+pub mod notify;
 pub mod publish;
 pub mod read;
 pub mod site;
@@ -34,15 +35,16 @@ mod tests {
         ("site", &["domain", "i18n", "read"]),
         ("import", &["domain", "store", "write"]),
         ("demo", &["domain", "store", "auth", "read", "write", "import"]),
-        ("http", &["domain", "i18n", "store", "auth", "read", "write", "site"]),
+        ("notify", &["domain", "i18n", "store", "auth", "read", "write", "site"]),
+        ("http", &["domain", "i18n", "store", "auth", "read", "write", "site", "notify"]),
         ("export", &["domain", "i18n", "store", "auth", "read", "write", "site", "http"]),
         ("publish", &["domain", "i18n"]),
         ("mirror", &["domain", "store", "read", "site", "export", "publish"]),
         (
             "cli",
             &[
-                "domain", "i18n", "store", "auth", "read", "write", "site", "import", "demo", "http", "export",
-                "publish", "mirror",
+                "domain", "i18n", "store", "auth", "read", "write", "site", "import", "demo", "notify", "http",
+                "export", "publish", "mirror",
             ],
         ),
     ];

@@ -15,7 +15,7 @@ use crate::read::live::App;
 use crate::read::snapshot;
 use crate::store::accounts;
 use crate::store::journal;
-use crate::{demo, http, i18n, import, mirror, publish, store, write};
+use crate::{demo, http, i18n, import, mirror, notify, publish, store, write};
 
 #[derive(Parser)]
 #[command(
@@ -82,6 +82,8 @@ enum Command {
         publish_debounce_ms: u64,
         #[command(flatten)]
         s3: S3Args,
+        #[command(flatten)]
+        mail: MailArgs,
     },
     /// Load towns, districts, services, offices, referrals, postal codes or statements from CSV
     /// or JSON files, all or nothing.
@@ -304,6 +306,7 @@ async fn run(cli: Cli) -> Result<()> {
             publish_to,
             publish_debounce_ms,
             s3,
+            mail,
         } => {
             if let Some(dir) = messages_dir {
                 i18n::load_extra(&dir)?;
@@ -312,7 +315,9 @@ async fn run(cli: Cli) -> Result<()> {
             // A wrong target stops the server at start, before anything is served.
             let mirrors = mirror::targets(&publish_to, &s3.options())?;
             let publishing = Publishing { targets: mirrors, debounce: Duration::from_millis(publish_debounce_ms) };
-            serve(listen, db, demo, public_url, poll_ms, proxies, publishing).await
+            // A wrong SMTP address or sender stops the server at start too.
+            let notifying = mail.settings()?;
+            serve(listen, db, demo, public_url, poll_ms, proxies, Background { publishing, notifying }).await
         }
         Command::Import { db, files, kind } => {
             let store = store::Store::connect(&database_url(&db)).await?;
@@ -658,6 +663,41 @@ async fn demo_advance(db: &DatabaseArgs, steps: usize) -> Result<()> {
     Ok(())
 }
 
+/// How `serve` sends mail.
+#[derive(clap::Args)]
+struct MailArgs {
+    /// The SMTP server for notifications: `smtp://host:port` (plain, a local relay),
+    /// `smtp://host:port?tls=required` (STARTTLS), `smtps://host:port` (TLS), with
+    /// `user:password@` if it needs them. Without it mails wait in the outbox (the desk shows them).
+    #[arg(long, env = "NOTBETRIEB_SMTP_URL", value_name = "URL", hide_env_values = true)]
+    smtp_url: Option<String>,
+    /// The SMTP password from a file instead of the URL (the user stays in the URL).
+    #[arg(long, env = "NOTBETRIEB_SMTP_PASSWORD_FILE", value_name = "FILE")]
+    smtp_password_file: Option<PathBuf>,
+    /// The sender of every mail.
+    #[arg(long, env = "NOTBETRIEB_MAIL_FROM", default_value = "notbetrieb@localhost", value_name = "ADDRESS")]
+    mail_from: String,
+    /// Changes that arrive within this many seconds of the first go out as one mail per subscription.
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+    notify_window_s: u64,
+}
+
+impl MailArgs {
+    fn settings(&self) -> Result<notify::Settings> {
+        let mailer = match &self.smtp_url {
+            Some(url) => Some(notify::mail::Mailer::new(url, self.smtp_password_file.as_deref(), &self.mail_from)?),
+            None => None,
+        };
+        Ok(notify::Settings { mailer, window: Duration::from_secs(self.notify_window_s) })
+    }
+}
+
+/// What `serve` runs beside the web server: the mirrors and the notifications.
+struct Background {
+    publishing: Publishing,
+    notifying: notify::Settings,
+}
+
 /// The mirrors `serve` keeps current.
 struct Publishing {
     targets: Vec<publish::Target>,
@@ -671,8 +711,9 @@ async fn serve(
     public_url: Option<String>,
     poll_ms: u64,
     proxies: http::client::TrustedProxies,
-    publishing: Publishing,
+    background: Background,
 ) -> Result<()> {
+    let Background { publishing, notifying } = background;
     let started = std::time::Instant::now();
     // A demo without a database gets a temporary one that lives as long as the server.
     let mut _temp_dir = None;
@@ -729,6 +770,7 @@ async fn serve(
     if !publishing.targets.is_empty() {
         mirror::start(app.clone(), publishing.targets, publishing.debounce);
     }
+    notify::start(app.clone(), notifying);
 
     println!("notbetrieb listening on http://{local}");
     if demo.is_some() {

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod client;
 pub mod desk;
+pub mod subscriptions;
 
 use anyhow::Context;
 use axum::extract::rejection::QueryRejection;
@@ -50,6 +51,7 @@ pub fn router(app: Shared, proxies: client::TrustedProxies) -> Router {
             .route("/kommunen/{slug}/fahrplan", get(town_fahrplan))
             .route("/kommunen/{slug}/fahrplan.ics", get(town_fahrplan_ics))
             .route("/quellen", get(sources))
+            .merge(subscriptions::public_routes())
             .fallback(not_found)
             .layer(Extension(Lang(lang)))
     };

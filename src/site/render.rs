@@ -29,6 +29,11 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("faq.html", include_str!("../../templates/faq.html")),
     ("sources.html", include_str!("../../templates/sources.html")),
     ("error.html", include_str!("../../templates/error.html")),
+    ("subscription.html", include_str!("../../templates/subscription.html")),
+    ("mail/confirm.txt", include_str!("../../templates/mail/confirm.txt")),
+    ("mail/confirm.html", include_str!("../../templates/mail/confirm.html")),
+    ("mail/changes.txt", include_str!("../../templates/mail/changes.txt")),
+    ("mail/changes.html", include_str!("../../templates/mail/changes.html")),
     ("desk/base.html", include_str!("../../templates/desk/base.html")),
     ("desk/login.html", include_str!("../../templates/desk/login.html")),
     ("desk/second_factor.html", include_str!("../../templates/desk/second_factor.html")),
@@ -739,6 +744,31 @@ pub fn sources(snap: &Snapshot, lang: &str, copy: bool) -> Result<String> {
 pub fn error(snap: &Snapshot, lang: &str, status: u16, message_key: &str, copy: bool) -> Result<String> {
     page(snap, lang, "/", "", copy)
         .render("error.html", context! { status => v(status), message => v(i18n::t(lang, message_key)) })
+}
+
+/// A step of subscribing or unsubscribing (`step`: `pending`, `confirm`, `confirmed`,
+/// `unsubscribe`, `unsubscribed`, `unknown`, `too_many`): what it is about (`scope`) and, where
+/// the step needs a button, the address it posts to. Never cached: each link is someone's own.
+pub struct SubscriptionStep<'a> {
+    pub step: &'a str,
+    pub scope: &'a str,
+    pub action: &'a str,
+    pub one_click: bool,
+    /// A reason the request was refused, from the catalogue.
+    pub error: &'a str,
+}
+
+pub fn subscription(snap: &Snapshot, lang: &str, s: &SubscriptionStep) -> Result<String> {
+    page(snap, lang, "/", "", false).render(
+        "subscription.html",
+        context! {
+            step => v(s.step),
+            scope => v(s.scope),
+            action => v(s.action),
+            one_click => v(s.one_click),
+            error => v(s.error),
+        },
+    )
 }
 
 #[cfg(test)]

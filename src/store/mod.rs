@@ -5,6 +5,8 @@ pub mod accounts;
 pub mod changes;
 pub mod idempotency;
 pub mod journal;
+pub mod outbox;
+pub mod subscriptions;
 
 use std::borrow::Cow;
 
@@ -22,6 +24,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "recovery", include_str!("../../migrations/0003_recovery.sql")),
     (4, "ids from the database", include_str!("../../migrations/0004_ids_from_the_database.sql")),
     (5, "sign-in attempts", include_str!("../../migrations/0005_sign_in_attempts.sql")),
+    (6, "subscriptions and outbox", include_str!("../../migrations/0006_subscriptions_and_outbox.sql")),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,6 +121,10 @@ impl Store {
             Engine::Sqlite => self.pool.begin_with("BEGIN DEFERRED").await?,
             Engine::Postgres => self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?,
         })
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.engine
     }
 
     pub async fn is_empty(&self) -> Result<bool> {

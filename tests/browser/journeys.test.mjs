@@ -5,6 +5,10 @@
 //      link with a password and TOTP (the code computed here, RFC 6238), signed in with password
 //      and a fresh code; several services of Menden changed at once with the bulk form; an
 //      announcement previewed and published; both visible on the public pages at once.
+//   3. resident (issue 10): subscribes on a town's service page, gets the confirmation mail
+//      (from the aiosmtpd sink scripts/test starts, NOTBETRIEB_MAIL_DIR), confirms with the
+//      page's button, is mailed when an editor changes the service, leaves with the mail's
+//      one-click unsubscribe, and gets nothing for the next change.
 //   2. operator (issue 4): the recovery board; a procedure that is still under review refused a
 //      direct release with every unmet condition in words, then passed through its gates step by
 //      step (with its blocking infrastructure first), rolled out to a whole district, and the
@@ -24,6 +28,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AxeBuilder } from '@axe-core/playwright';
@@ -31,6 +36,7 @@ import { BASE_URL, SCREENSHOT_DIR, launch, newPage, messages, formatViolations }
 
 const BIN = process.env.NOTBETRIEB_BIN || '';
 const DB = process.env.NOTBETRIEB_TEST_DB || '';
+const MAIL_DIR = process.env.NOTBETRIEB_MAIL_DIR || '';
 
 // ---------------------------------------------------------------------------------------------
 // Words of the UI, from messages/de.toml (the browser asks for German)
@@ -496,6 +502,103 @@ test(
         await shot(page, `operator-0${5 + i}-public`);
         await audit(page, `public ${path}`, report);
       }
+    } finally {
+      await context.close();
+    }
+    assertNoReport(report);
+  },
+);
+
+// ---------------------------------------------------------------------------------------------
+// 3. resident
+
+/** Every mail the SMTP sink received so far (tests/support/smtp_sink.py writes one JSON each). */
+function mails() {
+  return readdirSync(MAIL_DIR)
+    .filter((n) => n.endsWith('.json') && !n.startsWith('.'))
+    .sort()
+    .map((n) => JSON.parse(readFileSync(join(MAIL_DIR, n), 'utf8')));
+}
+
+async function mailsTo(address, n, seconds = 30) {
+  for (let waited = 0; waited < seconds * 10; waited++) {
+    const mine = mails().filter((m) => m.rcpt_tos.includes(address));
+    if (mine.length >= n) return mine;
+    await sleep(100);
+  }
+  return mails().filter((m) => m.rcpt_tos.includes(address));
+}
+
+test(
+  'resident: subscribes on a service page, confirms by button, is told of a change, leaves with one click',
+  { timeout: 180_000, skip: BIN && DB && MAIL_DIR ? false : 'needs NOTBETRIEB_BIN, NOTBETRIEB_TEST_DB and NOTBETRIEB_MAIL_DIR (scripts/test sets them)' },
+  async () => {
+    const report = [];
+    const stamp = Date.now().toString(36);
+    const address = `anwohnerin-${stamp}@example.org`;
+    const servicePath = '/kommunen/luedenscheid/leistungen/briefwahl';
+    const token = spawnSync(BIN, ['token', 'add', '--database', DB, '--user', 'luedenscheid', '--name', `resident-journey-${stamp}`], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+      timeout: 60_000,
+    });
+    assert.equal(token.status, 0, token.stderr);
+    const secret = token.stdout.trim();
+    const state = async (level, restrictions) => {
+      const res = await fetch(`${BASE_URL}/api/v1/municipalities/luedenscheid/services/briefwahl/statement`, {
+        method: 'PUT',
+        headers: { authorization: `Bearer ${secret}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ level, restrictions }),
+      });
+      assert.equal(res.status, 200, await res.text());
+    };
+
+    const { context, page } = await newPage(browser, 1280);
+    try {
+      await page.goto(BASE_URL + servicePath);
+      const form = page.locator('form.subscribe-form');
+      await form.getByLabel(t('subscribe.email_label'), { exact: true }).fill(address);
+      const pending = await submit(page, form.getByRole('button', { name: t('subscribe.button') }));
+      assert.equal(pending.status(), 200);
+      assert.equal(await page.locator('h1').innerText(), t('subscribe.pending_title'));
+      await shot(page, 'resident-01-pending');
+      await audit(page, 'subscription pending', report);
+
+      const [confirmation] = await mailsTo(address, 1);
+      assert.ok(confirmation, `a confirmation mail to ${address}`);
+      const confirmUrl = confirmation.text.match(/https?:\/\/\S+\/abo\/bestaetigen\/\S+/)?.[0];
+      assert.ok(confirmUrl, confirmation.text);
+      await page.goto(confirmUrl);
+      assert.equal(await page.locator('h1').innerText(), t('subscribe.confirm_title'));
+      assert.match(await mainText(page), /Briefwahl/);
+      await shot(page, 'resident-02-confirm');
+      await audit(page, 'confirm subscription', report);
+      await submit(page, page.getByRole('button', { name: t('subscribe.confirm_button') }));
+      assert.equal(await page.locator('h1').innerText(), t('subscribe.confirmed_title'));
+      await audit(page, 'subscription confirmed', report);
+
+      await state('unavailable', `Briefwahlbüro geschlossen (${stamp})`);
+      const [, told] = await mailsTo(address, 2);
+      assert.ok(told, 'a notification after the change');
+      assert.match(told.text, new RegExp(`Briefwahlbüro geschlossen \\(${stamp}\\)`));
+      assert.equal(told.headers['list-unsubscribe-post'], 'List-Unsubscribe=One-Click');
+      const unsubscribeUrl = told.headers['list-unsubscribe'].replace(/^<|>$/g, '');
+
+      await page.goto(unsubscribeUrl);
+      assert.equal(await page.locator('h1').innerText(), t('subscribe.unsubscribe_title'));
+      await shot(page, 'resident-03-unsubscribe');
+      await audit(page, 'unsubscribe', report);
+      // What a mail client's one-click button sends (RFC 8058).
+      const oneClick = await fetch(unsubscribeUrl, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: 'List-Unsubscribe=One-Click',
+      });
+      assert.equal(oneClick.status, 200);
+
+      await state('normal', '');
+      await sleep(4000);
+      assert.equal((await mailsTo(address, 3, 1)).length, 2, 'nothing after unsubscribing');
     } finally {
       await context.close();
     }

@@ -42,12 +42,16 @@ fn resolves(files: &BTreeSet<String>, url_path: &str) -> bool {
     candidates.iter().any(|c| files.contains(c))
 }
 
-/// The page without the parts only the copy has: its banner and the search's stand-in.
+/// The page without the parts only the copy has: its banner and the stand-ins of the search and
+/// the subscription forms.
 fn without_copy_parts(html: &str) -> String {
     let banner = regex_lite::Regex::new(r#"(?s)\n  <div class="demo-banner copy-banner">.*?</div>"#).unwrap();
     let search_copy = regex_lite::Regex::new(r#"(?s)<div class="search-form search-unavailable">.*?</div>\n"#).unwrap();
     let search_live = regex_lite::Regex::new(r#"(?s)<form class="search-form".*?</form>\n"#).unwrap();
-    let html = banner.replace_all(html, "");
+    // Subscribing needs the server too: the copy says so where the live page has the form.
+    let subscribe = regex_lite::Regex::new(r#"(?s)<section class="subscribe".*?</section>"#).unwrap();
+    let html = subscribe.replace_all(html, "");
+    let html = banner.replace_all(&html, "");
     let html = search_copy.replace_all(&html, "");
     search_live.replace_all(&html, "").into_owned()
 }

@@ -496,3 +496,88 @@ pub async fn create_bucket(s3: &S3, name: &str) -> bool {
     let req = http_client().put(format!("{}/{name}", s3.endpoint)).header("x-amz-acl", "public-read-write");
     req.send().await.unwrap().status().is_success()
 }
+
+/// aiosmtpd (PyPI) receiving mail on a loopback port for one test, each mail written as JSON
+/// into a directory by `tests/support/smtp_sink.py`; stopped when dropped.
+pub struct SmtpSink {
+    child: Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl SmtpSink {
+    /// `smtp://127.0.0.1:PORT`, for `serve --smtp-url`.
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// Every mail received so far, in the order received.
+    pub fn mails(&self) -> Vec<serde_json::Value> {
+        let mut names: Vec<_> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|n| n.ends_with(".json") && !n.starts_with('.'))
+            .collect();
+        names.sort_by_key(|n| {
+            let (ns, count) = n.trim_end_matches(".json").split_once('-').unwrap();
+            (ns.parse::<u128>().unwrap(), count.parse::<u64>().unwrap())
+        });
+        names
+            .iter()
+            .map(|n| serde_json::from_str(&std::fs::read_to_string(self.dir.path().join(n)).unwrap()).unwrap())
+            .collect()
+    }
+
+    /// Waits up to `seconds` for at least `n` mails and returns all of them.
+    pub async fn wait_for(&self, n: usize, seconds: u64) -> Vec<serde_json::Value> {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+        loop {
+            let mails = self.mails();
+            if mails.len() >= n || std::time::Instant::now() > until {
+                return mails;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Starts the SMTP sink on a free port; `None` (the test is skipped) without aiosmtpd, which CI
+/// must have. The first `fail_first` mails are answered 451 (try again later).
+pub fn start_smtp(fail_first: usize) -> Option<SmtpSink> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    start_smtp_on(port, fail_first)
+}
+
+pub fn start_smtp_on(port: u16, fail_first: usize) -> Option<SmtpSink> {
+    let Some(python) = std::env::var("NOTBETRIEB_TEST_AIOSMTPD_PYTHON").ok().filter(|s| !s.is_empty()) else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "NOTBETRIEB_TEST_AIOSMTPD_PYTHON is not set: scripts/test installs aiosmtpd and sets it"
+        );
+        eprintln!("SKIPPED: set NOTBETRIEB_TEST_AIOSMTPD_PYTHON to a Python with aiosmtpd (pip install aiosmtpd)");
+        return None;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/smtp_sink.py");
+    let mut child = Command::new(python)
+        .args([script, "--port", &port.to_string(), "--dir"])
+        .arg(dir.path())
+        .args(["--fail-first", &fail_first.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the SMTP sink starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().expect("the SMTP sink exited").unwrap();
+    assert_eq!(first.trim(), "ready");
+    std::thread::spawn(move || for _ in lines {});
+    Some(SmtpSink { child, port, dir })
+}

@@ -17,6 +17,7 @@ mod import;
 mod journal;
 mod languages;
 mod mirror;
+mod notify;
 mod public;
 mod publish;
 mod recovery;

@@ -200,7 +200,7 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 /// The body's bytes, if it is JSON and not too large.
-fn body_bytes(headers: &HeaderMap, body: Body) -> Result<Bytes, Fail> {
+pub(crate) fn body_bytes(headers: &HeaderMap, body: Body) -> Result<Bytes, Fail> {
     if !is_json(headers) {
         return Err(Fail::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "api.json_required"));
     }
@@ -215,7 +215,7 @@ fn body_bytes(headers: &HeaderMap, body: Body) -> Result<Bytes, Fail> {
 
 /// Reads a JSON object into `T`. Unknown fields are rejected (not ignored), so a misspelt field
 /// never silently does nothing; the answer names the first unknown or ill-typed field.
-fn parse<T: Input>(bytes: &[u8]) -> Result<T, Fail> {
+pub(crate) fn parse<T: Input>(bytes: &[u8]) -> Result<T, Fail> {
     let value: Value = serde_json::from_slice(bytes).map_err(|_| Fail::bad_request("api.malformed_json"))?;
     let Value::Object(given) = &value else { return Err(Fail::invalid("body", "api.object_expected")) };
     let Value::Object(known) = serde_json::to_value(T::default()).map_err(Fail::internal)? else {

@@ -44,6 +44,7 @@ pub fn router() -> Router<Shared> {
         .route("/openapi.json", get(openapi_json))
         .merge(crate::http::api::editing::router())
         .merge(crate::http::api::recovery::router())
+        .merge(crate::http::subscriptions::api_routes())
         .fallback(unknown_route)
         .method_not_allowed_fallback(other_method)
         // Added last so that it covers the fallbacks too: other sites embed these answers.
@@ -1059,6 +1060,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.merge(crate::http::api::editing::openapi());
     doc.merge(crate::http::api::recovery::openapi());
+    doc.merge(crate::http::subscriptions::openapi());
     let components = doc.components.get_or_insert_with(Default::default);
     components.schemas.extend(crate::write::formats::all());
     parameters_without_null(&mut doc);

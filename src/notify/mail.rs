@@ -1,0 +1,154 @@
+//! Sending mail from the outbox over SMTP (lettre, rustls, a pooled connection).
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use lettre::message::header::{HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+
+use crate::domain::time;
+use crate::read::live::{App, Shared};
+use crate::store::outbox::{self, Message};
+
+/// How long a claimed mail is left to one worker before another may take it over.
+const CLAIM: chrono::Duration = chrono::Duration::minutes(5);
+/// Mails sent at once.
+const BATCH: i64 = 50;
+/// Attempts before a mail is given up: with the backoff below (10 s doubling up to an hour)
+/// about a day.
+const MAX_ATTEMPTS: i64 = 30;
+
+/// The SMTP server and the sender.
+#[derive(Clone)]
+pub struct Mailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+    /// The right-hand side of every Message-ID.
+    domain: String,
+}
+
+impl Mailer {
+    /// `url`: `smtp://host:port` (plain, for a local relay), `smtp://host:port?tls=required`
+    /// (STARTTLS), `smtps://host:port` (TLS); credentials as `user:password@` in it, or the
+    /// password from `password_file`.
+    pub fn new(url: &str, password_file: Option<&std::path::Path>, from: &str) -> Result<Mailer> {
+        let from: Mailbox = from.parse().with_context(|| format!("--mail-from {from:?} is not a mail address"))?;
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+            .map_err(|e| anyhow::anyhow!("--smtp-url: {e}"))?
+            .timeout(Some(Duration::from_secs(20)));
+        if let Some(path) = password_file {
+            let password = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the SMTP password from {}", path.display()))?;
+            let user = url::Url::parse(url).ok().map(|u| u.username().to_string()).unwrap_or_default();
+            builder = builder.credentials(lettre::transport::smtp::authentication::Credentials::new(
+                percent_decode(&user),
+                password.trim_end_matches(['\r', '\n']).to_string(),
+            ));
+        }
+        let domain = from.email.domain().to_string();
+        Ok(Mailer { transport: builder.build(), from, domain })
+    }
+
+    async fn send(&self, m: &Message) -> Result<(), SendError> {
+        // Checked when subscribing; a stored address that no longer parses is not retried.
+        let to: Mailbox =
+            m.recipient.parse().map_err(|_| SendError { permanent: true, reason: "bad recipient".into() })?;
+        let mut builder = lettre::Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(&m.subject)
+            .message_id(Some(format!("<{}@{}>", m.id, self.domain)));
+        if !m.unsubscribe_url.is_empty() {
+            builder = builder
+                .raw_header(HeaderValue::new(
+                    HeaderName::new_from_ascii_str("List-Unsubscribe"),
+                    format!("<{}>", m.unsubscribe_url),
+                ))
+                .raw_header(HeaderValue::new(
+                    HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
+                    "List-Unsubscribe=One-Click".into(),
+                ));
+        }
+        let mail = builder
+            .multipart(MultiPart::alternative_plain_html(m.body_text.clone(), m.body_html.clone()))
+            .map_err(|e| SendError { permanent: true, reason: e.to_string() })?;
+        self.transport
+            .send(mail)
+            .await
+            .map(|_| ())
+            .map_err(|e| SendError { permanent: e.is_permanent(), reason: e.to_string() })
+    }
+}
+
+/// Why a mail was not accepted; `permanent` (a 5xx answer, an unusable message): not retried.
+struct SendError {
+    permanent: bool,
+    reason: String,
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("u={s}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
+}
+
+/// Delivers due mails for as long as the server runs.
+pub async fn deliver_forever(app: Shared, mailer: Mailer) {
+    let mut failures = 0;
+    loop {
+        match deliver_due(&app, &mailer).await {
+            Ok(0) => {
+                failures = 0;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Ok(_) => failures = 0,
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(error = %format!("{e:#}"), "delivering mail failed; trying again");
+                tokio::time::sleep(super::backoff(failures)).await;
+            }
+        }
+    }
+}
+
+/// Claims due mails, sends them side by side and records each outcome; how many it claimed.
+pub async fn deliver_due(app: &App, mailer: &Mailer) -> Result<usize> {
+    let now = time::now();
+    let claimed = {
+        let mut tx = app.store.begin().await?;
+        let until = time::format_rfc3339(now + CLAIM);
+        let claimed =
+            outbox::claim_due(&mut tx, app.store.engine(), super::EMAIL, &time::format_rfc3339(now), &until, BATCH)
+                .await?;
+        tx.commit().await?;
+        claimed
+    };
+    let count = claimed.len();
+    let mut sending = tokio::task::JoinSet::new();
+    for m in claimed {
+        let mailer = mailer.clone();
+        sending.spawn(async move {
+            let outcome = mailer.send(&m).await;
+            (m, outcome)
+        });
+    }
+    while let Some(done) = sending.join_next().await {
+        let (m, outcome) = done?;
+        let mut tx = app.store.begin().await?;
+        match outcome {
+            Ok(()) => outbox::delivered(&mut tx, &m.id, &time::now_rfc3339()).await?,
+            Err(e) => {
+                let permanent = e.permanent;
+                let attempts = m.attempts + 1;
+                let next = (!permanent && attempts < MAX_ATTEMPTS).then(|| {
+                    let wait =
+                        Duration::from_secs(10u64 << (attempts - 1).clamp(0, 9) as u32).min(Duration::from_secs(3600));
+                    time::format_rfc3339(time::now() + chrono::Duration::from_std(wait).unwrap_or_default())
+                });
+                tracing::warn!(message = %m.id, attempts, permanent, error = %e.reason, "a mail was not accepted");
+                outbox::attempt_failed(&mut tx, &m.id, &e.reason, next.as_deref()).await?;
+            }
+        }
+        tx.commit().await?;
+    }
+    Ok(count)
+}

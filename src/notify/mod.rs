@@ -1,0 +1,715 @@
+//! Telling people: e-mail subscriptions with double opt-in, the notifier that turns committed
+//! changes into mails in the outbox, and the mailer that delivers them (`mail`).
+//!
+//! Nothing acknowledged is lost: a change's journal entry commits with the change; the notifier
+//! reads the journal from its cursor and writes the mails of a batch, the new cursor and what
+//! subscribers have now been told in one transaction; the mailer claims due mails, sends them
+//! and marks them delivered. A crash repeats at most the mails in flight, with the same
+//! Message-ID. Addresses never go into the journal.
+//!
+//! What counts as a change is a difference between what subscribers were last told about a
+//! service in a town (`notify_state`) and the current snapshot: a level or an expected return
+//! that changed, whether stated or derived from a rollout. Published or corrected announcements
+//! in a subscription's scope are changes too. Changes that arrive together are one mail per
+//! subscription: the notifier waits until the oldest unhandled change is `window` old.
+
+pub mod mail;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use anyhow::Result;
+use minijinja::context;
+use serde::Serialize;
+use sha2::Digest;
+
+use crate::auth;
+use crate::domain::events::Event;
+use crate::domain::*;
+use crate::i18n;
+use crate::read::live::App;
+use crate::read::snapshot::Snapshot;
+use crate::site::render::{self, v};
+use crate::store::journal;
+use crate::store::outbox::{self, Message};
+use crate::store::subscriptions::{self, NewSubscription, Subscription};
+
+/// The wording a subscriber agrees to is versioned; the version and the text are stored with
+/// each subscription as proof of consent.
+pub const CONSENT_VERSION: &str = "2026-12-03";
+/// How long a confirmation link is valid; then the pending subscription is deleted.
+const PENDING_HOURS: i64 = 72;
+/// Subscription requests per address (confirmation mails sent) and per client, per hour.
+const PER_ADDRESS_PER_HOUR: i64 = 3;
+const PER_CLIENT_PER_HOUR: i64 = 20;
+/// The notifier's name in `notify_cursor`.
+const CURSOR: &str = "email";
+pub const EMAIL: &str = "email";
+
+// ---------------------------------------------------------------------------------------------
+// Subscribing
+
+/// What someone asks to be told about; `None` scopes mean "any".
+#[derive(Clone, Debug, Default)]
+pub struct SubscribeInput {
+    pub email: String,
+    pub municipality: Option<String>,
+    pub service: Option<String>,
+    pub area: Option<String>,
+    pub lang: Option<String>,
+}
+
+/// Why a subscription request was refused.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The field and the catalogue key of the reason.
+    Invalid(&'static str, &'static str),
+    /// Too many requests from this client; try again later.
+    TooMany,
+    Internal(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Refusal {
+    fn from(e: anyhow::Error) -> Refusal {
+        Refusal::Internal(e)
+    }
+}
+
+/// A subscription's scope, checked against the snapshot.
+#[derive(Clone, Debug)]
+pub struct Scope {
+    pub municipality_ags: String,
+    pub service_slug: String,
+    pub area: String,
+}
+
+/// Checks an address: what `write::valid_email` accepts, and nothing a mail header could be
+/// bent with (line breaks, control characters, angle brackets).
+pub fn check_email(email: &str) -> Result<String, Refusal> {
+    let email = email.trim();
+    if email.is_empty() {
+        return Err(Refusal::Invalid("email", "subscribe.email_missing"));
+    }
+    if email.len() > 254 || email.chars().any(|c| c.is_control() || c == '<' || c == '>' || c == ',') {
+        return Err(Refusal::Invalid("email", "subscribe.email_invalid"));
+    }
+    if !crate::write::valid_email(email) || email.parse::<lettre::Address>().is_err() {
+        return Err(Refusal::Invalid("email", "subscribe.email_invalid"));
+    }
+    Ok(email.to_string())
+}
+
+/// The scope named by slugs, each checked against the snapshot.
+pub fn check_scope(snap: &Snapshot, input: &SubscribeInput) -> Result<Scope, Refusal> {
+    let given = |o: &Option<String>| o.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
+    let municipality_ags = match given(&input.municipality) {
+        None => String::new(),
+        Some(slug) => snap
+            .municipality(&slug)
+            .map(|m| m.ags.clone())
+            .ok_or(Refusal::Invalid("municipality", "subscribe.unknown_municipality"))?,
+    };
+    let service_slug = match given(&input.service) {
+        None => String::new(),
+        Some(slug) => snap
+            .service(&slug)
+            .map(|s| s.slug.clone())
+            .ok_or(Refusal::Invalid("service", "subscribe.unknown_service"))?,
+    };
+    let area = match given(&input.area) {
+        None => String::new(),
+        Some(area) if is_service_area(&area) => area,
+        Some(_) => return Err(Refusal::Invalid("area", "subscribe.unknown_area")),
+    };
+    Ok(Scope { municipality_ags, service_slug, area })
+}
+
+fn check_lang(lang: &Option<String>) -> Result<&'static str, Refusal> {
+    match lang.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(i18n::DEFAULT_LANG),
+        Some(code) => i18n::find(code)
+            .map(|l| -> &'static str { &l.code })
+            .ok_or(Refusal::Invalid("lang", "subscribe.unknown_lang")),
+    }
+}
+
+/// A hash that identifies a client or an address for the rate limits and the consent record
+/// without storing it.
+fn hashed(kind: &str, value: &str) -> String {
+    hex::encode(&sha2::Sha256::digest(format!("notbetrieb {kind} {value}").as_bytes())[..16])
+}
+
+/// Asks for a subscription: stores it pending and queues the confirmation mail, in one
+/// transaction. The same answer whether or not the address is known or already subscribed;
+/// an address asked for too often gets no further mail for a while (silently), a client that
+/// asks too often is refused.
+pub async fn subscribe(app: &App, input: &SubscribeInput, client: IpAddr) -> Result<(), Refusal> {
+    let email = check_email(&input.email)?;
+    let snap = app.snapshot();
+    let scope = check_scope(&snap, input)?;
+    let lang = check_lang(&input.lang)?;
+    let now = time::now();
+    let now_text = time::format_rfc3339(now);
+    let hour_ago = time::format_rfc3339(now - chrono::Duration::hours(1));
+    let client_hash = hashed("client", &client.to_string());
+
+    let mut tx = app.store.begin().await?;
+    if subscriptions::count_request(&mut tx, &client_hash, &now_text, &hour_ago).await? > PER_CLIENT_PER_HOUR {
+        return Err(Refusal::TooMany);
+    }
+    let address_hash = hashed("address", &email.to_lowercase());
+    if subscriptions::count_request(&mut tx, &address_hash, &now_text, &hour_ago).await? > PER_ADDRESS_PER_HOUR {
+        tx.commit().await.map_err(anyhow::Error::from)?;
+        return Ok(());
+    }
+    let existing =
+        subscriptions::with_scope(&mut tx, &email, &scope.municipality_ags, &scope.service_slug, &scope.area).await?;
+    if existing.as_ref().is_some_and(|s| s.confirmed) {
+        // Already subscribed: nothing to confirm, and nothing said about it.
+        tx.commit().await.map_err(anyhow::Error::from)?;
+        return Ok(());
+    }
+    let confirm_token = auth::random_token();
+    let expires_at = time::format_rfc3339(now + chrono::Duration::hours(PENDING_HOURS));
+    let consent = consent_text(&snap, lang, &scope);
+    let id = match &existing {
+        Some(pending) => {
+            subscriptions::renew_pending(&mut tx, &pending.id, &auth::token_hash(&confirm_token), &expires_at).await?;
+            pending.id.clone()
+        }
+        None => {
+            let id = hex::encode(auth::random_bytes::<16>());
+            subscriptions::insert(
+                &mut tx,
+                &NewSubscription {
+                    id: &id,
+                    email: &email,
+                    lang,
+                    municipality_ags: &scope.municipality_ags,
+                    service_slug: &scope.service_slug,
+                    area: &scope.area,
+                    confirm_token_hash: &auth::token_hash(&confirm_token),
+                    now: &now_text,
+                    expires_at: &expires_at,
+                    consent_version: CONSENT_VERSION,
+                    consent_text: &consent,
+                    client_hash: &client_hash,
+                },
+            )
+            .await?;
+            id
+        }
+    };
+    let mail = confirmation_mail(app, &snap, lang, &email, &scope, &confirm_token)?;
+    outbox::enqueue(&mut tx, &mail, &now_text).await?;
+    tx.commit().await.map_err(anyhow::Error::from)?;
+    tracing::info!(subscription = %id, "subscription requested; confirmation mail queued");
+    Ok(())
+}
+
+/// What is being subscribed, in words: "Fahrzeugzulassung in Menden (Sauerland)".
+pub fn scope_words(snap: &Snapshot, lang: &str, scope: &Scope) -> String {
+    let town = snap.municipality_by_ags(&scope.municipality_ags).map(|m| m.name.clone());
+    let what = if let Some(service) = snap.service(&scope.service_slug) {
+        service.name.clone()
+    } else if !scope.area.is_empty() {
+        i18n::t(lang, &format!("area.{}", scope.area))
+    } else {
+        i18n::t(lang, "subscribe.all_services")
+    };
+    match town {
+        Some(town) => i18n::tf(lang, "subscribe.scope_in_town", &[("what", what), ("town", town)]),
+        None => i18n::tf(lang, "subscribe.scope_in_area", &[("what", what), ("area", snap.data.area_name.clone())]),
+    }
+}
+
+fn consent_text(snap: &Snapshot, lang: &str, scope: &Scope) -> String {
+    i18n::tf(lang, "subscribe.consent", &[("scope", scope_words(snap, lang, scope))])
+}
+
+fn scope_of(s: &Subscription) -> Scope {
+    Scope { municipality_ags: s.municipality_ags.clone(), service_slug: s.service_slug.clone(), area: s.area.clone() }
+}
+
+/// A public page's address in a language, absolute.
+fn page_url(app: &App, lang: &str, path: &str) -> String {
+    format!("{}{}", app.public_url, render::lang_url(lang, path))
+}
+
+pub fn confirm_path(token: &str) -> String {
+    format!("/abo/bestaetigen/{token}")
+}
+
+pub fn unsubscribe_path(token: &str) -> String {
+    format!("/abo/abmelden/{token}")
+}
+
+fn confirmation_mail(
+    app: &App,
+    snap: &Snapshot,
+    lang: &str,
+    email: &str,
+    scope: &Scope,
+    token: &str,
+) -> Result<Message> {
+    let ctx = context! {
+        lang => lang,
+        site => v(&snap.data.area_name),
+        scope => scope_words(snap, lang, scope),
+        confirm_url => page_url(app, lang, &confirm_path(token)),
+        hours => PENDING_HOURS,
+    };
+    Ok(Message {
+        id: hex::encode(auth::random_bytes::<16>()),
+        channel: EMAIL.into(),
+        recipient: email.into(),
+        subject: i18n::tf(lang, "mail.confirm_subject", &[("site", snap.data.area_name.clone())]),
+        body_text: render::render_template("mail/confirm.txt", ctx.clone())?,
+        body_html: render::render_template("mail/confirm.html", ctx)?,
+        unsubscribe_url: String::new(),
+        attempts: 0,
+    })
+}
+
+/// What a confirmation or unsubscribe link leads to.
+pub struct Found {
+    pub subscription: Subscription,
+    /// "Fahrzeugzulassung in Menden", in the subscription's language.
+    pub scope: String,
+}
+
+pub async fn find_by_confirm_token(app: &App, token: &str) -> Result<Option<Found>> {
+    let mut c = app.store.read().await?;
+    let found = subscriptions::by_confirm_token(&mut c, &auth::token_hash(token)).await?;
+    let now = time::now_rfc3339();
+    Ok(found.filter(|s| s.confirmed || s.expires_at >= now).map(|s| found_of(app, s)))
+}
+
+pub async fn find_by_unsubscribe_token(app: &App, token: &str) -> Result<Option<Found>> {
+    let mut c = app.store.read().await?;
+    let Some(id) = unsubscribe_id(&mut c, token).await? else { return Ok(None) };
+    let found = subscriptions::by_id(&mut c, &id).await?;
+    Ok(found.map(|s| found_of(app, s)))
+}
+
+/// The key of the unsubscribe links' HMAC, made on first use.
+async fn secret(c: &mut sqlx::AnyConnection, create: bool) -> Result<Option<Vec<u8>>> {
+    if let Some(hex_key) = crate::store::get_meta(c, "notify_secret").await? {
+        return Ok(hex::decode(hex_key).ok());
+    }
+    if !create {
+        return Ok(None);
+    }
+    let key = auth::random_bytes::<32>();
+    crate::store::set_meta(c, "notify_secret", &hex::encode(key)).await?;
+    Ok(Some(key.to_vec()))
+}
+
+fn mac(key: &[u8], id: &str) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");
+    m.update(format!("unsubscribe {id}").as_bytes());
+    hex::encode(&m.finalize().into_bytes()[..16])
+}
+
+/// The token of a subscription's unsubscribe link: its id and the HMAC of it.
+fn unsubscribe_token(key: &[u8], id: &str) -> String {
+    format!("{id}.{}", mac(key, id))
+}
+
+/// The subscription id an unsubscribe token names, if its HMAC is right.
+async fn unsubscribe_id(c: &mut sqlx::AnyConnection, token: &str) -> Result<Option<String>> {
+    let Some((id, given)) = token.split_once('.') else { return Ok(None) };
+    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(None);
+    }
+    let Some(key) = secret(c, false).await? else { return Ok(None) };
+    Ok(auth::constant_time_eq(&mac(&key, id), given).then(|| id.to_string()))
+}
+
+fn found_of(app: &App, subscription: Subscription) -> Found {
+    let scope = scope_words(&app.snapshot(), &subscription.lang, &scope_of(&subscription));
+    Found { subscription, scope }
+}
+
+/// Confirms the subscription of a confirmation link; `false` when the link is unknown or ran out.
+pub async fn confirm(app: &App, token: &str) -> Result<bool> {
+    let mut tx = app.store.begin().await?;
+    let Some(s) = subscriptions::by_confirm_token(&mut tx, &auth::token_hash(token)).await? else { return Ok(false) };
+    let now = time::now_rfc3339();
+    if !s.confirmed && s.expires_at < now {
+        return Ok(false);
+    }
+    subscriptions::confirm(&mut tx, &s.id, &now).await?;
+    tx.commit().await?;
+    tracing::info!(subscription = %s.id, "subscription confirmed");
+    Ok(true)
+}
+
+/// Ends the subscription of an unsubscribe link at once; `false` when there is none (any more).
+pub async fn unsubscribe(app: &App, token: &str) -> Result<bool> {
+    let mut tx = app.store.begin().await?;
+    let Some(id) = unsubscribe_id(&mut tx, token).await? else { return Ok(false) };
+    let Some(s) = subscriptions::by_id(&mut tx, &id).await? else { return Ok(false) };
+    subscriptions::delete(&mut tx, &s.id).await?;
+    tx.commit().await?;
+    tracing::info!(subscription = %s.id, "subscription ended");
+    Ok(true)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The notifier: journal → outbox
+
+/// The availability of one service in one town as subscribers are told it: level and expected
+/// return; `None` for normal operation without a date.
+fn told_state(snap: &Snapshot, m: &Municipality, s: &Service) -> Option<(String, String)> {
+    let a = snap.availability(m, s);
+    let expected = a.statement.map(|st| st.expected_return.clone()).unwrap_or_default();
+    let expected =
+        if expected.is_empty() && a.level != Level::Normal { snap.details(m, s, &a).expected_return } else { expected };
+    (a.level != Level::Normal || !expected.is_empty()).then(|| (a.level.as_str().to_string(), expected))
+}
+
+/// Every service in every town whose availability is worth telling (not normal, or with a date).
+fn current_states(snap: &Snapshot) -> outbox::Told {
+    let mut out = outbox::Told::new();
+    for m in snap.data.municipalities.iter() {
+        for s in snap.data.services.iter() {
+            if let Some(state) = told_state(snap, m, s) {
+                out.insert((m.ags.clone(), s.slug.clone()), state);
+            }
+        }
+    }
+    out
+}
+
+/// One service in one town whose availability changed.
+#[derive(Clone, Debug)]
+struct Change {
+    ags: String,
+    service: String,
+}
+
+fn in_scope(sub: &Subscription, snap: &Snapshot, ags: &str, service: &Service) -> bool {
+    (sub.municipality_ags.is_empty() || sub.municipality_ags == ags)
+        && (sub.service_slug.is_empty() || sub.service_slug == service.slug)
+        && (sub.area.is_empty() || sub.area == service.area)
+        && snap.municipality_by_ags(ags).is_some()
+}
+
+/// Whether an announcement is about what a subscription covers.
+fn announcement_in_scope(sub: &Subscription, snap: &Snapshot, a: &Announcement) -> bool {
+    let town = snap.municipality_by_ags(&sub.municipality_ags);
+    match a.scope_kind {
+        ScopeKind::Area => true,
+        ScopeKind::District => town.is_none_or(|m| m.district_ags == a.scope_ref),
+        ScopeKind::Municipality => town.is_none_or(|m| m.ags == a.scope_ref),
+        ScopeKind::Service => {
+            sub.service_slug == a.scope_ref
+                || (sub.service_slug.is_empty()
+                    && snap.service(&a.scope_ref).is_some_and(|s| sub.area.is_empty() || s.area == sub.area))
+        }
+    }
+}
+
+/// Looks for changes to tell: when the oldest unhandled journal entry is `window` old, writes a
+/// mail for every subscription with changes in its scope, what subscribers have now been told,
+/// and the new cursor, in one transaction. Returns how many mails it queued.
+pub async fn notify_once(app: &App, window: Duration) -> Result<usize> {
+    let snap = app.snapshot();
+    let engine = app.store.engine();
+    let mut tx = app.store.begin().await?;
+    let Some(cursor) = outbox::lock_cursor(&mut tx, engine, CURSOR).await? else {
+        // The first start: what is now is what everybody knows; only later changes are news.
+        for ((ags, service), (level, expected)) in current_states(&snap) {
+            outbox::set_told(&mut tx, &ags, &service, Some((&level, &expected))).await?;
+        }
+        outbox::set_cursor(&mut tx, CURSOR, snap.journal_seq).await?;
+        tx.commit().await?;
+        return Ok(0);
+    };
+    if cursor >= snap.journal_seq {
+        return Ok(0);
+    }
+    let mut events = Vec::new();
+    let mut from = cursor;
+    loop {
+        let page = journal::events_since(&mut tx, from, 1000).await?;
+        let Some(last) = page.last() else { break };
+        from = last.seq;
+        let done = from >= snap.journal_seq || page.len() < 1000;
+        events.extend(page.into_iter().filter(|e| e.seq <= snap.journal_seq));
+        if done {
+            break;
+        }
+    }
+    // A burst is over when its first change is `window` old.
+    let now = time::now();
+    if let Some(first) = events.first().and_then(|e| time::parse_rfc3339(&e.at))
+        && now - first < chrono::Duration::from_std(window).unwrap_or_default()
+    {
+        return Ok(0);
+    }
+
+    let told = outbox::told(&mut tx).await?;
+    let current = current_states(&snap);
+    let mut changes: Vec<Change> = Vec::new();
+    for key in told.keys().chain(current.keys().filter(|k| !told.contains_key(*k))) {
+        if told.get(key) != current.get(key) {
+            changes.push(Change { ags: key.0.clone(), service: key.1.clone() });
+        }
+    }
+    changes.sort_by(|a, b| (&a.ags, &a.service).cmp(&(&b.ags, &b.service)));
+    let announcements: Vec<&Announcement> = announcement_ids(&events)
+        .iter()
+        .filter_map(|id| snap.announcement(id))
+        .filter(|a| a.published_at.as_deref().is_some_and(|p| p <= snap.built_at.as_str()))
+        .collect();
+
+    let mut queued = 0;
+    if !changes.is_empty() || !announcements.is_empty() {
+        let key = secret(&mut tx, true).await?.unwrap_or_default();
+        let now_text = time::format_rfc3339(now);
+        for sub in subscriptions::confirmed(&mut tx).await? {
+            let mine: Vec<&Change> = changes
+                .iter()
+                .filter(|c| snap.service(&c.service).is_some_and(|s| in_scope(&sub, &snap, &c.ags, s)))
+                .collect();
+            let news: Vec<&Announcement> =
+                announcements.iter().copied().filter(|a| announcement_in_scope(&sub, &snap, a)).collect();
+            if mine.is_empty() && news.is_empty() {
+                continue;
+            }
+            let token = unsubscribe_token(&key, &sub.id);
+            let mail = changes_mail(app, &snap, &sub, &mine, &news, &token, snap.journal_seq)?;
+            outbox::enqueue(&mut tx, &mail, &now_text).await?;
+            queued += 1;
+        }
+    }
+    for change in &changes {
+        let state = current.get(&(change.ags.clone(), change.service.clone()));
+        outbox::set_told(&mut tx, &change.ags, &change.service, state.map(|(l, e)| (l.as_str(), e.as_str()))).await?;
+    }
+    outbox::set_cursor(&mut tx, CURSOR, snap.journal_seq).await?;
+    tx.commit().await?;
+    if queued > 0 || !changes.is_empty() {
+        tracing::info!(
+            changes = changes.len(),
+            announcements = announcements.len(),
+            mails = queued,
+            "notifications queued"
+        );
+    }
+    Ok(queued)
+}
+
+/// The announcements published or corrected by these events, in order, each once.
+fn announcement_ids(events: &[journal::StoredEvent]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for e in events {
+        if let Event::AnnouncementPublished { announcement, .. } | Event::AnnouncementCorrected { announcement } =
+            &e.event
+            && !out.contains(&announcement.id)
+        {
+            out.push(announcement.id.clone());
+        }
+    }
+    out
+}
+
+/// One change as a mail shows it.
+#[derive(Serialize)]
+struct ChangeView {
+    service: String,
+    town: String,
+    level: &'static str,
+    level_text: String,
+    expected_return: String,
+    restrictions: String,
+    workaround: String,
+    url: String,
+    back: bool,
+    alternatives: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct AnnouncementView {
+    title: String,
+    url: String,
+}
+
+#[derive(Serialize)]
+struct ContactView {
+    town: String,
+    lines: Vec<String>,
+}
+
+fn changes_mail(
+    app: &App,
+    snap: &Snapshot,
+    sub: &Subscription,
+    changes: &[&Change],
+    news: &[&Announcement],
+    unsubscribe: &str,
+    seq: i64,
+) -> Result<Message> {
+    let lang: &str = i18n::find(&sub.lang).map_or(i18n::DEFAULT_LANG, |l| &l.code);
+    let mut contacts: BTreeMap<String, ContactView> = BTreeMap::new();
+    let views: Vec<ChangeView> = changes
+        .iter()
+        .filter_map(|c| {
+            let m = snap.municipality_by_ags(&c.ags)?;
+            let s = snap.service(&c.service)?;
+            let a = snap.availability(m, s);
+            let d = snap.details(m, s, &a);
+            let back = a.level == Level::Normal;
+            if !back {
+                let lines: Vec<String> =
+                    [&m.contact.phone, &m.contact.email, &m.contact.website, &m.contact.emergency_website]
+                        .into_iter()
+                        .filter(|l| !l.is_empty())
+                        .cloned()
+                        .collect();
+                if !lines.is_empty() {
+                    contacts.insert(m.ags.clone(), ContactView { town: m.name.clone(), lines });
+                }
+            }
+            Some(ChangeView {
+                service: s.name.clone(),
+                town: m.name.clone(),
+                level: a.level.as_str(),
+                level_text: i18n::t(lang, &format!("level.{}", a.level.as_str())),
+                expected_return: if d.expected_return.is_empty() {
+                    String::new()
+                } else {
+                    i18n::date(lang, &d.expected_return)
+                },
+                restrictions: if back { String::new() } else { d.restrictions.clone() },
+                workaround: if back { String::new() } else { d.workaround.clone() },
+                url: page_url(app, lang, &format!("/kommunen/{}/leistungen/{}", m.slug, s.slug)),
+                back,
+                alternatives: if back {
+                    Vec::new()
+                } else {
+                    snap.alternatives(m, s)
+                        .iter()
+                        .map(|alt| {
+                            i18n::tf(
+                                lang,
+                                "mail.alternative",
+                                &[("office", alt.office.name.clone()), ("km", render::km(lang, alt.distance_km))],
+                            )
+                        })
+                        .collect()
+                },
+            })
+        })
+        .collect();
+    let news: Vec<AnnouncementView> = news
+        .iter()
+        .map(|a| AnnouncementView { title: a.title.clone(), url: page_url(app, lang, &format!("/meldungen/{}", a.id)) })
+        .collect();
+    let unsubscribe_url = format!("{}{}", app.public_url, render::lang_url(lang, &unsubscribe_path(unsubscribe)));
+    let scope = scope_words(snap, lang, &scope_of(sub));
+    let ctx = context! {
+        lang => lang,
+        site => v(&snap.data.area_name),
+        scope => scope,
+        changes => v(&views),
+        news => v(&news),
+        contacts => v(contacts.into_values().collect::<Vec<_>>()),
+        unsubscribe_url => unsubscribe_url.clone(),
+    };
+    let subject = match (views.as_slice(), news.as_slice()) {
+        ([one], []) => i18n::tf(
+            lang,
+            "mail.changes_subject_one",
+            &[("service", one.service.clone()), ("town", one.town.clone()), ("level", one.level_text.clone())],
+        ),
+        ([], [one]) => one.title.clone(),
+        _ => i18n::tf(lang, "mail.changes_subject", &[("scope", scope_words(snap, lang, &scope_of(sub)))]),
+    };
+    // Stable per subscription and batch: a retry after a crash is the same message.
+    let id = hex::encode(&sha2::Sha256::digest(format!("{}:{seq}", sub.id).as_bytes())[..16]);
+    Ok(Message {
+        id,
+        channel: EMAIL.into(),
+        recipient: sub.email.clone(),
+        subject,
+        body_text: render::render_template("mail/changes.txt", ctx.clone())?,
+        body_html: render::render_template("mail/changes.html", ctx)?,
+        unsubscribe_url,
+        attempts: 0,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running in the server
+
+/// What `serve` is told about mail.
+#[derive(Clone)]
+pub struct Settings {
+    /// `None`: no SMTP server; mails wait in the outbox.
+    pub mailer: Option<mail::Mailer>,
+    pub window: Duration,
+}
+
+/// Starts the notifier and the mailer in the background.
+pub fn start(app: crate::read::live::Shared, settings: Settings) {
+    let notifier = app.clone();
+    let window = settings.window;
+    tokio::spawn(async move {
+        let mut failures = 0u32;
+        loop {
+            let pause = match notify_once(&notifier, window).await {
+                Ok(_) => {
+                    failures = 0;
+                    Duration::from_millis(500)
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %format!("{e:#}"), "notifying failed; trying again");
+                    backoff(failures)
+                }
+            };
+            if let Err(e) = expire(&notifier).await {
+                tracing::warn!(error = %format!("{e:#}"), "deleting expired subscriptions failed");
+            }
+            tokio::time::sleep(pause).await;
+        }
+    });
+    if let Some(mailer) = settings.mailer {
+        tokio::spawn(async move { mail::deliver_forever(app, mailer).await });
+    } else {
+        tracing::warn!("no SMTP server (--smtp-url): mails wait in the outbox");
+    }
+}
+
+async fn expire(app: &App) -> Result<()> {
+    let mut tx = app.store.begin().await?;
+    let gone = subscriptions::delete_expired(&mut tx, &time::now_rfc3339()).await?;
+    tx.commit().await?;
+    if gone > 0 {
+        tracing::info!(deleted = gone, "unconfirmed subscriptions expired");
+    }
+    Ok(())
+}
+
+/// Doubling from one second up to five minutes, with up to 20 % jitter.
+pub fn backoff(failures: u32) -> Duration {
+    let base = Duration::from_secs(1 << failures.clamp(1, 9).saturating_sub(1)).min(Duration::from_secs(300));
+    let jitter = u64::from(auth::random_bytes::<1>()[0]) * base.as_millis() as u64 / 255 / 5;
+    base + Duration::from_millis(jitter)
+}
+
+/// The outbox as the desk shows it.
+pub async fn outbox_counts(app: &App) -> Result<(Vec<outbox::Counts>, (i64, i64))> {
+    let mut c = app.store.read().await?;
+    Ok((outbox::counts(&mut c).await?, subscriptions::counts(&mut c).await?))
+}
+
+/// How many messages of each kind wait, for the metric line.
+pub fn waiting(counts: &[outbox::Counts]) -> HashMap<String, i64> {
+    counts.iter().map(|c| (c.channel.clone(), c.pending + c.retrying)).collect()
+}

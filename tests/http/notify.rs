@@ -1,0 +1,204 @@
+//! E-mail subscriptions end to end, against a real SMTP server (aiosmtpd): subscribe, the
+//! confirmation mail, confirming by button (not by opening the link), the notification after a
+//! change, RFC 8058 one-click unsubscribe, and nothing after that; refused input; mail that
+//! waits while the SMTP server is down.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::{Engine, Server, Session, SmtpSink, TestDatabase, on_both_engines, start_smtp};
+
+on_both_engines!(
+    a_resident_subscribes_confirms_is_told_and_leaves_with_one_click,
+    subscription_requests_are_checked_and_answered_alike,
+    mail_waits_while_the_smtp_server_is_down_and_goes_out_when_it_is_back,
+);
+
+const SERVICE: &str = "fahrzeug-zulassen";
+const STATEMENT: &str = "/municipalities/menden-sauerland/services/fahrzeug-zulassen/statement";
+
+fn serve_with_mail(engine: Engine, smtp_url: &str) -> Server {
+    Server::start(
+        TestDatabase::new(engine),
+        &["--demo", "--smtp-url", smtp_url, "--mail-from", "notbetrieb@example.org", "--notify-window-s", "0"],
+    )
+}
+
+async fn subscribe(s: &Server, body: &Value) -> (u16, String) {
+    let res = s.client.post(s.url("/api/v1/subscriptions")).json(body).send().await.unwrap();
+    (res.status().as_u16(), res.text().await.unwrap())
+}
+
+/// The first link in a mail's text that leads to `path_part`.
+fn link(mail: &Value, path_part: &str) -> String {
+    let text = mail["text"].as_str().unwrap();
+    text.split_whitespace()
+        .find(|w| w.contains(path_part))
+        .unwrap_or_else(|| panic!("no {path_part} link in {text}"))
+        .to_string()
+}
+
+fn mails_to<'a>(mails: &'a [Value], to: &str) -> Vec<&'a Value> {
+    mails.iter().filter(|m| m["rcpt_tos"][0] == to).collect()
+}
+
+async fn set_level(menden: &Session<'_>, level: &str, marker: &str) {
+    let body = json!({"level": level, "restrictions": marker, "workaround": "Zulassung per Post beim Kreis"});
+    let (status, answer) = menden.call(Method::PUT, STATEMENT, Some(&body)).await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+async fn a_resident_subscribes_confirms_is_told_and_leaves_with_one_click(engine: Engine) {
+    let Some(sink) = start_smtp(0) else { return };
+    let s = serve_with_mail(engine, &sink.url());
+    let menden = Session::api(&s, "menden");
+
+    let request = json!({"email": "anna@example.org", "municipality": "menden-sauerland", "service": SERVICE});
+    let (status, answer) = subscribe(&s, &request).await;
+    assert_eq!((status, answer.as_str()), (202, r#"{"status":"pending"}"#));
+
+    let mails = sink.wait_for(1, 20).await;
+    assert_eq!(mails.len(), 1, "one confirmation mail: {mails:?}");
+    let confirmation = &mails[0];
+    assert_eq!(confirmation["rcpt_tos"], json!(["anna@example.org"]));
+    assert_eq!(confirmation["mail_from"], "notbetrieb@example.org");
+    assert!(confirmation["headers"]["subject"].as_str().unwrap().contains("bestätigen"), "{confirmation}");
+    assert!(confirmation["headers"]["message-id"].as_str().unwrap().ends_with("@example.org>"), "{confirmation}");
+    assert!(confirmation["text"].as_str().unwrap().contains("Fahrzeug"), "says what is subscribed: {confirmation}");
+    assert!(confirmation["html"].as_str().unwrap().contains("<a href="), "an HTML part too");
+    let confirm_url = link(confirmation, "/abo/bestaetigen/");
+
+    // Before confirmation nothing else is sent, and opening the link (as a mail scanner would)
+    // confirms nothing.
+    let page = s.client.get(&confirm_url).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["cache-control"], "no-store");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("<form method=\"post\""), "a button confirms: {html}");
+    set_level(&menden, "emergency", "vor der Bestätigung").await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(sink.mails().len(), 1, "nothing before confirmation: {:?}", sink.mails());
+
+    let confirmed = s.client.post(&confirm_url).send().await.unwrap();
+    assert_eq!(confirmed.status(), 200);
+    assert!(confirmed.text().await.unwrap().contains("bestätigt"));
+
+    // A change in scope: one mail, with the page, the workaround and the one-click headers.
+    set_level(&menden, "unavailable", "Marker-nach-Bestätigung").await;
+    let mails = sink.wait_for(2, 20).await;
+    assert_eq!(mails.len(), 2, "{mails:?}");
+    let told = &mails[1];
+    let text = told["text"].as_str().unwrap();
+    assert!(told["headers"]["subject"].as_str().unwrap().contains("Menden"), "{told}");
+    assert!(text.contains("Marker-nach-Bestätigung") && text.contains("Zulassung per Post beim Kreis"), "{text}");
+    assert!(text.contains(&format!("/kommunen/menden-sauerland/leistungen/{SERVICE}")), "{text}");
+    let unsubscribe = told["headers"]["list-unsubscribe"].as_str().unwrap();
+    assert_eq!(told["headers"]["list-unsubscribe-post"], "List-Unsubscribe=One-Click");
+    let unsubscribe_url = unsubscribe.trim_start_matches('<').trim_end_matches('>').to_string();
+    assert!(unsubscribe_url.starts_with(&s.base), "{unsubscribe_url}");
+
+    // A change outside the scope tells this subscriber nothing.
+    let other = json!({"level": "emergency"});
+    let (status, _) = menden
+        .call(Method::PUT, "/municipalities/menden-sauerland/services/meldebescheinigung/statement", Some(&other))
+        .await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(sink.mails().len(), 2, "out of scope: {:?}", sink.mails());
+
+    // Opening the unsubscribe link shows a button; the one-click POST ends it at once.
+    let page = s.client.get(&unsubscribe_url).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("List-Unsubscribe"), "the page's button posts one-click too");
+    let gone = s
+        .client
+        .post(&unsubscribe_url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 200);
+    let again = s.client.get(&unsubscribe_url).send().await.unwrap();
+    assert_eq!(again.status(), 404, "the link is spent");
+
+    set_level(&menden, "normal", "wieder da").await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(sink.mails().len(), 2, "nothing after unsubscribing: {:?}", sink.mails());
+}
+
+async fn subscription_requests_are_checked_and_answered_alike(engine: Engine) {
+    let Some(sink) = start_smtp(0) else { return };
+    let s = serve_with_mail(engine, &sink.url());
+    let refused = |body: Value, field: &'static str| {
+        let s = &s;
+        async move {
+            let (status, answer) = subscribe(s, &body).await;
+            let answer: Value = serde_json::from_str(&answer).unwrap();
+            assert_eq!((status, answer["field"].as_str()), (422, Some(field)), "{body}: {answer}");
+        }
+    };
+    refused(json!({}), "email").await;
+    refused(json!({"email": "anna@example.org\r\nBcc: everyone@example.org"}), "email").await;
+    refused(json!({"email": "<script>alert(1)</script>@example.org"}), "email").await;
+    refused(json!({"email": format!("{}@example.org", "a".repeat(250))}), "email").await;
+    refused(json!({"email": "anna@example.org", "municipality": "atlantis"}), "municipality").await;
+    refused(json!({"email": "anna@example.org", "service": "zauberei"}), "service").await;
+    refused(json!({"email": "anna@example.org", "area": "magic"}), "area").await;
+    refused(json!({"email": "anna@example.org", "lang": "tlh"}), "lang").await;
+    refused(json!({"email": "anna@example.org", "admin": true}), "admin").await;
+    let res = s.client.post(s.url("/api/v1/subscriptions")).body("email=a@b.de").send().await.unwrap();
+    assert_eq!(res.status(), 415);
+
+    // The same answer for a new address, a repeated one and an internationalised domain.
+    for email in ["bert@example.org", "bert@example.org", "carla@bücher.example"] {
+        let (status, answer) = subscribe(&s, &json!({"email": email, "lang": "en"})).await;
+        assert_eq!((status, answer.as_str()), (202, r#"{"status":"pending"}"#), "{email}");
+    }
+    let mails = sink.wait_for(3, 20).await;
+    assert_eq!(mails_to(&mails, "bert@example.org").len(), 2, "asked twice, mailed twice: {mails:?}");
+    assert!(mails[0]["headers"]["subject"].as_str().unwrap().contains("confirm"), "in English: {}", mails[0]);
+
+    // The form on the pages answers with a page, not JSON; refused input names the problem.
+    let res = s
+        .client
+        .post(s.url("/abonnieren"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("email=kein-at-zeichen&municipality=menden-sauerland")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+    assert!(res.text().await.unwrap().contains("E-Mail-Adresse"));
+
+    // Nobody stored or mailed for refused requests; after 20 requests a client must wait.
+    let mut last = 0;
+    for n in 0..25 {
+        let (status, _) = subscribe(&s, &json!({"email": format!("viele{n}@example.org")})).await;
+        last = status;
+    }
+    assert_eq!(last, 429, "the client is slowed down");
+    let mails = sink.wait_for(100, 3).await;
+    assert!(mails.iter().all(|m| !m["rcpt_tos"][0].as_str().unwrap().contains("script")), "{mails:?}");
+    assert!(mails.len() < 3 + 25, "not every request of a flooding client is mailed: {}", mails.len());
+}
+
+async fn mail_waits_while_the_smtp_server_is_down_and_goes_out_when_it_is_back(engine: Engine) {
+    // Nothing listens on the port yet: the mail waits in the outbox and the server stays healthy.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    if std::env::var("NOTBETRIEB_TEST_AIOSMTPD_PYTHON").is_err() && std::env::var("CI").is_err() {
+        eprintln!("SKIPPED: set NOTBETRIEB_TEST_AIOSMTPD_PYTHON");
+        return;
+    }
+    let s = serve_with_mail(engine, &format!("smtp://127.0.0.1:{port}"));
+    let (status, _) = subscribe(&s, &json!({"email": "dora@example.org"})).await;
+    assert_eq!(status, 202);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let (health, _) = s.json("/healthz").await;
+    assert_eq!(health, 200, "a down SMTP server does not make the site unhealthy");
+
+    let sink: SmtpSink = crate::harness::start_smtp_on(port, 1).expect("aiosmtpd");
+    // The first attempt after it is back is answered 451 (busy); the next one is delivered.
+    let mails = sink.wait_for(1, 60).await;
+    assert_eq!(mails_to(&mails, "dora@example.org").len(), 1, "delivered once it is back: {mails:?}");
+}
