@@ -202,17 +202,20 @@ async fn healthz(State(app): State<Shared>) -> Response {
     let snap = app.snapshot();
     // A failing mirror does not make the server unhealthy: it says so here and in the desk.
     let mirrors = app.mirror_status();
+    // Nor does a down SMTP server: the outbox says how much waits.
+    let notifications = app.notify_status();
     match app.stale_reason() {
         None => {
             let body = serde_json::json!({
                 "status": "ok", "data_version": snap.data_version, "changed_at": snap.changed_at, "mirrors": mirrors,
+                "notifications": notifications,
             });
             ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
         }
         Some(reason) => {
             let body = serde_json::json!({
                 "status": "unhealthy", "reason": reason, "data_version": snap.data_version, "changed_at": snap.changed_at,
-                "mirrors": mirrors,
+                "mirrors": mirrors, "notifications": notifications,
             });
             (StatusCode::SERVICE_UNAVAILABLE, [(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
         }

@@ -15,7 +15,7 @@
 
 pub mod mail;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -657,11 +657,19 @@ pub struct Settings {
 
 /// Starts the notifier and the mailer in the background.
 pub fn start(app: crate::read::live::Shared, settings: Settings) {
+    app.notifications.lock().unwrap_or_else(|e| e.into_inner()).smtp_configured = settings.mailer.is_some();
     let notifier = app.clone();
     let window = settings.window;
     tokio::spawn(async move {
         let mut failures = 0u32;
+        let mut counted = std::time::Instant::now() - COUNT_EVERY;
         loop {
+            if counted.elapsed() >= COUNT_EVERY {
+                counted = std::time::Instant::now();
+                if let Err(e) = count_waiting(&notifier).await {
+                    tracing::warn!(error = %format!("{e:#}"), "counting the outbox failed");
+                }
+            }
             let pause = match notify_once(&notifier, window).await {
                 Ok(_) => {
                     failures = 0;
@@ -684,6 +692,23 @@ pub fn start(app: crate::read::live::Shared, settings: Settings) {
     } else {
         tracing::warn!("no SMTP server (--smtp-url): mails wait in the outbox");
     }
+}
+
+/// How often the outbox is counted for `/healthz` and the log.
+const COUNT_EVERY: Duration = Duration::from_secs(5);
+
+/// Counts what waits in the outbox; logs the metric line `outbox waiting` when it changed.
+async fn count_waiting(app: &App) -> Result<()> {
+    let (counts, _) = outbox_counts(app).await?;
+    let waiting = waiting(&counts);
+    let mut status = app.notifications.lock().unwrap_or_else(|e| e.into_inner());
+    if status.waiting != waiting {
+        for (channel, n) in &waiting {
+            tracing::info!(channel = %channel, waiting = n, "outbox waiting");
+        }
+        status.waiting = waiting;
+    }
+    Ok(())
 }
 
 async fn expire(app: &App) -> Result<()> {
@@ -710,6 +735,6 @@ pub async fn outbox_counts(app: &App) -> Result<(Vec<outbox::Counts>, (i64, i64)
 }
 
 /// How many messages of each kind wait, for the metric line.
-pub fn waiting(counts: &[outbox::Counts]) -> HashMap<String, i64> {
+pub fn waiting(counts: &[outbox::Counts]) -> std::collections::BTreeMap<String, i64> {
     counts.iter().map(|c| (c.channel.clone(), c.pending + c.retrying)).collect()
 }

@@ -21,6 +21,16 @@ pub struct App {
     stale: Arc<std::sync::Mutex<Option<String>>>,
     /// The mirrors `serve --publish-to` keeps current, as the mirror task last saw them.
     pub mirrors: Arc<std::sync::Mutex<Vec<MirrorStatus>>>,
+    /// How notifications stand, as the notifier last saw them.
+    pub notifications: Arc<std::sync::Mutex<NotifyStatus>>,
+}
+
+/// Notifications at a glance, for the desk and `/healthz`: whether mail can go out at all, and
+/// how many messages wait in the outbox (pending or retrying), per channel.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct NotifyStatus {
+    pub smtp_configured: bool,
+    pub waiting: std::collections::BTreeMap<String, i64>,
 }
 
 /// How one mirror of the public site stands (`serve --publish-to`), for the desk and `/healthz`.
@@ -105,6 +115,7 @@ impl App {
             refresh_lock: Arc::new(tokio::sync::Mutex::new(())),
             stale: Arc::new(std::sync::Mutex::new(None)),
             mirrors: Arc::new(std::sync::Mutex::new(Vec::new())),
+            notifications: Arc::new(std::sync::Mutex::new(NotifyStatus::default())),
         })
     }
 
@@ -122,6 +133,10 @@ impl App {
     /// The mirrors' status, as the mirror task last saw them.
     pub fn mirror_status(&self) -> Vec<MirrorStatus> {
         self.mirrors.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn notify_status(&self) -> NotifyStatus {
+        self.notifications.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Why the public snapshot is behind the database, if it is.

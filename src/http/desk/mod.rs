@@ -694,15 +694,45 @@ async fn dashboard(State(app): State<Shared>, desk: Desk) -> Response {
         .filter(|d| all || p.scopes.contains(&d.ags))
         .map(|d| context! { slug => d.slug.clone(), name => d.name.clone(), ags => d.ags.clone() })
         .collect();
-    // The mirrors are the provider's: admins and operators see them.
-    let mirrors: Vec<Value> =
-        if matches!(p.role, Role::Admin | Role::Operator) { mirror_views(&app) } else { Vec::new() };
+    // The mirrors and the outbox are the provider's: admins and operators see them.
+    let provider = matches!(p.role, Role::Admin | Role::Operator);
+    let mirrors: Vec<Value> = if provider { mirror_views(&app) } else { Vec::new() };
+    let outbox = if provider { Some(outbox_view(&app).await) } else { None };
     desk.page(
         &app,
         StatusCode::OK,
         "desk/dashboard.html",
-        context! { towns => towns, districts => districts, can_edit => p.role != Role::Viewer, mirrors => mirrors },
+        context! {
+            towns => towns, districts => districts, can_edit => p.role != Role::Viewer, mirrors => mirrors,
+            outbox => outbox,
+        },
     )
+}
+
+/// The outbox per channel with the age of its oldest waiting message in whole seconds, the
+/// subscriptions, and whether mail can go out at all.
+async fn outbox_view(app: &Shared) -> Value {
+    let now = chrono::Utc::now();
+    match crate::notify::outbox_counts(app).await {
+        Ok((channels, (confirmed, pending))) => {
+            let channels: Vec<Value> = channels
+                .iter()
+                .map(|c| {
+                    let age = crate::domain::time::parse_rfc3339(&c.oldest_pending)
+                        .map(|since| (now - since).num_seconds().max(0));
+                    context! { oldest_pending_seconds => age, ..render::v(c) }
+                })
+                .collect();
+            context! {
+                channels => channels, confirmed => confirmed, pending => pending,
+                smtp_configured => app.notify_status().smtp_configured,
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "reading the outbox for the desk failed");
+            context! { unreadable => true }
+        }
+    }
 }
 
 /// Each mirror's status with its lag in whole seconds (`None` when it is current).
