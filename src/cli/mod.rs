@@ -680,6 +680,9 @@ struct MailArgs {
     /// Changes that arrive within this many seconds of the first go out as one mail per subscription.
     #[arg(long, default_value_t = 120, value_name = "SECONDS")]
     notify_window_s: u64,
+    /// Let webhooks target private, loopback and link-local addresses (refused otherwise).
+    #[arg(long)]
+    webhook_allow_private: bool,
 }
 
 impl MailArgs {
@@ -688,7 +691,11 @@ impl MailArgs {
             Some(url) => Some(notify::mail::Mailer::new(url, self.smtp_password_file.as_deref(), &self.mail_from)?),
             None => None,
         };
-        Ok(notify::Settings { mailer, window: Duration::from_secs(self.notify_window_s) })
+        Ok(notify::Settings {
+            mailer,
+            window: Duration::from_secs(self.notify_window_s),
+            allow_private_webhooks: self.webhook_allow_private,
+        })
     }
 }
 

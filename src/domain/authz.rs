@@ -70,6 +70,9 @@ pub enum Action<'a> {
     ManageTokens { for_user: i64, role: Role, scopes: &'a [String] },
     /// The recovery board (procedures, gates, rollout).
     EditRecovery,
+    /// A webhook owned by `owner` about these towns (empty: all): one's own, and for editors
+    /// only about towns of their scope; admins manage anyone's.
+    ManageWebhooks { owner: i64, municipalities: &'a [String] },
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -91,6 +94,7 @@ pub fn authorize(who: &Principal, action: &Action) -> Result<(), Denied> {
         (Role::Operator, Action::ManageTokens { for_user, role, .. }) => {
             *for_user == who.user_id && *role != Role::Admin
         }
+        (Role::Operator, Action::ManageWebhooks { owner, .. }) => *owner == who.user_id,
         // The crisis team speaks for the whole area and runs the recovery.
         (Role::Operator, _) => true,
         (Role::Editor, Action::EditStatement { ags }) => who.covers(ags),
@@ -104,6 +108,9 @@ pub fn authorize(who: &Principal, action: &Action) -> Result<(), Denied> {
             *for_user == who.user_id && *role == Role::Editor && scopes.iter().all(|s| who.covers(s))
         }
         (Role::Editor, Action::ManageUsers | Action::EditRecovery) => false,
+        (Role::Editor, Action::ManageWebhooks { owner, municipalities }) => {
+            *owner == who.user_id && !municipalities.is_empty() && municipalities.iter().all(|m| who.covers(m))
+        }
     };
     if allowed { Ok(()) } else { Err(Denied) }
 }
@@ -133,6 +140,25 @@ mod tests {
         assert!(authorize(&menden, &Action::ManageTokens { for_user: 7, role: Role::Editor, scopes: &other }).is_err());
         assert!(authorize(&menden, &Action::ManageTokens { for_user: 8, role: Role::Editor, scopes: &own }).is_err());
         assert!(authorize(&menden, &Action::ManageTokens { for_user: 7, role: Role::Admin, scopes: &own }).is_err());
+    }
+
+    #[test]
+    fn webhooks_are_their_owners_and_editors_keep_to_their_towns() {
+        let menden = p(Role::Editor, &["05962040"]);
+        let own = ["05962040".to_string()];
+        let other = ["05962032".to_string()];
+        assert!(authorize(&menden, &Action::ManageWebhooks { owner: 7, municipalities: &own }).is_ok());
+        assert!(
+            authorize(&menden, &Action::ManageWebhooks { owner: 7, municipalities: &[] }).is_err(),
+            "not the whole area"
+        );
+        assert!(authorize(&menden, &Action::ManageWebhooks { owner: 7, municipalities: &other }).is_err());
+        assert!(authorize(&menden, &Action::ManageWebhooks { owner: 8, municipalities: &own }).is_err());
+        let operator = p(Role::Operator, &[]);
+        assert!(authorize(&operator, &Action::ManageWebhooks { owner: 7, municipalities: &[] }).is_ok());
+        assert!(authorize(&operator, &Action::ManageWebhooks { owner: 8, municipalities: &[] }).is_err());
+        assert!(authorize(&p(Role::Admin, &[]), &Action::ManageWebhooks { owner: 8, municipalities: &[] }).is_ok());
+        assert!(authorize(&p(Role::Viewer, &[]), &Action::ManageWebhooks { owner: 7, municipalities: &[] }).is_err());
     }
 
     #[test]

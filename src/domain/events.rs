@@ -103,6 +103,10 @@ pub struct ImportCount {
     pub updated: usize,
 }
 
+/// The kinds of event other systems can be sent by webhook (`notify::webhooks`).
+pub const WEBHOOK_EVENTS: [&str; 4] =
+    ["availability.changed", "announcement.published", "announcement.corrected", "announcement.withdrawn"];
+
 /// What happened. Serialised as `{"type": "statement_changed", ...}`; the journal entry around it
 /// holds its sequence number, time and author.
 #[derive(Clone, Debug, Serialize, Deserialize)]

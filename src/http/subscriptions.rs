@@ -105,6 +105,7 @@ async fn subscribe_form(
             )
         }
         Err(Refusal::TooMany) => page(&app, lang, StatusCode::TOO_MANY_REQUESTS, &step("too_many", "", "")),
+        Err(Refusal::Forbidden) => page(&app, lang, StatusCode::FORBIDDEN, &step("invalid", "", "")),
         Err(Refusal::Internal(e)) => {
             tracing::error!(error = %format!("{e:#}"), "subscribing failed");
             page(&app, lang, StatusCode::INTERNAL_SERVER_ERROR, &step("invalid", "", ""))
@@ -212,7 +213,7 @@ fn internal(app: &Shared, lang: &str, e: anyhow::Error) -> Response {
 /// A request to be notified by e-mail. Without `municipality`, `service` and `area`: about
 /// everything in the area.
 #[derive(Default, Serialize, Deserialize, ToSchema)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct SubscriptionRequest {
     /// Required: an empty address is refused (422).
     #[schema(value_type = formats::ContactEmail)]
@@ -245,7 +246,7 @@ pub struct SubscriptionPending {
 /// address is known or already subscribed.
 #[utoipa::path(
     post,
-    path = "/api/v1/subscriptions",
+    path = "/subscriptions",
     tag = "subscriptions",
     request_body = SubscriptionRequest,
     responses(
@@ -273,14 +274,7 @@ pub(crate) async fn subscribe_api(
             area: request.area,
             lang: request.lang,
         };
-        match notify::subscribe(&app, &input, client).await {
-            Ok(()) => Ok(()),
-            Err(Refusal::Invalid(field, key)) => Err(Fail::invalid(field, key)),
-            Err(Refusal::TooMany) => {
-                Err(Fail::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", "subscribe.too_many_text"))
-            }
-            Err(Refusal::Internal(e)) => Err(Fail::internal(format!("{e:#}"))),
-        }
+        notify::subscribe(&app, &input, client).await.map_err(refused)
     };
     match result.await {
         Ok(()) => (
@@ -290,6 +284,16 @@ pub(crate) async fn subscribe_api(
         )
             .into_response(),
         Err(fail) => fail.response(&headers),
+    }
+}
+
+/// A refusal of `notify` as the API's error answer.
+pub(crate) fn refused(r: Refusal) -> Fail {
+    match r {
+        Refusal::Invalid(field, key) => Fail::invalid(field, key),
+        Refusal::TooMany => Fail::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", "subscribe.too_many_text"),
+        Refusal::Forbidden => Fail::forbidden(),
+        Refusal::Internal(e) => Fail::internal(format!("{e:#}")),
     }
 }
 

@@ -17,7 +17,13 @@ const CLAIM: chrono::Duration = chrono::Duration::minutes(5);
 const BATCH: i64 = 50;
 /// Attempts before a mail is given up: with the backoff below (10 s doubling up to an hour)
 /// about a day.
-const MAX_ATTEMPTS: i64 = 30;
+pub(super) const MAX_ATTEMPTS: i64 = 30;
+
+/// When to try a message again after its `attempts`-th failure.
+pub(super) fn retry_at(attempts: i64) -> String {
+    let wait = Duration::from_secs(10u64 << (attempts - 1).clamp(0, 9) as u32).min(Duration::from_secs(3600));
+    time::format_rfc3339(time::now() + chrono::Duration::from_std(wait).unwrap_or_default())
+}
 
 /// The SMTP server and the sender.
 #[derive(Clone)]
@@ -139,11 +145,7 @@ pub async fn deliver_due(app: &App, mailer: &Mailer) -> Result<usize> {
             Err(e) => {
                 let permanent = e.permanent;
                 let attempts = m.attempts + 1;
-                let next = (!permanent && attempts < MAX_ATTEMPTS).then(|| {
-                    let wait =
-                        Duration::from_secs(10u64 << (attempts - 1).clamp(0, 9) as u32).min(Duration::from_secs(3600));
-                    time::format_rfc3339(time::now() + chrono::Duration::from_std(wait).unwrap_or_default())
-                });
+                let next = (!permanent && attempts < MAX_ATTEMPTS).then(|| retry_at(attempts));
                 tracing::warn!(message = %m.id, attempts, permanent, error = %e.reason, "a mail was not accepted");
                 outbox::attempt_failed(&mut tx, &m.id, &e.reason, next.as_deref()).await?;
             }

@@ -14,6 +14,7 @@
 //! subscription: the notifier waits until the oldest unhandled change is `window` old.
 
 pub mod mail;
+pub mod webhooks;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -67,6 +68,8 @@ pub enum Refusal {
     Invalid(&'static str, &'static str),
     /// Too many requests from this client; try again later.
     TooMany,
+    /// Not allowed for who asks.
+    Forbidden,
     Internal(anyhow::Error),
 }
 
@@ -487,17 +490,36 @@ pub async fn notify_once(app: &App, window: Duration) -> Result<usize> {
             queued += 1;
         }
     }
+    let mut items: Vec<webhooks::Item> = changes
+        .iter()
+        .filter_map(|c| {
+            let m = snap.municipality_by_ags(&c.ags)?;
+            let s = snap.service(&c.service)?;
+            Some(webhooks::availability_item(
+                &snap,
+                &app.public_url,
+                m,
+                s,
+                told.get(&(c.ags.clone(), c.service.clone())),
+            ))
+        })
+        .collect();
+    items.extend(
+        announcement_events(&events).into_iter().map(|(kind, a)| webhooks::announcement_item(&app.public_url, kind, a)),
+    );
+    let hooks = webhooks::fan_out(&mut tx, &items, snap.journal_seq, &time::format_rfc3339(now)).await?;
     for change in &changes {
         let state = current.get(&(change.ags.clone(), change.service.clone()));
         outbox::set_told(&mut tx, &change.ags, &change.service, state.map(|(l, e)| (l.as_str(), e.as_str()))).await?;
     }
     outbox::set_cursor(&mut tx, CURSOR, snap.journal_seq).await?;
     tx.commit().await?;
-    if queued > 0 || !changes.is_empty() {
+    if queued > 0 || hooks > 0 || !changes.is_empty() {
         tracing::info!(
             changes = changes.len(),
             announcements = announcements.len(),
             mails = queued,
+            webhooks = hooks,
             "notifications queued"
         );
     }
@@ -513,6 +535,26 @@ fn announcement_ids(events: &[journal::StoredEvent]) -> Vec<String> {
             && !out.contains(&announcement.id)
         {
             out.push(announcement.id.clone());
+        }
+    }
+    out
+}
+
+/// The announcements published, corrected or withdrawn by these events, as webhooks are told of
+/// them: each version once.
+fn announcement_events(
+    events: &[journal::StoredEvent],
+) -> Vec<(&'static str, &crate::domain::events::AnnouncementState)> {
+    let mut out: Vec<(&'static str, &crate::domain::events::AnnouncementState)> = Vec::new();
+    for e in events {
+        let (kind, a) = match &e.event {
+            Event::AnnouncementPublished { announcement, .. } => ("announcement.published", announcement),
+            Event::AnnouncementCorrected { announcement } => ("announcement.corrected", announcement),
+            Event::AnnouncementWithdrawn { announcement } => ("announcement.withdrawn", announcement),
+            _ => continue,
+        };
+        if !out.iter().any(|(k, o)| *k == kind && o.id == a.id && o.version == a.version) {
+            out.push((kind, a));
         }
     }
     out
@@ -653,11 +695,17 @@ pub struct Settings {
     /// `None`: no SMTP server; mails wait in the outbox.
     pub mailer: Option<mail::Mailer>,
     pub window: Duration,
+    /// Webhooks may target private, loopback and link-local addresses (tests, closed networks).
+    pub allow_private_webhooks: bool,
 }
 
 /// Starts the notifier and the mailer in the background.
 pub fn start(app: crate::read::live::Shared, settings: Settings) {
-    app.notifications.lock().unwrap_or_else(|e| e.into_inner()).smtp_configured = settings.mailer.is_some();
+    {
+        let mut status = app.notifications.lock().unwrap_or_else(|e| e.into_inner());
+        status.smtp_configured = settings.mailer.is_some();
+        status.allow_private_webhooks = settings.allow_private_webhooks;
+    }
     let notifier = app.clone();
     let window = settings.window;
     tokio::spawn(async move {
@@ -687,6 +735,7 @@ pub fn start(app: crate::read::live::Shared, settings: Settings) {
             tokio::time::sleep(pause).await;
         }
     });
+    tokio::spawn(webhooks::deliver_forever(app.clone()));
     if let Some(mailer) = settings.mailer {
         tokio::spawn(async move { mail::deliver_forever(app, mailer).await });
     } else {

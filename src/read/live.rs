@@ -30,6 +30,9 @@ pub struct App {
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct NotifyStatus {
     pub smtp_configured: bool,
+    /// `serve --webhook-allow-private`: webhooks may target private and loopback addresses.
+    #[serde(skip)]
+    pub allow_private_webhooks: bool,
     pub waiting: std::collections::BTreeMap<String, i64>,
 }
 

@@ -7,6 +7,7 @@ pub mod idempotency;
 pub mod journal;
 pub mod outbox;
 pub mod subscriptions;
+pub mod webhooks;
 
 use std::borrow::Cow;
 
@@ -25,6 +26,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "ids from the database", include_str!("../../migrations/0004_ids_from_the_database.sql")),
     (5, "sign-in attempts", include_str!("../../migrations/0005_sign_in_attempts.sql")),
     (6, "subscriptions and outbox", include_str!("../../migrations/0006_subscriptions_and_outbox.sql")),
+    (7, "webhooks", include_str!("../../migrations/0007_webhooks.sql")),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -260,6 +260,12 @@ named_schema!(
 );
 
 named_schema!(
+    /// A kind of event a webhook can be sent (`notify::webhooks::EVENT_TYPES`).
+    WebhookEvent,
+    json!({ "type": "string", "enum": crate::domain::events::WEBHOOK_EVENTS })
+);
+
+named_schema!(
     /// A user name as `auth::valid_username` accepts it.
     Username,
     json!({
@@ -321,6 +327,7 @@ pub fn all() -> Vec<(String, RefOr<Schema>)> {
         one::<Username>(),
         one::<WebAddress>(),
         one::<ContactEmail>(),
+        one::<WebhookEvent>(),
     ]
 }
 

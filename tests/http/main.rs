@@ -24,5 +24,6 @@ mod recovery;
 mod rendering;
 mod sign_in;
 mod validation;
+mod webhooks;
 
 pub use harness::*;

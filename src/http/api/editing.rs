@@ -295,7 +295,7 @@ pub(crate) fn check_slug(slug: &str) -> Result<&str, Fail> {
 }
 
 /// Ids of announcements, FAQ entries and referrals are slugs, but imported ones may be freer.
-fn check_id(path: Result<Path<String>, PathRejection>) -> Result<String, Fail> {
+pub(crate) fn check_id(path: Result<Path<String>, PathRejection>) -> Result<String, Fail> {
     let Ok(Path(id)) = path else { return Err(Fail::bad_request("api.invalid_id")) };
     if id.is_empty() || id.chars().count() > 200 || id.chars().any(char::is_control) {
         return Err(Fail::bad_request("api.invalid_id"));

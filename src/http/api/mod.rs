@@ -9,6 +9,7 @@
 pub mod editing;
 pub mod error;
 pub mod recovery;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -45,6 +46,7 @@ pub fn router() -> Router<Shared> {
         .merge(crate::http::api::editing::router())
         .merge(crate::http::api::recovery::router())
         .merge(crate::http::subscriptions::api_routes())
+        .merge(crate::http::api::webhooks::router())
         .fallback(unknown_route)
         .method_not_allowed_fallback(other_method)
         // Added last so that it covers the fallbacks too: other sites embed these answers.
@@ -1061,6 +1063,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     doc.merge(crate::http::api::editing::openapi());
     doc.merge(crate::http::api::recovery::openapi());
     doc.merge(crate::http::subscriptions::openapi());
+    doc.merge(crate::http::api::webhooks::openapi());
     let components = doc.components.get_or_insert_with(Default::default);
     components.schemas.extend(crate::write::formats::all());
     parameters_without_null(&mut doc);
