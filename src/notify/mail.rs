@@ -11,8 +11,18 @@ use crate::domain::time;
 use crate::read::live::{App, Shared};
 use crate::store::outbox::{self, Message};
 
-/// How long a claimed mail is left to one worker before another may take it over.
-const CLAIM: chrono::Duration = chrono::Duration::minutes(5);
+/// How long a claimed message is left to one worker before another may take it over: longer
+/// than sending a batch takes, so that a live worker's messages are never sent twice; after a
+/// crash its messages in flight wait this long.
+pub(super) fn claim() -> chrono::Duration {
+    // Test hook, debug builds only: the crash tests would otherwise wait two minutes.
+    if cfg!(debug_assertions)
+        && let Some(seconds) = std::env::var("NOTBETRIEB_TEST_CLAIM_SECONDS").ok().and_then(|s| s.parse().ok())
+    {
+        return chrono::Duration::seconds(seconds);
+    }
+    chrono::Duration::minutes(2)
+}
 /// Mails sent at once.
 const BATCH: i64 = 50;
 /// Attempts before a mail is given up: with the backoff below (10 s doubling up to an hour)
@@ -121,7 +131,7 @@ pub async fn deliver_due(app: &App, mailer: &Mailer) -> Result<usize> {
     let now = time::now();
     let claimed = {
         let mut tx = app.store.begin().await?;
-        let until = time::format_rfc3339(now + CLAIM);
+        let until = time::format_rfc3339(now + claim());
         let claimed =
             outbox::claim_due(&mut tx, app.store.engine(), super::EMAIL, &time::format_rfc3339(now), &until, BATCH)
                 .await?;

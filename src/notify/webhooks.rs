@@ -335,7 +335,7 @@ async fn deliver_due(app: &App) -> Result<usize> {
     let now = time::now();
     let claimed = {
         let mut tx = app.store.begin().await?;
-        let until = time::format_rfc3339(now + chrono::Duration::minutes(5));
+        let until = time::format_rfc3339(now + super::mail::claim());
         let claimed =
             outbox::claim_due(&mut tx, app.store.engine(), WEBHOOK, &time::format_rfc3339(now), &until, 50).await?;
         tx.commit().await?;

@@ -165,6 +165,17 @@ impl Server {
         Server { child, base, db, client }
     }
 
+    /// Ends the server at once (SIGKILL), as a crash would; the database stays.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Another server on this server's database (which stays this server's to drop).
+    pub fn another_on_same_database(&self, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::spawn(TestDatabase::reuse(&self.db.url), "100", extra, env)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }

@@ -12,6 +12,7 @@ on_both_engines!(
     a_resident_subscribes_confirms_is_told_and_leaves_with_one_click,
     subscription_requests_are_checked_and_answered_alike,
     mail_waits_while_the_smtp_server_is_down_and_goes_out_when_it_is_back,
+    a_server_killed_during_a_large_fan_out_loses_no_mail_and_repeats_only_those_in_flight,
 );
 
 const SERVICE: &str = "fahrzeug-zulassen";
@@ -216,4 +217,85 @@ async fn mail_waits_while_the_smtp_server_is_down_and_goes_out_when_it_is_back(e
     // The first attempt after it is back is answered 451 (busy); the next one is delivered.
     let mails = sink.wait_for(1, 60).await;
     assert_eq!(mails_to(&mails, "dora@example.org").len(), 1, "delivered once it is back: {mails:?}");
+}
+
+/// Confirmed subscriptions written straight into the database, as if each had been confirmed.
+async fn add_confirmed_subscribers(s: &Server, engine: Engine, n: usize) {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let url = match engine {
+        Engine::Sqlite => format!("sqlite://{}", s.db.url.trim_start_matches("sqlite:")),
+        Engine::Postgres => s.db.url.clone(),
+    };
+    let mut c = sqlx::AnyConnection::connect(&url).await.unwrap();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(200) {
+        let rows: Vec<String> = chunk
+            .iter()
+            .map(|i| {
+                format!(
+                    "('{i:032x}', 'viele-{i}@example.org', 'de', '05962040', '{SERVICE}', '', 1, 'token-{i}', \
+                     '2026-12-01T00:00:00Z', '2026-12-04T00:00:00Z', '2026-12-01T00:00:00Z', 'test', 'test', '')"
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO subscriptions (id, email, lang, municipality_ags, service_slug, area, confirmed, \
+             confirm_token_hash, created_at, expires_at, confirmed_at, consent_version, consent_text, client_hash) VALUES {}",
+            rows.join(", ")
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await.unwrap();
+    }
+}
+
+async fn a_server_killed_during_a_large_fan_out_loses_no_mail_and_repeats_only_those_in_flight(engine: Engine) {
+    let Some(sink) = start_smtp(0) else { return };
+    const N: usize = 2000;
+    let args = ["--smtp-url", &sink.url(), "--mail-from", "notbetrieb@example.org", "--notify-window-s", "0"];
+    let env = [("NOTBETRIEB_TEST_CLAIM_SECONDS", "3")];
+    let demo_args: Vec<&str> = std::iter::once("--demo").chain(args.iter().copied()).collect();
+    let mut s = Server::start_with_env(TestDatabase::new(engine), &demo_args, &env);
+    add_confirmed_subscribers(&s, engine, N).await;
+    set_level(&Session::api(&s, "menden"), "unavailable", "Massenversand").await;
+
+    // Killed hard once a part of the mails is out.
+    let started = std::time::Instant::now();
+    while sink.mails().len() < 200 {
+        assert!(started.elapsed().as_secs() < 120, "the fan-out did not start: {} mails", sink.mails().len());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    s.kill();
+    let at_kill = sink.mails().len();
+    assert!(at_kill < N, "killed before the end ({at_kill} of {N})");
+
+    // Two instances take over on the same database; together they send the rest, once.
+    let second = s.another_on_same_database(&args, &env);
+    let third = s.another_on_same_database(&args, &env);
+    for _ in 0..600 {
+        let mails = sink.mails();
+        let recipients: std::collections::BTreeSet<&str> =
+            mails.iter().map(|m| m["rcpt_tos"][0].as_str().unwrap()).filter(|r| r.starts_with("viele-")).collect();
+        if recipients.len() == N {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let mails = sink.mails();
+    let mass: Vec<&Value> = mails.iter().filter(|m| m["rcpt_tos"][0].as_str().unwrap().starts_with("viele-")).collect();
+    let mut by_id: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
+    for m in &mass {
+        by_id.entry(m["headers"]["message-id"].as_str().unwrap()).or_default().push(m["rcpt_tos"][0].as_str().unwrap());
+    }
+    let recipients: std::collections::BTreeSet<&str> =
+        mass.iter().map(|m| m["rcpt_tos"][0].as_str().unwrap()).collect();
+    assert_eq!(recipients.len(), N, "every subscriber got the mail ({at_kill} before the kill)");
+    assert_eq!(by_id.len(), N, "one Message-ID per subscriber");
+    assert!(
+        by_id.values().all(|to| to.iter().all(|r| *r == to[0])),
+        "a repeated id is the same mail to the same address"
+    );
+    let repeated = mass.len() - N;
+    eprintln!("fan-out to {N}: {at_kill} mails before the kill, {repeated} sent again after it");
+    assert!(repeated <= 50, "only the batch in flight at the kill is repeated: {repeated}");
+    drop((second, third));
 }
