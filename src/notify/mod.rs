@@ -44,6 +44,8 @@ const PENDING_HOURS: i64 = 72;
 /// Subscription requests per address (confirmation mails sent) and per client, per hour.
 const PER_ADDRESS_PER_HOUR: i64 = 3;
 const PER_CLIENT_PER_HOUR: i64 = 20;
+/// Subscriptions whose mails are written in one transaction.
+const FAN_OUT_CHUNK: usize = 500;
 /// The notifier's name in `notify_cursor`.
 const CURSOR: &str = "email";
 pub const EMAIL: &str = "email";
@@ -470,25 +472,49 @@ pub async fn notify_once(app: &App, window: Duration) -> Result<usize> {
         .filter(|a| a.published_at.as_deref().is_some_and(|p| p <= snap.built_at.as_str()))
         .collect();
 
+    let (subscribers, key) = if changes.is_empty() && announcements.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        (subscriptions::confirmed(&mut tx).await?, secret(&mut tx, true).await?.unwrap_or_default())
+    };
+    tx.commit().await?;
+
+    // The mails in chunks, each written in its own short transaction, so that a fan-out to many
+    // never holds the database's write lock for long. Ids are stable per subscription and batch:
+    // a crash part-way repeats the batch, and the mails already queued are not queued again.
+    let now_text = time::format_rfc3339(now);
     let mut queued = 0;
-    if !changes.is_empty() || !announcements.is_empty() {
-        let key = secret(&mut tx, true).await?.unwrap_or_default();
-        let now_text = time::format_rfc3339(now);
-        for sub in subscriptions::confirmed(&mut tx).await? {
-            let mine: Vec<&Change> = changes
-                .iter()
-                .filter(|c| snap.service(&c.service).is_some_and(|s| in_scope(&sub, &snap, &c.ags, s)))
-                .collect();
-            let news: Vec<&Announcement> =
-                announcements.iter().copied().filter(|a| announcement_in_scope(&sub, &snap, a)).collect();
-            if mine.is_empty() && news.is_empty() {
-                continue;
+    for chunk in subscribers.chunks(FAN_OUT_CHUNK) {
+        let mails = crate::read::snapshot::cpu_bound(|| -> Result<Vec<Message>> {
+            let mut mails = Vec::new();
+            for sub in chunk {
+                let mine: Vec<&Change> = changes
+                    .iter()
+                    .filter(|c| snap.service(&c.service).is_some_and(|s| in_scope(sub, &snap, &c.ags, s)))
+                    .collect();
+                let news: Vec<&Announcement> =
+                    announcements.iter().copied().filter(|a| announcement_in_scope(sub, &snap, a)).collect();
+                if mine.is_empty() && news.is_empty() {
+                    continue;
+                }
+                let token = unsubscribe_token(&key, &sub.id);
+                mails.push(changes_mail(app, &snap, sub, &mine, &news, &token, snap.journal_seq)?);
             }
-            let token = unsubscribe_token(&key, &sub.id);
-            let mail = changes_mail(app, &snap, &sub, &mine, &news, &token, snap.journal_seq)?;
-            outbox::enqueue(&mut tx, &mail, &now_text).await?;
-            queued += 1;
+            Ok(mails)
+        })?;
+        let mut tx = app.store.begin().await?;
+        for mail in &mails {
+            outbox::enqueue(&mut tx, mail, &now_text).await?;
         }
+        tx.commit().await?;
+        queued += mails.len();
+    }
+
+    // Last, the webhooks, what subscribers have now been told, and the cursor: unless another
+    // instance finished this batch meanwhile (its mails had the same ids).
+    let mut tx = app.store.begin().await?;
+    if outbox::lock_cursor(&mut tx, engine, CURSOR).await? != Some(cursor) {
+        return Ok(0);
     }
     let mut items: Vec<webhooks::Item> = changes
         .iter()
