@@ -32,6 +32,8 @@ pub fn public_routes() -> Router<Shared> {
         .route("/abonnieren", post(subscribe_form))
         .route("/abo/bestaetigen/{token}", axum::routing::get(confirm_page).post(confirm_post))
         .route("/abo/abmelden/{token}", axum::routing::get(unsubscribe_page).post(unsubscribe_post))
+        .route("/abo/verwalten", axum::routing::get(manage_request_page).post(manage_request))
+        .route("/abo/verwalten/{token}", axum::routing::get(manage_list))
 }
 
 /// The API route, under /api/v1.
@@ -201,6 +203,80 @@ async fn unsubscribe_post(
     match notify::unsubscribe(&app, &token).await {
         Ok(true) => page(&app, lang, StatusCode::OK, &step("unsubscribed", "", "")),
         Ok(false) => unknown(&app, lang),
+        Err(e) => internal(&app, lang, e),
+    }
+}
+
+fn manage_page(
+    app: &Shared,
+    lang: &str,
+    status: StatusCode,
+    mode: &str,
+    listed: minijinja::Value,
+    error: &str,
+) -> Response {
+    match render::subscriptions(&app.snapshot(), lang, mode, listed, error) {
+        Ok(html) => (
+            status,
+            [
+                (header::CONTENT_TYPE, HeaderValue::from_static(super::HTML)),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+                (header::HeaderName::from_static("x-robots-tag"), HeaderValue::from_static("noindex")),
+            ],
+            html,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "rendering the subscriptions page failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+async fn manage_request_page(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lang>) -> Response {
+    manage_page(&app, lang, StatusCode::OK, "request", minijinja::Value::UNDEFINED, "")
+}
+
+#[derive(Deserialize)]
+struct ManageForm {
+    #[serde(default)]
+    email: String,
+}
+
+/// Mails a link to the list of the address's subscriptions; the same page whether or not it has any.
+async fn manage_request(
+    State(app): State<Shared>,
+    Extension(Lang(lang)): Extension<Lang>,
+    ClientAddr(client): ClientAddr,
+    form: Result<Form<ManageForm>, FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return manage_page(&app, lang, StatusCode::BAD_REQUEST, "request", minijinja::Value::UNDEFINED, "");
+    };
+    match notify::request_manage_link(&app, &form.email, lang, client).await {
+        Ok(()) => manage_page(&app, lang, StatusCode::OK, "sent", minijinja::Value::UNDEFINED, ""),
+        Err(Refusal::Invalid(_, key)) => {
+            let error = crate::i18n::t(lang, key);
+            manage_page(&app, lang, StatusCode::UNPROCESSABLE_ENTITY, "request", minijinja::Value::UNDEFINED, &error)
+        }
+        Err(Refusal::TooMany) => page(&app, lang, StatusCode::TOO_MANY_REQUESTS, &step("too_many", "", "")),
+        Err(Refusal::Forbidden | Refusal::Internal(_)) => {
+            manage_page(&app, lang, StatusCode::INTERNAL_SERVER_ERROR, "request", minijinja::Value::UNDEFINED, "")
+        }
+    }
+}
+
+async fn manage_list(
+    State(app): State<Shared>,
+    Extension(Lang(lang)): Extension<Lang>,
+    Path(token): Path<String>,
+) -> Response {
+    if token.len() > 600 || !token.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        return manage_page(&app, lang, StatusCode::NOT_FOUND, "unknown", minijinja::Value::UNDEFINED, "");
+    }
+    match notify::subscriptions_of_link(&app, &token).await {
+        Ok(Some(listed)) => manage_page(&app, lang, StatusCode::OK, "list", render::v(&listed), ""),
+        Ok(None) => manage_page(&app, lang, StatusCode::NOT_FOUND, "unknown", minijinja::Value::UNDEFINED, ""),
         Err(e) => internal(&app, lang, e),
     }
 }

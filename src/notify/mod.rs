@@ -277,6 +277,106 @@ fn confirmation_mail(
     })
 }
 
+// ---------------------------------------------------------------------------------------------
+// Seeing all subscriptions of an address
+
+/// How long a link to the list of one's subscriptions is valid.
+const MANAGE_HOURS: i64 = 24;
+
+pub const MANAGE_PATH: &str = "/abo/verwalten";
+
+/// Mails a link to the list of an address's subscriptions, if it has any. The same answer
+/// either way, and the same rate limits as subscribing.
+pub async fn request_manage_link(app: &App, email: &str, lang: &str, client: IpAddr) -> Result<(), Refusal> {
+    let email = check_email(email)?;
+    let snap = app.snapshot();
+    let now = time::now();
+    let now_text = time::format_rfc3339(now);
+    let hour_ago = time::format_rfc3339(now - chrono::Duration::hours(1));
+    let mut tx = app.store.begin().await?;
+    if subscriptions::count_request(&mut tx, &hashed("client", &client.to_string()), &now_text, &hour_ago).await?
+        > PER_CLIENT_PER_HOUR
+    {
+        return Err(Refusal::TooMany);
+    }
+    let limited =
+        subscriptions::count_request(&mut tx, &hashed("address", &email.to_lowercase()), &now_text, &hour_ago).await?
+            > PER_ADDRESS_PER_HOUR;
+    if !limited && !subscriptions::confirmed_of(&mut tx, &email).await?.is_empty() {
+        let key = secret(&mut tx, true).await?.unwrap_or_default();
+        let expires = (now + chrono::Duration::hours(MANAGE_HOURS)).timestamp();
+        let token = manage_token(&key, &email, expires);
+        let ctx = context! {
+            lang => lang,
+            site => v(&snap.data.area_name),
+            manage_url => page_url(app, lang, &format!("{MANAGE_PATH}/{token}")),
+            hours => MANAGE_HOURS,
+        };
+        let mail = Message {
+            id: hex::encode(auth::random_bytes::<16>()),
+            channel: EMAIL.into(),
+            recipient: email.clone(),
+            subject: i18n::tf(lang, "mail.manage_subject", &[("site", snap.data.area_name.clone())]),
+            body_text: render::render_template("mail/manage.txt", ctx.clone())?,
+            body_html: render::render_template("mail/manage.html", ctx)?,
+            unsubscribe_url: String::new(),
+            attempts: 0,
+        };
+        outbox::enqueue(&mut tx, &mail, &now_text).await?;
+    }
+    tx.commit().await.map_err(anyhow::Error::from)?;
+    Ok(())
+}
+
+/// The token of a link to an address's subscriptions: expiry, the address, and an HMAC of both.
+fn manage_token(key: &[u8], email: &str, expires: i64) -> String {
+    use base64::Engine as _;
+    let address = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(email);
+    format!("{expires}.{address}.{}", mac(key, &format!("manage {expires} {email}")))
+}
+
+/// One subscription on the list, with the address its button posts to.
+#[derive(Serialize)]
+pub struct Listed {
+    pub scope: String,
+    pub since: String,
+    pub unsubscribe_path: String,
+}
+
+/// The subscriptions a manage link shows; `None` when the link is wrong or ran out.
+pub async fn subscriptions_of_link(app: &App, token: &str) -> Result<Option<Vec<Listed>>> {
+    use base64::Engine as _;
+    let mut parts = token.splitn(3, '.');
+    let (Some(expires), Some(address), Some(given)) = (parts.next(), parts.next(), parts.next()) else {
+        return Ok(None);
+    };
+    let Ok(expires) = expires.parse::<i64>() else { return Ok(None) };
+    let Some(email) =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(address).ok().and_then(|b| String::from_utf8(b).ok())
+    else {
+        return Ok(None);
+    };
+    if expires < time::now().timestamp() {
+        return Ok(None);
+    }
+    let mut c = app.store.read().await?;
+    let Some(key) = secret(&mut c, false).await? else { return Ok(None) };
+    if !auth::constant_time_eq(&mac(&key, &format!("manage {expires} {email}")), given) {
+        return Ok(None);
+    }
+    let snap = app.snapshot();
+    let listed = subscriptions::confirmed_of(&mut c, &email)
+        .await?
+        .into_iter()
+        .map(|s| Listed {
+            scope: scope_words(&snap, &s.lang, &scope_of(&s)),
+            since: s.confirmed_at.clone(),
+            unsubscribe_path: unsubscribe_path(&unsubscribe_token(&key, &s.id)),
+        })
+        .collect();
+    Ok(Some(listed))
+}
+
 /// What a confirmation or unsubscribe link leads to.
 pub struct Found {
     pub subscription: Subscription,
@@ -684,6 +784,7 @@ fn changes_mail(
         lang => lang,
         site => v(&snap.data.area_name),
         scope => scope,
+        manage_url => page_url(app, lang, MANAGE_PATH),
         changes => v(&views),
         news => v(&news),
         contacts => v(contacts.into_values().collect::<Vec<_>>()),

@@ -30,6 +30,9 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("sources.html", include_str!("../../templates/sources.html")),
     ("error.html", include_str!("../../templates/error.html")),
     ("subscription.html", include_str!("../../templates/subscription.html")),
+    ("subscriptions.html", include_str!("../../templates/subscriptions.html")),
+    ("mail/manage.txt", include_str!("../../templates/mail/manage.txt")),
+    ("mail/manage.html", include_str!("../../templates/mail/manage.html")),
     ("mail/confirm.txt", include_str!("../../templates/mail/confirm.txt")),
     ("mail/confirm.html", include_str!("../../templates/mail/confirm.html")),
     ("mail/changes.txt", include_str!("../../templates/mail/changes.txt")),
@@ -769,6 +772,13 @@ pub fn subscription(snap: &Snapshot, lang: &str, s: &SubscriptionStep) -> Result
             error => v(s.error),
         },
     )
+}
+
+/// The page of all subscriptions of an address (`mode`: `request` a link, link `sent`, the
+/// `list` of `listed` subscriptions with a button each, `unknown` link).
+pub fn subscriptions(snap: &Snapshot, lang: &str, mode: &str, listed: Value, error: &str) -> Result<String> {
+    page(snap, lang, "/abo/verwalten", "", false)
+        .render("subscriptions.html", context! { mode => v(mode), listed => listed, error => v(error) })
 }
 
 #[cfg(test)]

@@ -101,6 +101,15 @@ pub async fn with_scope(
     row.as_ref().map(row_to_subscription).transpose()
 }
 
+/// Every confirmed subscription of an address, oldest first.
+pub async fn confirmed_of(c: &mut AnyConnection, email: &str) -> Result<Vec<Subscription>> {
+    let rows = sqlx::query("SELECT * FROM subscriptions WHERE email = $1 AND confirmed = 1 ORDER BY created_at, id")
+        .bind(email)
+        .fetch_all(&mut *c)
+        .await?;
+    rows.iter().map(row_to_subscription).collect()
+}
+
 /// A pending subscription is asked again: a new confirmation token and a new expiry.
 pub async fn renew_pending(c: &mut AnyConnection, id: &str, confirm_token_hash: &str, expires_at: &str) -> Result<()> {
     sqlx::query("UPDATE subscriptions SET confirm_token_hash = $1, expires_at = $2 WHERE id = $3 AND confirmed = 0")

@@ -584,9 +584,27 @@ test(
       assert.equal(told.headers['list-unsubscribe-post'], 'List-Unsubscribe=One-Click');
       const unsubscribeUrl = told.headers['list-unsubscribe'].replace(/^<|>$/g, '');
 
+      // All subscriptions of the address, through a link mailed on request.
+      await page.goto(BASE_URL + '/abo/verwalten');
+      assert.equal(await page.locator('h1').innerText(), t('manage.request_title'));
+      await audit(page, 'ask for the list of subscriptions', report);
+      await page.getByLabel(t('subscribe.email_label'), { exact: true }).fill(address);
+      await submit(page, page.getByRole('button', { name: t('manage.request_button') }));
+      assert.equal(await page.locator('h1').innerText(), t('manage.sent_title'));
+      await audit(page, 'list link sent', report);
+      const [, , listMail] = await mailsTo(address, 3);
+      assert.ok(listMail, 'a mail with the link to the list');
+      const listUrl = listMail.text.match(/https?:\/\/\S+\/abo\/verwalten\/\S+/)?.[0];
+      assert.ok(listUrl, listMail.text);
+      await page.goto(listUrl);
+      assert.equal(await page.locator('h1').innerText(), t('manage.list_title'));
+      assert.match(await mainText(page), /Briefwahl/);
+      await shot(page, 'resident-03-list');
+      await audit(page, 'list of subscriptions', report);
+
       await page.goto(unsubscribeUrl);
       assert.equal(await page.locator('h1').innerText(), t('subscribe.unsubscribe_title'));
-      await shot(page, 'resident-03-unsubscribe');
+      await shot(page, 'resident-04-unsubscribe');
       await audit(page, 'unsubscribe', report);
       // What a mail client's one-click button sends (RFC 8058).
       const oneClick = await fetch(unsubscribeUrl, {
@@ -598,7 +616,7 @@ test(
 
       await state('normal', '');
       await sleep(4000);
-      assert.equal((await mailsTo(address, 3, 1)).length, 2, 'nothing after unsubscribing');
+      assert.equal((await mailsTo(address, 4, 1)).length, 3, 'nothing after unsubscribing');
     } finally {
       await context.close();
     }

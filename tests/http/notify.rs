@@ -98,6 +98,29 @@ async fn a_resident_subscribes_confirms_is_told_and_leaves_with_one_click(engine
     let unsubscribe_url = unsubscribe.trim_start_matches('<').trim_end_matches('>').to_string();
     assert!(unsubscribe_url.starts_with(&s.base), "{unsubscribe_url}");
 
+    // Every mail links the page that mails a link to all of the address's subscriptions.
+    assert!(text.contains("/abo/verwalten"), "{text}");
+    let form = |body: &str| {
+        s.client
+            .post(s.url("/abo/verwalten"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.to_string())
+            .send()
+    };
+    let asked = form("email=anna%40example.org").await.unwrap();
+    assert_eq!(asked.status(), 200);
+    let unknown = form("email=niemand%40example.org").await.unwrap();
+    assert_eq!(unknown.status(), 200, "the same answer for an address without subscriptions");
+    let mails = sink.wait_for(3, 20).await;
+    assert_eq!(mails.len(), 3, "a link only for the address that has subscriptions: {mails:?}");
+    let manage_url = link(&mails[2], "/abo/verwalten/");
+    let list = s.client.get(&manage_url).send().await.unwrap();
+    assert_eq!(list.status(), 200);
+    let html = list.text().await.unwrap();
+    assert!(html.contains("Fahrzeug") && html.contains("/abo/abmelden/"), "the subscription with its button: {html}");
+    let tampered = manage_url.replacen("/abo/verwalten/", "/abo/verwalten/1", 1);
+    assert_eq!(s.client.get(&tampered).send().await.unwrap().status(), 404);
+
     // A change outside the scope tells this subscriber nothing.
     let other = json!({"level": "emergency"});
     let (status, _) = menden
@@ -105,7 +128,7 @@ async fn a_resident_subscribes_confirms_is_told_and_leaves_with_one_click(engine
         .await;
     assert_eq!(status, 200);
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    assert_eq!(sink.mails().len(), 2, "out of scope: {:?}", sink.mails());
+    assert_eq!(sink.mails().len(), 3, "out of scope: {:?}", sink.mails());
 
     // Opening the unsubscribe link shows a button; the one-click POST ends it at once.
     let page = s.client.get(&unsubscribe_url).send().await.unwrap();
@@ -125,7 +148,7 @@ async fn a_resident_subscribes_confirms_is_told_and_leaves_with_one_click(engine
 
     set_level(&menden, "normal", "wieder da").await;
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    assert_eq!(sink.mails().len(), 2, "nothing after unsubscribing: {:?}", sink.mails());
+    assert_eq!(sink.mails().len(), 3, "nothing after unsubscribing: {:?}", sink.mails());
 }
 
 async fn subscription_requests_are_checked_and_answered_alike(engine: Engine) {
