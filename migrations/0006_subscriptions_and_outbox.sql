@@ -53,7 +53,9 @@ CREATE TABLE outbox (
     delivered_at    TEXT NOT NULL DEFAULT '',
     last_error      TEXT NOT NULL DEFAULT ''
 );
-CREATE INDEX outbox_due ON outbox (state, next_attempt_at);
+-- In the order the worker claims due messages, so that a claim reads its batch off the index
+-- instead of sorting every waiting message.
+CREATE INDEX outbox_due ON outbox (channel, state, next_attempt_at, id);
 
 -- How far the notifier has read the journal's events, and the availability of each service in
 -- each town as subscribers were last told (only where it is not normal operation without date):

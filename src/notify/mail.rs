@@ -147,9 +147,14 @@ pub async fn deliver_due(app: &App, mailer: &Mailer) -> Result<usize> {
             (m, outcome)
         });
     }
+    // The whole batch's outcomes in one transaction: one commit, not one per mail. A crash
+    // before it repeats the batch, which is what "at most the mails in flight" allows.
+    let mut outcomes = Vec::with_capacity(count);
     while let Some(done) = sending.join_next().await {
-        let (m, outcome) = done?;
-        let mut tx = app.store.begin().await?;
+        outcomes.push(done?);
+    }
+    let mut tx = app.store.begin().await?;
+    for (m, outcome) in outcomes {
         match outcome {
             Ok(()) => outbox::delivered(&mut tx, &m.id, &time::now_rfc3339()).await?,
             Err(e) => {
@@ -160,7 +165,7 @@ pub async fn deliver_due(app: &App, mailer: &Mailer) -> Result<usize> {
                 outbox::attempt_failed(&mut tx, &m.id, &e.reason, next.as_deref()).await?;
             }
         }
-        tx.commit().await?;
     }
+    tx.commit().await?;
     Ok(count)
 }

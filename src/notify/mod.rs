@@ -524,6 +524,13 @@ fn announcement_in_scope(sub: &Subscription, snap: &Snapshot, a: &Announcement) 
 pub async fn notify_once(app: &App, window: Duration) -> Result<usize> {
     let snap = app.snapshot();
     let engine = app.store.engine();
+    // Nothing new (the usual case): a read, no write lock.
+    {
+        let mut c = app.store.read().await?;
+        if outbox::cursor(&mut c, CURSOR).await?.is_some_and(|cursor| cursor >= snap.journal_seq) {
+            return Ok(0);
+        }
+    }
     let mut tx = app.store.begin().await?;
     let Some(cursor) = outbox::lock_cursor(&mut tx, engine, CURSOR).await? else {
         // The first start: what is now is what everybody knows; only later changes are news.
@@ -838,6 +845,7 @@ pub fn start(app: crate::read::live::Shared, settings: Settings) {
     tokio::spawn(async move {
         let mut failures = 0u32;
         let mut counted = std::time::Instant::now() - COUNT_EVERY;
+        let mut expired = std::time::Instant::now() - EXPIRE_EVERY;
         loop {
             if counted.elapsed() >= COUNT_EVERY {
                 counted = std::time::Instant::now();
@@ -856,8 +864,11 @@ pub fn start(app: crate::read::live::Shared, settings: Settings) {
                     backoff(failures)
                 }
             };
-            if let Err(e) = expire(&notifier).await {
-                tracing::warn!(error = %format!("{e:#}"), "deleting expired subscriptions failed");
+            if expired.elapsed() >= EXPIRE_EVERY {
+                expired = std::time::Instant::now();
+                if let Err(e) = expire(&notifier).await {
+                    tracing::warn!(error = %format!("{e:#}"), "deleting expired subscriptions failed");
+                }
             }
             tokio::time::sleep(pause).await;
         }
@@ -870,6 +881,8 @@ pub fn start(app: crate::read::live::Shared, settings: Settings) {
     }
 }
 
+/// How often unconfirmed subscriptions past their 72 hours are looked for.
+const EXPIRE_EVERY: Duration = Duration::from_secs(60);
 /// How often the outbox is counted for `/healthz` and the log.
 const COUNT_EVERY: Duration = Duration::from_secs(5);
 

@@ -1060,8 +1060,9 @@ pub struct TokenList {
 pub struct CreatedToken {
     #[serde(flatten)]
     token: ApiToken,
-    /// `Authorization: Bearer <secret>`.
-    #[schema(example = "nb_…")]
+    /// `Authorization: Bearer <secret>`. Absent when the answer is a replay of an earlier request
+    /// with the same `Idempotency-Key` (`Idempotent-Replayed: true`): secrets are shown once.
+    #[schema(example = "nb_…", required = false)]
     secret: String,
 }
 
@@ -1182,10 +1183,12 @@ pub struct UserList {
 pub struct CreatedUser {
     #[serde(flatten)]
     user: UserOut,
-    /// Path of the one-time setup link, valid for three days; send it to the person, not through the journal.
-    #[schema(example = "/intern/einrichten/…")]
+    /// Path of the one-time setup link, valid for three days; send it to the person, not through
+    /// the journal. Absent in a replay (`Idempotent-Replayed: true`): the link is shown once.
+    #[schema(example = "/intern/einrichten/…", required = false)]
     setup_path: String,
-    /// The same as an absolute address.
+    /// The same as an absolute address (absent in a replay, too).
+    #[schema(required = false)]
     setup_url: String,
 }
 
