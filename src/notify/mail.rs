@@ -23,8 +23,11 @@ pub(super) fn claim() -> chrono::Duration {
     }
     chrono::Duration::minutes(2)
 }
-/// Mails sent at once.
+/// Mails one worker sends at once.
 const BATCH: i64 = 50;
+/// Workers claiming and sending batches side by side: while one waits for its commit, the
+/// others send. At most WORKERS × BATCH mails are in flight (and repeated after a crash).
+pub const WORKERS: usize = 4;
 /// Attempts before a mail is given up: with the backoff below (10 s doubling up to an hour)
 /// about a day.
 pub(super) const MAX_ATTEMPTS: i64 = 30;
@@ -52,7 +55,9 @@ impl Mailer {
         let from: Mailbox = from.parse().with_context(|| format!("--mail-from {from:?} is not a mail address"))?;
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
             .map_err(|e| anyhow::anyhow!("--smtp-url: {e}"))?
-            .timeout(Some(Duration::from_secs(20)));
+            .timeout(Some(Duration::from_secs(20)))
+            // As many connections as mails sent at once, so that no mail of a batch waits for one.
+            .pool_config(lettre::transport::smtp::PoolConfig::new().max_size(BATCH as u32 * WORKERS as u32));
         if let Some(path) = password_file {
             let password = std::fs::read_to_string(path)
                 .with_context(|| format!("reading the SMTP password from {}", path.display()))?;

@@ -875,7 +875,9 @@ pub fn start(app: crate::read::live::Shared, settings: Settings) {
     });
     tokio::spawn(webhooks::deliver_forever(app.clone()));
     if let Some(mailer) = settings.mailer {
-        tokio::spawn(async move { mail::deliver_forever(app, mailer).await });
+        for _ in 0..mail::WORKERS {
+            tokio::spawn(mail::deliver_forever(app.clone(), mailer.clone()));
+        }
     } else {
         tracing::warn!("no SMTP server (--smtp-url): mails wait in the outbox");
     }

@@ -319,6 +319,6 @@ async fn a_server_killed_during_a_large_fan_out_loses_no_mail_and_repeats_only_t
     );
     let repeated = mass.len() - N;
     eprintln!("fan-out to {N}: {at_kill} mails before the kill, {repeated} sent again after it");
-    assert!(repeated <= 50, "only the batch in flight at the kill is repeated: {repeated}");
+    assert!(repeated <= 4 * 50, "only the batches in flight at the kill are repeated: {repeated}");
     drop((second, third));
 }
