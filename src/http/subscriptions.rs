@@ -45,7 +45,12 @@ pub fn api_routes() -> Router<Shared> {
 const MAX_TOKEN: usize = 100;
 
 fn page(app: &Shared, lang: &str, status: StatusCode, step: &SubscriptionStep) -> Response {
-    match render::subscription(&app.snapshot(), lang, step) {
+    personal_page(status, render::subscription(&app.snapshot(), lang, step))
+}
+
+/// A page made for one person's link or request: never cached, never indexed.
+fn personal_page(status: StatusCode, rendered: anyhow::Result<String>) -> Response {
+    match rendered {
         Ok(html) => (
             status,
             [
@@ -215,22 +220,7 @@ fn manage_page(
     listed: minijinja::Value,
     error: &str,
 ) -> Response {
-    match render::subscriptions(&app.snapshot(), lang, mode, listed, error) {
-        Ok(html) => (
-            status,
-            [
-                (header::CONTENT_TYPE, HeaderValue::from_static(super::HTML)),
-                (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-                (header::HeaderName::from_static("x-robots-tag"), HeaderValue::from_static("noindex")),
-            ],
-            html,
-        )
-            .into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "rendering the subscriptions page failed");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
-    }
+    personal_page(status, render::subscriptions(&app.snapshot(), lang, mode, listed, error))
 }
 
 async fn manage_request_page(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lang>) -> Response {

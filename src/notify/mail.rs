@@ -114,21 +114,7 @@ fn percent_decode(s: &str) -> String {
 
 /// Delivers due mails for as long as the server runs.
 pub async fn deliver_forever(app: Shared, mailer: Mailer) {
-    let mut failures = 0;
-    loop {
-        match deliver_due(&app, &mailer).await {
-            Ok(0) => {
-                failures = 0;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Ok(_) => failures = 0,
-            Err(e) => {
-                failures += 1;
-                tracing::warn!(error = %format!("{e:#}"), "delivering mail failed; trying again");
-                tokio::time::sleep(super::backoff(failures)).await;
-            }
-        }
-    }
+    super::drain_forever("mail", || deliver_due(&app, &mailer)).await
 }
 
 /// Claims due mails, sends them side by side and records each outcome; how many it claimed.

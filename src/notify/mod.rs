@@ -912,6 +912,30 @@ async fn expire(app: &App) -> Result<()> {
     Ok(())
 }
 
+/// Runs `round` for as long as the server runs: again at once while it finds work (it returns
+/// how much it did), after 200 ms when there was none, after a growing pause when it failed.
+pub(crate) async fn drain_forever<F, Fut>(what: &str, mut round: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<usize>>,
+{
+    let mut failures = 0;
+    loop {
+        match round().await {
+            Ok(0) => {
+                failures = 0;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Ok(_) => failures = 0,
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(error = %format!("{e:#}"), "delivering {what} failed; trying again");
+                tokio::time::sleep(backoff(failures)).await;
+            }
+        }
+    }
+}
+
 /// Doubling from one second up to five minutes, with up to 20 % jitter.
 pub fn backoff(failures: u32) -> Duration {
     let base = Duration::from_secs(1 << failures.clamp(1, 9).saturating_sub(1)).min(Duration::from_secs(300));

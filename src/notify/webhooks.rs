@@ -306,21 +306,7 @@ pub fn announcement_item(public_url: &str, kind: &'static str, a: &crate::domain
 /// Sends due webhook messages for as long as the server runs.
 pub async fn deliver_forever(app: Shared) {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut failures = 0;
-    loop {
-        match deliver_due(&app).await {
-            Ok(0) => {
-                failures = 0;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Ok(_) => failures = 0,
-            Err(e) => {
-                failures += 1;
-                tracing::warn!(error = %format!("{e:#}"), "delivering webhooks failed; trying again");
-                tokio::time::sleep(super::backoff(failures)).await;
-            }
-        }
-    }
+    super::drain_forever("webhooks", || deliver_due(&app)).await
 }
 
 /// What one attempt came to.
