@@ -23,6 +23,8 @@ pub(super) fn claim() -> chrono::Duration {
     }
     chrono::Duration::minutes(2)
 }
+/// The longest one mail may take to send, well below the claim.
+const SEND_WITHIN: Duration = Duration::from_secs(60);
 /// Mails one worker sends at once.
 const BATCH: i64 = 50;
 /// Workers claiming and sending batches side by side: while one waits for its commit, the
@@ -134,7 +136,11 @@ pub async fn deliver_due(app: &App, mailer: &Mailer) -> Result<usize> {
     for m in claimed {
         let mailer = mailer.clone();
         sending.spawn(async move {
-            let outcome = mailer.send(&m).await;
+            // A batch never takes longer than its claim lasts (another worker would send it too).
+            let outcome = match tokio::time::timeout(SEND_WITHIN, mailer.send(&m)).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(SendError { permanent: false, reason: "no answer within 60 s".into() }),
+            };
             (m, outcome)
         });
     }
