@@ -149,7 +149,14 @@ async fn webhooks_are_signed_scoped_retried_and_disabled_by_410(engine: Engine) 
     assert_eq!((got[1].status, got[2].status), (500, 200));
     assert_eq!(got[1].id, got[2].id, "a retry is recognisably the same message");
     assert!(verified(&secret, &got[2]));
-    let (_, log) = menden.call(Method::GET, &format!("/webhooks/{id}"), None).await;
+    let mut log = Value::Null;
+    for _ in 0..100 {
+        log = menden.call(Method::GET, &format!("/webhooks/{id}"), None).await.1;
+        if log["attempts"].as_array().is_some_and(|a| a.len() == 3) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let statuses: Vec<i64> =
         log["attempts"].as_array().unwrap().iter().map(|a| a["status"].as_i64().unwrap()).collect();
     assert_eq!(statuses, vec![200, 500, 200], "the delivery log, newest first: {log}");
@@ -158,7 +165,14 @@ async fn webhooks_are_signed_scoped_retried_and_disabled_by_410(engine: Engine) 
     receiver.answers.lock().unwrap().push_back(410);
     set_level(&menden, "menden-sauerland", "limited", "Webhook-Marker-3").await;
     receiver.wait_for(4, 20).await;
-    let (_, log) = menden.call(Method::GET, &format!("/webhooks/{id}"), None).await;
+    // The receiver has the request before notbetrieb has its answer: wait for the outcome.
+    for _ in 0..100 {
+        log = menden.call(Method::GET, &format!("/webhooks/{id}"), None).await.1;
+        if log["state"] == "disabled" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(log["state"], "disabled", "{log}");
     set_level(&menden, "menden-sauerland", "normal", "Webhook-Marker-4").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
