@@ -662,12 +662,9 @@ pub async fn notify_once(app: &App, window: Duration) -> Result<usize> {
 /// The announcements published or corrected by these events, in order, each once.
 fn announcement_ids(events: &[journal::StoredEvent]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for e in events {
-        if let Event::AnnouncementPublished { announcement, .. } | Event::AnnouncementCorrected { announcement } =
-            &e.event
-            && !out.contains(&announcement.id)
-        {
-            out.push(announcement.id.clone());
+    for (kind, a) in announcement_events(events) {
+        if kind != "announcement.withdrawn" && !out.contains(&a.id) {
+            out.push(a.id.clone());
         }
     }
     out
