@@ -783,6 +783,7 @@ pub fn build(demo: Demo) -> Result<Dataset> {
             author: "Demo".into(),
             published_at: if a.draft { None } else { Some(published.clone()) },
             updated_at: a.corrected_days_ago.map(ago).unwrap_or(published),
+            version: 1,
         });
     }
     for (i, f) in scenario.faq.iter().enumerate() {

@@ -212,6 +212,9 @@ pub struct Announcement {
     /// `None` while a draft.
     pub published_at: Option<String>,
     pub updated_at: String,
+    /// Counts every save; what subscribers were told of is recorded by version.
+    #[serde(default)]
+    pub version: i64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]

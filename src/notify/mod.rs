@@ -16,7 +16,7 @@
 pub mod mail;
 pub mod webhooks;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -26,7 +26,7 @@ use serde::Serialize;
 use sha2::Digest;
 
 use crate::auth;
-use crate::domain::events::Event;
+use crate::domain::events::{AnnouncementState, Event};
 use crate::domain::*;
 use crate::i18n;
 use crate::read::live::App;
@@ -518,45 +518,60 @@ fn announcement_in_scope(sub: &Subscription, snap: &Snapshot, a: &Announcement) 
     }
 }
 
-/// Looks for changes to tell: when the oldest unhandled journal entry is `window` old, writes a
-/// mail for every subscription with changes in its scope, what subscribers have now been told,
-/// and the new cursor, in one transaction. Returns how many mails it queued.
+/// Looks for changes to tell: when the oldest unhandled journal entry is `window` old, or an
+/// announcement's scheduled time has come, writes a mail for every subscription with changes in
+/// its scope, the webhooks' messages, what subscribers have now been told, and the new cursor.
+/// Returns how many mails it queued.
 pub async fn notify_once(app: &App, window: Duration) -> Result<usize> {
     let snap = app.snapshot();
     let engine = app.store.engine();
+    let public = public_announcements(&snap);
     // Nothing new (the usual case): a read, no write lock.
     {
         let mut c = app.store.read().await?;
-        if outbox::cursor(&mut c, CURSOR).await?.is_some_and(|cursor| cursor >= snap.journal_seq) {
+        if outbox::cursor(&mut c, CURSOR).await?.is_some_and(|cursor| cursor >= snap.journal_seq)
+            && outbox::told_announcements(&mut c).await? == public
+        {
             return Ok(0);
         }
     }
     let mut tx = app.store.begin().await?;
-    let Some(cursor) = outbox::lock_cursor(&mut tx, engine, CURSOR).await? else {
-        // The first start: what is now is what everybody knows; only later changes are news.
-        for ((ags, service), (level, expected)) in current_states(&snap) {
-            outbox::set_told(&mut tx, &ags, &service, Some((&level, &expected))).await?;
+    let cursor = outbox::lock_cursor(&mut tx, engine, CURSOR).await?;
+    let announcements_known = outbox::cursor(&mut tx, ANNOUNCEMENTS_CURSOR).await?.is_some();
+    let Some(cursor) = cursor.filter(|_| announcements_known) else {
+        // The first start (or the first since announcements were recorded): what is now is what
+        // everybody knows; only later changes are news.
+        if cursor.is_none() {
+            for ((ags, service), (level, expected)) in current_states(&snap) {
+                outbox::set_told(&mut tx, &ags, &service, Some((&level, &expected))).await?;
+            }
+            outbox::set_cursor(&mut tx, CURSOR, snap.journal_seq).await?;
         }
-        outbox::set_cursor(&mut tx, CURSOR, snap.journal_seq).await?;
+        for (id, version) in &public {
+            outbox::set_told_announcement(&mut tx, id, Some(*version)).await?;
+        }
+        outbox::set_cursor(&mut tx, ANNOUNCEMENTS_CURSOR, 0).await?;
         tx.commit().await?;
         return Ok(0);
     };
-    if cursor >= snap.journal_seq {
+    let told_announcements = outbox::told_announcements(&mut tx).await?;
+    if cursor >= snap.journal_seq && told_announcements == public {
         return Ok(0);
     }
     let mut events = Vec::new();
     let mut from = cursor;
-    loop {
+    while from < snap.journal_seq {
         let page = journal::events_since(&mut tx, from, 1000).await?;
         let Some(last) = page.last() else { break };
         from = last.seq;
-        let done = from >= snap.journal_seq || page.len() < 1000;
+        let full = page.len() == 1000;
         events.extend(page.into_iter().filter(|e| e.seq <= snap.journal_seq));
-        if done {
+        if !full {
             break;
         }
     }
-    // A burst is over when its first change is `window` old.
+    // A burst is over when its first change is `window` old. An announcement whose scheduled
+    // time came has no change of its own to wait for.
     let now = time::now();
     if let Some(first) = events.first().and_then(|e| time::parse_rfc3339(&e.at))
         && now - first < chrono::Duration::from_std(window).unwrap_or_default()
@@ -573,11 +588,19 @@ pub async fn notify_once(app: &App, window: Duration) -> Result<usize> {
         }
     }
     changes.sort_by(|a, b| (&a.ags, &a.service).cmp(&(&b.ags, &b.service)));
-    let announcements: Vec<&Announcement> = announcement_ids(&events)
+    let news = announcement_news(&snap, &told_announcements, &events);
+    // Mails tell of what is public now; a withdrawal is for the webhooks only.
+    let announcements: Vec<&Announcement> = news
         .iter()
-        .filter_map(|id| snap.announcement(id))
-        .filter(|a| a.published_at.as_deref().is_some_and(|p| p <= snap.built_at.as_str()))
+        .filter(|(kind, _)| *kind != "announcement.withdrawn")
+        .filter_map(|(_, a)| snap.announcement(&a.id))
         .collect();
+    // Ids are stable per subscription and batch: the journal position and, since a scheduled
+    // announcement can come due without a journal entry, the announcement versions it tells.
+    let batch = std::iter::once(snap.journal_seq.to_string())
+        .chain(news.iter().map(|(kind, a)| format!("{kind}/{}/{}", a.id, a.version)))
+        .collect::<Vec<_>>()
+        .join(",");
 
     let (subscribers, key) = if changes.is_empty() && announcements.is_empty() {
         (Vec::new(), Vec::new())
@@ -587,8 +610,8 @@ pub async fn notify_once(app: &App, window: Duration) -> Result<usize> {
     tx.commit().await?;
 
     // The mails in chunks, each written in its own short transaction, so that a fan-out to many
-    // never holds the database's write lock for long. Ids are stable per subscription and batch:
-    // a crash part-way repeats the batch, and the mails already queued are not queued again.
+    // never holds the database's write lock for long. A crash part-way repeats the batch, and
+    // the mails already queued are not queued again.
     let now_text = time::format_rfc3339(now);
     let mut queued = 0;
     for chunk in subscribers.chunks(FAN_OUT_CHUNK) {
@@ -605,7 +628,7 @@ pub async fn notify_once(app: &App, window: Duration) -> Result<usize> {
                     continue;
                 }
                 let token = unsubscribe_token(&key, &sub.id);
-                mails.push(changes_mail(app, &snap, sub, &mine, &news, &token, snap.journal_seq)?);
+                mails.push(changes_mail(app, &snap, sub, &mine, &news, &token, &batch)?);
             }
             Ok(mails)
         })?;
@@ -618,9 +641,11 @@ pub async fn notify_once(app: &App, window: Duration) -> Result<usize> {
     }
 
     // Last, the webhooks, what subscribers have now been told, and the cursor: unless another
-    // instance finished this batch meanwhile (its mails had the same ids).
+    // instance finished this batch meanwhile (its messages had the same ids).
     let mut tx = app.store.begin().await?;
-    if outbox::lock_cursor(&mut tx, engine, CURSOR).await? != Some(cursor) {
+    if outbox::lock_cursor(&mut tx, engine, CURSOR).await? != Some(cursor)
+        || outbox::told_announcements(&mut tx).await? != told_announcements
+    {
         return Ok(0);
     }
     let mut items: Vec<webhooks::Item> = changes
@@ -637,20 +662,28 @@ pub async fn notify_once(app: &App, window: Duration) -> Result<usize> {
             ))
         })
         .collect();
-    items.extend(
-        announcement_events(&events).into_iter().map(|(kind, a)| webhooks::announcement_item(&app.public_url, kind, a)),
-    );
-    let hooks = webhooks::fan_out(&mut tx, &items, snap.journal_seq, &time::format_rfc3339(now)).await?;
+    items.extend(news.iter().map(|(kind, a)| webhooks::announcement_item(&app.public_url, kind, a)));
+    let hooks = webhooks::fan_out(&mut tx, &items, &batch, &now_text).await?;
     for change in &changes {
         let state = current.get(&(change.ags.clone(), change.service.clone()));
         outbox::set_told(&mut tx, &change.ags, &change.service, state.map(|(l, e)| (l.as_str(), e.as_str()))).await?;
     }
+    for (kind, a) in &news {
+        let version = (*kind != "announcement.withdrawn").then_some(a.version);
+        outbox::set_told_announcement(&mut tx, &a.id, version).await?;
+    }
+    // Told but gone without a trace (no withdrawal found): no longer told either.
+    for id in
+        told_announcements.keys().filter(|id| !public.contains_key(*id) && !news.iter().any(|(_, a)| &a.id == *id))
+    {
+        outbox::set_told_announcement(&mut tx, id, None).await?;
+    }
     outbox::set_cursor(&mut tx, CURSOR, snap.journal_seq).await?;
     tx.commit().await?;
-    if queued > 0 || hooks > 0 || !changes.is_empty() {
+    if queued > 0 || hooks > 0 || !changes.is_empty() || !news.is_empty() {
         tracing::info!(
             changes = changes.len(),
-            announcements = announcements.len(),
+            announcements = news.len(),
             mails = queued,
             webhooks = hooks,
             "notifications queued"
@@ -659,35 +692,53 @@ pub async fn notify_once(app: &App, window: Duration) -> Result<usize> {
     Ok(queued)
 }
 
-/// The announcements published or corrected by these events, in order, each once.
-fn announcement_ids(events: &[journal::StoredEvent]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for (kind, a) in announcement_events(events) {
-        if kind != "announcement.withdrawn" && !out.contains(&a.id) {
-            out.push(a.id.clone());
-        }
-    }
-    out
+/// The notifier's marker that it records the announcements it told of (`notify_announcements`).
+const ANNOUNCEMENTS_CURSOR: &str = "email-announcements";
+
+/// The public announcements and their versions.
+fn public_announcements(snap: &Snapshot) -> HashMap<String, i64> {
+    snap.published_announcements().map(|a| (a.id.clone(), a.version)).collect()
 }
 
-/// The announcements published, corrected or withdrawn by these events, as webhooks are told of
-/// them: each version once.
-fn announcement_events(
+/// What is news about announcements, oldest first: published (public and not told of before),
+/// corrected (public in a newer version than told) and withdrawn (told of and no longer public;
+/// its last state from the data if it went back to being a draft, or from its withdrawal in
+/// `events`).
+fn announcement_news(
+    snap: &Snapshot,
+    told: &HashMap<String, i64>,
     events: &[journal::StoredEvent],
-) -> Vec<(&'static str, &crate::domain::events::AnnouncementState)> {
-    let mut out: Vec<(&'static str, &crate::domain::events::AnnouncementState)> = Vec::new();
-    for e in events {
-        let (kind, a) = match &e.event {
-            Event::AnnouncementPublished { announcement, .. } => ("announcement.published", announcement),
-            Event::AnnouncementCorrected { announcement } => ("announcement.corrected", announcement),
-            Event::AnnouncementWithdrawn { announcement } => ("announcement.withdrawn", announcement),
-            _ => continue,
+) -> Vec<(&'static str, AnnouncementState)> {
+    let mut news: Vec<(&'static str, AnnouncementState)> = Vec::new();
+    for a in snap.published_announcements() {
+        let kind = match told.get(&a.id) {
+            None => "announcement.published",
+            Some(&version) if version != a.version => "announcement.corrected",
+            Some(_) => continue,
         };
-        if !out.iter().any(|(k, o)| *k == kind && o.id == a.id && o.version == a.version) {
-            out.push((kind, a));
+        news.push((kind, AnnouncementState::of(a, a.version)));
+    }
+    news.reverse();
+    let public = public_announcements(snap);
+    let mut gone: Vec<&String> = told.keys().filter(|id| !public.contains_key(*id)).collect();
+    gone.sort();
+    for id in gone {
+        let state =
+            snap.data.announcements.iter().find(|a| a.id == *id).map(|a| AnnouncementState::of(a, a.version)).or_else(
+                || {
+                    events.iter().rev().find_map(|e| match &e.event {
+                        Event::AnnouncementWithdrawn { announcement } if announcement.id == *id => {
+                            Some(announcement.clone())
+                        }
+                        _ => None,
+                    })
+                },
+            );
+        if let Some(state) = state {
+            news.push(("announcement.withdrawn", state));
         }
     }
-    out
+    news
 }
 
 /// One change as a mail shows it.
@@ -724,7 +775,7 @@ fn changes_mail(
     changes: &[&Change],
     news: &[&Announcement],
     unsubscribe: &str,
-    seq: i64,
+    batch: &str,
 ) -> Result<Message> {
     let lang: &str = i18n::find(&sub.lang).map_or(i18n::DEFAULT_LANG, |l| &l.code);
     let mut contacts: BTreeMap<String, ContactView> = BTreeMap::new();
@@ -804,7 +855,7 @@ fn changes_mail(
         _ => i18n::tf(lang, "mail.changes_subject", &[("scope", scope_words(snap, lang, &scope_of(sub)))]),
     };
     // Stable per subscription and batch: a retry after a crash is the same message.
-    let id = hex::encode(&sha2::Sha256::digest(format!("{}:{seq}", sub.id).as_bytes())[..16]);
+    let id = hex::encode(&sha2::Sha256::digest(format!("{}:{batch}", sub.id).as_bytes())[..16]);
     Ok(Message {
         id,
         channel: EMAIL.into(),

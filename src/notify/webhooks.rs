@@ -41,6 +41,8 @@ pub struct WebhookInput {
     pub municipalities: Vec<String>,
     pub services: Vec<String>,
     pub events: Vec<String>,
+    /// Whom to tell by mail when the webhook is paused or disabled; empty: nobody but the desk.
+    pub contact_email: String,
 }
 
 /// Whether an address may be a webhook's target: not loopback, private, link-local, unspecified,
@@ -138,6 +140,13 @@ pub async fn register(app: &App, who: &Principal, input: &WebhookInput) -> Resul
     if let Some(_unknown) = input.events.iter().find(|e| !EVENT_TYPES.contains(&e.as_str())) {
         return Err(Refusal::Invalid("events", "webhook.unknown_event"));
     }
+    let contact_email = match input.contact_email.trim() {
+        "" => String::new(),
+        given => super::check_email(given).map_err(|refusal| match refusal {
+            Refusal::Invalid(_, key) => Refusal::Invalid("contact_email", key),
+            other => other,
+        })?,
+    };
     authorize(who, &Action::ManageWebhooks { owner: who.user_id, municipalities: &municipalities })
         .map_err(|_| Refusal::Forbidden)?;
     resolve(&host, port, app.notify_status().allow_private_webhooks)
@@ -156,6 +165,7 @@ pub async fn register(app: &App, who: &Principal, input: &WebhookInput) -> Resul
         state: "active".into(),
         created_at: time::now_rfc3339(),
         state_reason: String::new(),
+        contact_email,
     };
     let mut tx = app.store.begin().await?;
     webhooks::insert(&mut tx, &webhook).await?;
@@ -181,6 +191,17 @@ pub async fn with_attempts(app: &App, who: &Principal, id: &str) -> Result<Optio
     let Some(w) = webhooks::get(&mut c, id).await?.filter(|w| may_manage(who, w)) else { return Ok(None) };
     let attempts = webhooks::attempts(&mut c, id, 100).await?;
     Ok(Some((w, attempts)))
+}
+
+/// Sends to a paused or disabled webhook again (its owner fixed the receiver); `false` when
+/// there is none that `who` may manage. Messages given up meanwhile are not sent again.
+pub async fn resume(app: &App, who: &Principal, id: &str) -> Result<bool> {
+    let mut tx = app.store.begin().await?;
+    let Some(w) = webhooks::get(&mut tx, id).await?.filter(|w| may_manage(who, w)) else { return Ok(false) };
+    webhooks::set_state(&mut tx, &w.id, "active", "").await?;
+    tx.commit().await?;
+    tracing::info!(webhook = %w.id, by = %who.name, "webhook resumed");
+    Ok(true)
 }
 
 /// Removes a webhook; `false` when there is none that `who` may manage.
@@ -214,7 +235,7 @@ fn wants(w: &Webhook, item: &Item) -> bool {
 }
 
 /// Queues one message per webhook and item it wants; how many.
-pub async fn fan_out(c: &mut sqlx::AnyConnection, items: &[Item], seq: i64, now: &str) -> Result<usize> {
+pub async fn fan_out(c: &mut sqlx::AnyConnection, items: &[Item], batch: &str, now: &str) -> Result<usize> {
     if items.is_empty() {
         return Ok(0);
     }
@@ -224,7 +245,7 @@ pub async fn fan_out(c: &mut sqlx::AnyConnection, items: &[Item], seq: i64, now:
             use sha2::Digest;
             let id = format!(
                 "msg_{}",
-                hex::encode(&sha2::Sha256::digest(format!("{}:{seq}:{}", w.id, item.key).as_bytes())[..12])
+                hex::encode(&sha2::Sha256::digest(format!("{}:{batch}:{}", w.id, item.key).as_bytes())[..12])
             );
             let body = json!({ "type": item.kind, "timestamp": now, "data": item.data }).to_string();
             let message = Message {
@@ -368,6 +389,7 @@ async fn deliver_due(app: &App) -> Result<usize> {
             (Outcome::Delivered, _) => outbox::delivered(&mut tx, &m.id, &attempt.at).await?,
             (Outcome::Gone, Some(w)) => {
                 webhooks::set_state(&mut tx, &w.id, "disabled", "410 Gone").await?;
+                tell_owner(app, &mut tx, w, "disabled", "410 Gone").await?;
                 outbox::attempt_failed(&mut tx, &m.id, &reason, None).await?;
                 tracing::warn!(webhook = %w.id, "a webhook answered 410 Gone and is disabled");
             }
@@ -377,6 +399,7 @@ async fn deliver_due(app: &App) -> Result<usize> {
                 if next.is_none() {
                     webhooks::set_state(&mut tx, &w.id, "paused", &format!("failing for about a day: {reason}"))
                         .await?;
+                    tell_owner(app, &mut tx, w, "paused", &reason).await?;
                     tracing::warn!(webhook = %w.id, owner = %w.owner_name, "a webhook failed throughout and is paused");
                 }
                 outbox::attempt_failed(&mut tx, &m.id, &reason, next.as_deref()).await?;
@@ -387,6 +410,35 @@ async fn deliver_due(app: &App) -> Result<usize> {
         tx.commit().await?;
     }
     Ok(count)
+}
+
+/// Queues a mail to a webhook's contact address saying that it was paused or disabled, in the
+/// transaction that stops it (the desk shows it either way).
+async fn tell_owner(app: &App, c: &mut sqlx::AnyConnection, w: &Webhook, state: &str, reason: &str) -> Result<()> {
+    if w.contact_email.is_empty() {
+        return Ok(());
+    }
+    let snap = app.snapshot();
+    let lang = crate::i18n::DEFAULT_LANG;
+    let ctx = minijinja::context! {
+        lang => lang,
+        site => crate::site::render::v(&snap.data.area_name),
+        url => &w.url,
+        state => state,
+        reason => reason,
+        desk_url => format!("{}/intern/webhooks/{}", app.public_url, w.id),
+    };
+    let mail = Message {
+        // One mail per webhook and stop: a repeat after a crash is the same message.
+        id: format!("{}-{state}-{}", w.id, time::now().timestamp() / 60),
+        channel: super::EMAIL.into(),
+        recipient: w.contact_email.clone(),
+        subject: crate::i18n::tf(lang, &format!("mail.webhook_{state}_subject"), &[("url", w.url.clone())]),
+        body_text: crate::site::render::render_template("mail/webhook_stopped.txt", ctx.clone())?,
+        body_html: crate::site::render::render_template("mail/webhook_stopped.html", ctx)?,
+        ..Default::default()
+    };
+    outbox::enqueue(c, &mail, &time::now_rfc3339()).await
 }
 
 /// One POST: the HTTP status (0 without an answer) and what went wrong.

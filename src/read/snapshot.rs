@@ -895,6 +895,7 @@ mod tests {
             author: String::new(),
             published_at: Some("2026-01-01T00:00:00Z".into()),
             updated_at: "2026-01-01T00:00:00Z".into(),
+            version: 1,
         };
         let mut data = snapshot().data.clone();
         data.announcements = vec![note("a", "alt"), note("b", "- bleibt")];

@@ -527,6 +527,7 @@ mod tests {
             author: String::new(),
             published_at: s.published_at.clone(),
             updated_at: "2026-01-02T00:00:00Z".into(),
+            version: s.version,
         }
     }
 

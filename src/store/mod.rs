@@ -27,6 +27,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "sign-in attempts", include_str!("../../migrations/0005_sign_in_attempts.sql")),
     (6, "subscriptions and outbox", include_str!("../../migrations/0006_subscriptions_and_outbox.sql")),
     (7, "webhooks", include_str!("../../migrations/0007_webhooks.sql")),
+    (
+        8,
+        "announcements told and webhook contacts",
+        include_str!("../../migrations/0008_announcements_told_and_webhook_contacts.sql"),
+    ),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -608,6 +613,7 @@ pub fn row_to_announcement(row: &sqlx::any::AnyRow) -> Result<Announcement> {
         author: row.try_get("author")?,
         published_at: row.try_get("published_at")?,
         updated_at: row.try_get("updated_at")?,
+        version: row.try_get("version")?,
     })
 }
 

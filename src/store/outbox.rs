@@ -220,3 +220,27 @@ pub async fn set_told(c: &mut AnyConnection, ags: &str, service: &str, state: Op
     }
     Ok(())
 }
+
+/// The announcements subscribers and webhooks were last told of: id → version.
+pub async fn told_announcements(c: &mut AnyConnection) -> Result<std::collections::HashMap<String, i64>> {
+    let rows = sqlx::query("SELECT id, version FROM notify_announcements").fetch_all(&mut *c).await?;
+    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+}
+
+/// Records the version of an announcement subscribers are now told of; `None`: not public.
+pub async fn set_told_announcement(c: &mut AnyConnection, id: &str, version: Option<i64>) -> Result<()> {
+    match version {
+        None => sqlx::query("DELETE FROM notify_announcements WHERE id = $1").bind(id).execute(&mut *c).await?,
+        Some(version) => {
+            sqlx::query(
+                "INSERT INTO notify_announcements (id, version) VALUES ($1, $2)
+                 ON CONFLICT (id) DO UPDATE SET version = $2",
+            )
+            .bind(id)
+            .bind(version)
+            .execute(&mut *c)
+            .await?
+        }
+    };
+    Ok(())
+}

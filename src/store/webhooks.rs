@@ -22,6 +22,8 @@ pub struct Webhook {
     pub state: String,
     pub created_at: String,
     pub state_reason: String,
+    /// Whom to tell by mail when it is paused or disabled; empty: the desk only.
+    pub contact_email: String,
 }
 
 fn list(text: &str) -> Vec<String> {
@@ -41,13 +43,14 @@ fn row_to_webhook(r: &sqlx::any::AnyRow) -> Result<Webhook> {
         state: r.try_get("state")?,
         created_at: r.try_get("created_at")?,
         state_reason: r.try_get("state_reason")?,
+        contact_email: r.try_get("contact_email")?,
     })
 }
 
 pub async fn insert(c: &mut AnyConnection, w: &Webhook) -> Result<()> {
     sqlx::query(
-        "INSERT INTO webhooks (id, owner_id, owner_name, url, municipalities, services, events, secret, state, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active', $9)",
+        "INSERT INTO webhooks (id, owner_id, owner_name, url, municipalities, services, events, secret, state, created_at,
+         contact_email) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active', $9, $10)",
     )
     .bind(&w.id)
     .bind(w.owner_id)
@@ -58,6 +61,7 @@ pub async fn insert(c: &mut AnyConnection, w: &Webhook) -> Result<()> {
     .bind(serde_json::to_string(&w.events)?)
     .bind(&w.secret)
     .bind(&w.created_at)
+    .bind(&w.contact_email)
     .execute(&mut *c)
     .await?;
     Ok(())

@@ -538,6 +538,7 @@ pub async fn create_announcement_as(
                 author: who.name.clone(),
                 published_at: publication(&input.publish)?,
                 updated_at: now,
+                version: 1,
             };
             store::insert_announcement(c, &saved).await?;
             journal::append_event(c, &who.name, &announcement_event(&saved, 1, true)).await?;
@@ -597,6 +598,7 @@ pub async fn update_announcement(
                 author: old.author.clone(),
                 published_at,
                 updated_at: time::now_rfc3339(),
+                version: version + 1,
             };
             changes::update_announcement(c, &a).await?;
             let event = if public {

@@ -1,5 +1,5 @@
 //! The webhook routes under /api/v1: register (the secret is shown once), list, look at one
-//! with its delivery log, remove. Admins, operators and editors (editors only about towns of
+//! with its delivery log, resume, remove. Admins, operators and editors (editors only about towns of
 //! their scope); the rules are in `notify::webhooks`.
 
 use axum::Router;
@@ -7,7 +7,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -19,7 +19,10 @@ use crate::store::webhooks::{Attempt, Webhook};
 use crate::write::formats;
 
 pub fn router() -> Router<Shared> {
-    Router::new().route("/webhooks", get(list).post(create)).route("/webhooks/{id}", get(show).delete(remove))
+    Router::new()
+        .route("/webhooks", get(list).post(create))
+        .route("/webhooks/{id}", get(show).delete(remove))
+        .route("/webhooks/{id}/resume", post(resume))
 }
 
 /// A webhook to register. Empty or missing filters mean "every".
@@ -38,6 +41,9 @@ pub struct WebhookRequest {
     /// `availability.changed`, `announcement.published`, `announcement.corrected`, `announcement.withdrawn`.
     #[schema(value_type = Vec<formats::WebhookEvent>)]
     pub events: Vec<String>,
+    /// Whom to tell by mail when the webhook is paused (failing for about a day) or disabled.
+    #[schema(value_type = formats::ContactEmail, example = "webmaster@menden.de")]
+    pub contact_email: String,
 }
 
 /// A registered webhook; `secret` only in the answer that registered it.
@@ -55,6 +61,8 @@ pub struct WebhookView {
     state: String,
     state_reason: String,
     created_at: String,
+    /// Whom a pause or a disabling is mailed to; empty: nobody (the desk shows it).
+    contact_email: String,
     /// The signing key (`whsec_…`), shown once.
     #[serde(skip_serializing_if = "Option::is_none")]
     secret: Option<String>,
@@ -71,6 +79,7 @@ fn view(w: &Webhook, secret: Option<String>) -> WebhookView {
         state: w.state.clone(),
         state_reason: w.state_reason.clone(),
         created_at: w.created_at.clone(),
+        contact_email: w.contact_email.clone(),
         secret,
     }
 }
@@ -106,6 +115,7 @@ async fn create(State(app): State<Shared>, Caller(who): Caller, headers: HeaderM
             municipalities: request.municipalities,
             services: request.services,
             events: request.events,
+            contact_email: request.contact_email,
         };
         let (webhook, secret) =
             hooks::register(&app, &who, &input).await.map_err(crate::http::subscriptions::refused)?;
@@ -196,9 +206,44 @@ async fn remove(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/webhooks/{id}/resume",
+    tag = "webhooks",
+    summary = "Resume a paused or disabled webhook",
+    description = "For when the receiver works again. Messages given up while it was paused are not sent again; the next events are.",
+    params(("id" = formats::Id, Path, description = "The webhook's id.")),
+    responses(
+        (status = 200, description = "Active again.", body = WebhookView),
+        (status = 400, description = "A malformed id.", body = ApiError),
+        (status = 404, description = "No webhook with this id that the token may manage.", body = ApiError),
+        Refusals,
+    ),
+    security(("bearer" = []))
+)]
+async fn resume(
+    State(app): State<Shared>,
+    Caller(who): Caller,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> Response {
+    let result = async {
+        let id = check_id(path)?;
+        if !hooks::resume(&app, &who, &id).await.map_err(Fail::internal)? {
+            return Err(Fail::not_found("webhook.not_found"));
+        }
+        let (w, _) = hooks::with_attempts(&app, &who, &id)
+            .await
+            .map_err(Fail::internal)?
+            .ok_or_else(|| Fail::not_found("webhook.not_found"))?;
+        reply(StatusCode::OK, &view(&w, None))
+    };
+    respond(&headers, result.await)
+}
+
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(create, list, show, remove),
+    paths(create, list, show, remove, resume),
     components(schemas(WebhookRequest, WebhookView, WebhookWithLog)),
     tags((name = "webhooks", description = "Signed notifications to other systems"))
 )]

@@ -4,6 +4,7 @@
 
 pub mod board;
 pub mod pages;
+pub mod webhooks;
 
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
@@ -38,6 +39,7 @@ pub fn router() -> Router<Shared> {
         .route("/ueberall-abmelden", post(logout_everywhere))
         .merge(crate::http::desk::pages::router())
         .merge(crate::http::desk::board::router())
+        .merge(crate::http::desk::webhooks::router())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -115,7 +117,7 @@ pub fn page(
     }
 }
 
-fn see_other(to: &str) -> Response {
+pub(crate) fn see_other(to: &str) -> Response {
     Redirect::to(to).into_response()
 }
 
@@ -698,13 +700,25 @@ async fn dashboard(State(app): State<Shared>, desk: Desk) -> Response {
     let provider = matches!(p.role, Role::Admin | Role::Operator);
     let mirrors: Vec<Value> = if provider { mirror_views(&app) } else { Vec::new() };
     let outbox = if provider { Some(outbox_view(&app).await) } else { None };
+    // Webhooks of this user's that stopped: the owner is told here (and by mail if they gave an address).
+    let stopped: Vec<Value> = match crate::notify::webhooks::visible(&app, &p).await {
+        Ok(all) => all
+            .iter()
+            .filter(|w| w.state != "active" && (w.owner_id == p.user_id || p.role == Role::Admin))
+            .map(|w| context! { id => w.id.clone(), url => w.url.clone(), state => w.state.clone(), reason => w.state_reason.clone() })
+            .collect(),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "reading the webhooks for the desk failed");
+            Vec::new()
+        }
+    };
     desk.page(
         &app,
         StatusCode::OK,
         "desk/dashboard.html",
         context! {
             towns => towns, districts => districts, can_edit => p.role != Role::Viewer, mirrors => mirrors,
-            outbox => outbox,
+            outbox => outbox, stopped_webhooks => stopped,
         },
     )
 }
