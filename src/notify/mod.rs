@@ -602,22 +602,30 @@ pub async fn notify_once(app: &App, window: Duration) -> Result<usize> {
         .collect::<Vec<_>>()
         .join(",");
 
-    let (subscribers, key) = if changes.is_empty() && announcements.is_empty() {
-        (Vec::new(), Vec::new())
+    let key = if changes.is_empty() && announcements.is_empty() {
+        None
     } else {
-        (subscriptions::confirmed(&mut tx).await?, secret(&mut tx, true).await?.unwrap_or_default())
+        Some(secret(&mut tx, true).await?.unwrap_or_default())
     };
     tx.commit().await?;
 
-    // The mails in chunks, each written in its own short transaction, so that a fan-out to many
-    // never holds the database's write lock for long. A crash part-way repeats the batch, and
-    // the mails already queued are not queued again.
+    // The mails page by page of subscribers, each page's written in its own short transaction,
+    // so that a fan-out to many never holds the database's write lock for long nor every
+    // subscriber in memory. A crash part-way repeats the batch, and the mails already queued are
+    // not queued again.
     let now_text = time::format_rfc3339(now);
     let mut queued = 0;
-    for chunk in subscribers.chunks(FAN_OUT_CHUNK) {
+    let mut after = String::new();
+    while let Some(key) = &key {
+        let page = {
+            let mut c = app.store.read().await?;
+            subscriptions::confirmed_after(&mut c, &after, FAN_OUT_CHUNK).await?
+        };
+        let Some(last) = page.last() else { break };
+        after = last.id.clone();
         let mails = crate::read::snapshot::cpu_bound(|| -> Result<Vec<Message>> {
             let mut mails = Vec::new();
-            for sub in chunk {
+            for sub in &page {
                 let mine: Vec<&Change> = changes
                     .iter()
                     .filter(|c| snap.service(&c.service).is_some_and(|s| in_scope(sub, &snap, &c.ags, s)))
@@ -627,7 +635,7 @@ pub async fn notify_once(app: &App, window: Duration) -> Result<usize> {
                 if mine.is_empty() && news.is_empty() {
                     continue;
                 }
-                let token = unsubscribe_token(&key, &sub.id);
+                let token = unsubscribe_token(key, &sub.id);
                 mails.push(changes_mail(app, &snap, sub, &mine, &news, &token, &batch)?);
             }
             Ok(mails)
@@ -638,6 +646,9 @@ pub async fn notify_once(app: &App, window: Duration) -> Result<usize> {
         }
         tx.commit().await?;
         queued += mails.len();
+        if page.len() < FAN_OUT_CHUNK {
+            break;
+        }
     }
 
     // Last, the webhooks, what subscribers have now been told, and the cursor: unless another

@@ -159,8 +159,12 @@ pub async fn delete_expired(c: &mut AnyConnection, now: &str) -> Result<u64> {
 }
 
 /// Every confirmed subscription, in a stable order (the notifier matches them to changes).
-pub async fn confirmed(c: &mut AnyConnection) -> Result<Vec<Subscription>> {
-    let rows = sqlx::query("SELECT * FROM subscriptions WHERE confirmed = 1 ORDER BY created_at, id")
+/// Up to `limit` confirmed subscriptions with ids after `after`, in id order: a fan-out reads
+/// them page by page, so that it never holds every subscriber in memory at once.
+pub async fn confirmed_after(c: &mut AnyConnection, after: &str, limit: usize) -> Result<Vec<Subscription>> {
+    let rows = sqlx::query("SELECT * FROM subscriptions WHERE confirmed = 1 AND id > $1 ORDER BY id LIMIT $2")
+        .bind(after)
+        .bind(limit as i64)
         .fetch_all(&mut *c)
         .await?;
     rows.iter().map(row_to_subscription).collect()
