@@ -9,6 +9,9 @@
 //      (from the aiosmtpd sink scripts/test starts, NOTBETRIEB_MAIL_DIR), confirms with the
 //      page's button, is mailed when an editor changes the service, leaves with the mail's
 //      one-click unsubscribe, and gets nothing for the next change.
+//   4. press office (issue 10): a webhook registered in the desk by an editor, its secret shown
+//      once, a change in the town delivered to a receiver on loopback and verified with that
+//      secret, the delivery log on the webhook's page, and the webhook deleted.
 //   2. operator (issue 4): the recovery board; a procedure that is still under review refused a
 //      direct release with every unmet condition in words, then passed through its gates step by
 //      step (with its blocking infrastructure first), rolled out to a whole district, and the
@@ -28,6 +31,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
+import { createServer } from 'node:http';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -629,6 +633,94 @@ test(
       assert.equal((await mailsTo(address, 4, 1)).length, 3, 'nothing after unsubscribing');
     } finally {
       await context.close();
+    }
+    assertNoReport(report);
+  },
+);
+
+// ---------------------------------------------------------------------------------------------
+// 4. A press office's webhook (issue 10)
+
+test(
+  'press office: a webhook registered in the desk gets signed events and shows its delivery log',
+  { timeout: 240_000, skip: BIN && DB ? false : 'needs NOTBETRIEB_BIN and NOTBETRIEB_TEST_DB (scripts/test sets them)' },
+  async () => {
+    const report = [];
+    const stamp = Date.now().toString(36);
+    // A receiver on loopback (scripts/test starts the demo with --webhook-allow-private).
+    const received = [];
+    const receiver = createServer((req, res) => {
+      let body = '';
+      req.on('data', (chunk) => (body += chunk));
+      req.on('end', () => {
+        received.push({ headers: req.headers, body });
+        res.writeHead(200).end();
+      });
+    });
+    await new Promise((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+    const hookUrl = `http://127.0.0.1:${receiver.address().port}/presse-${stamp}`;
+    const token = spawnSync(BIN, ['token', 'add', '--database', DB, '--user', 'menden', '--name', `webhook-journey-${stamp}`], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+      timeout: 60_000,
+    });
+    assert.equal(token.status, 0, token.stderr);
+
+    const { context, page } = await newPage(browser, 1280);
+    try {
+      await page.goto(BASE_URL + '/intern/anmelden');
+      await page.getByLabel(t('desk.username'), { exact: true }).fill('menden');
+      await page.getByLabel(t('desk.password'), { exact: true }).fill('demo-menden-passwort');
+      await submit(page, page.getByRole('button', { name: t('desk.sign_in'), exact: true }));
+      await follow(page, page.getByRole('navigation', { name: t('desk.nav_label') }).getByRole('link', { name: t('desk.nav_webhooks') }));
+      assert.equal(await page.locator('h1').innerText(), t('desk_webhooks.title'));
+      await audit(page, 'webhooks', report);
+
+      await page.getByLabel(t('desk_webhooks.url'), { exact: true }).fill(hookUrl);
+      await page.getByLabel(t('desk_webhooks.contact_email'), { exact: true }).fill(`presse-${stamp}@example.org`);
+      await page.getByRole('checkbox', { name: 'Menden (Sauerland)', exact: true }).check();
+      await page.getByRole('checkbox', { name: new RegExp(`^availability\\.changed`) }).check();
+      await submit(page, page.getByRole('button', { name: t('desk_webhooks.create'), exact: true }));
+      const secret = (await page.locator('#webhook-secret').innerText()).trim();
+      assert.match(secret, /^whsec_/);
+      await shot(page, 'webhook-01-created', page.locator('main'));
+      await audit(page, 'webhook registered', report);
+
+      // A change in Menden reaches the receiver, signed with the secret the page showed once.
+      const res = await fetch(`${BASE_URL}/api/v1/municipalities/menden-sauerland/services/fahrzeug-zulassen/statement`, {
+        method: 'PUT',
+        headers: { authorization: `Bearer ${token.stdout.trim()}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ level: 'emergency', restrictions: `Nur mit Termin (${stamp})` }),
+      });
+      assert.equal(res.status, 200, await res.text());
+      for (let waited = 0; waited < 300 && received.length === 0; waited++) await sleep(100);
+      assert.equal(received.length, 1, 'one event at the receiver');
+      const [got] = received;
+      const key = Buffer.from(secret.replace(/^whsec_/, ''), 'base64');
+      const signed = `${got.headers['webhook-id']}.${got.headers['webhook-timestamp']}.${got.body}`;
+      const expected = 'v1,' + createHmac('sha256', key).update(signed).digest('base64');
+      assert.ok(got.headers['webhook-signature'].split(' ').includes(expected), 'the signature verifies');
+      const event = JSON.parse(got.body);
+      assert.equal(event.type, 'availability.changed');
+      assert.equal(event.data.restrictions, `Nur mit Termin (${stamp})`);
+
+      // Its page: the delivery log with the receiver's answer.
+      await follow(page, page.getByRole('link', { name: t('desk_webhooks.open_log') }));
+      for (let tries = 0; tries < 50 && !(await mainText(page)).includes(got.headers['webhook-id']); tries++) {
+        await sleep(200);
+        await page.reload();
+      }
+      assert.match(await mainText(page), new RegExp(escapeRegExp(got.headers['webhook-id'])));
+      assert.match(await mainText(page), /HTTP 200/);
+      await shot(page, 'webhook-02-log', page.locator('main'));
+      await audit(page, 'webhook with its log', report);
+
+      await submit(page, page.getByRole('button', { name: t('desk_webhooks.remove'), exact: true }));
+      assert.equal(new URL(page.url()).pathname, '/intern/webhooks');
+      assert.match(await mainText(page), new RegExp(escapeRegExp(t('desk_webhooks.none'))));
+    } finally {
+      await context.close();
+      receiver.close();
     }
     assertNoReport(report);
   },

@@ -14,7 +14,6 @@ use crate::domain::authz::Role;
 use crate::domain::time;
 use crate::http::desk::pages::{Fields, Notice};
 use crate::http::desk::{self, CsrfForm, Desk};
-use crate::i18n;
 use crate::notify::{Refusal, webhooks as hooks};
 use crate::read::live::Shared;
 use crate::read::snapshot::Snapshot;
@@ -125,7 +124,8 @@ async fn create(State(app): State<Shared>, desk: Desk, Form(pairs): Form<Vec<(St
     match hooks::register(&app, &desk.principal(), &input).await {
         Ok((webhook, secret)) => {
             let created = context! { url => webhook.url, id => webhook.id, secret => secret };
-            render_list(&app, &desk, Some(i18n::t(desk.lang, "desk_form.saved")), Some(created)).await
+            // The box with the secret says what was saved; the usual notice speaks of public pages.
+            render_list(&app, &desk, None, Some(created)).await
         }
         Err(refusal) => {
             let e = match refusal {
