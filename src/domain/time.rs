@@ -92,6 +92,16 @@ pub fn utc(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
     chrono::TimeZone::with_ymd_and_hms(&Utc, y, m, d, h, min, 0).unwrap()
 }
 
+/// How long to wait before the next try after `failures` failures: `first`, doubling with every
+/// further failure up to `max`, and up to a fifth more at random, so that what failed together
+/// (mails to one server, webhooks, mirrors) does not retry together.
+pub fn backoff(first: std::time::Duration, failures: u32, max: std::time::Duration) -> std::time::Duration {
+    let base = first.saturating_mul(1 << failures.saturating_sub(1).min(16)).min(max);
+    // A fresh RandomState is seeded at random: enough randomness for spreading retries.
+    let random = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), failures);
+    base.mul_f64(1.0 + (random % 1000) as f64 / 1000.0 * 0.2)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +122,16 @@ mod tests {
         assert_eq!(local_datetime("2023-12-12T08:30:00Z", "%d.%m.%Y, %H:%M"), "12.12.2023, 09:30");
         assert_eq!(local_date("2024-01-03", "%d.%m.%Y"), "03.01.2024");
         assert_eq!(local_date("2023-12-12T23:30:00Z", "%d.%m.%Y"), "13.12.2023");
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_bound_with_at_most_a_fifth_more() {
+        use std::time::Duration;
+        let (first, max) = (Duration::from_secs(10), Duration::from_secs(3600));
+        for (failures, base) in [(1, 10), (2, 20), (3, 40), (9, 2560), (10, 3600), (30, 3600)] {
+            let wait = backoff(first, failures, max);
+            let base = Duration::from_secs(base);
+            assert!(wait >= base && wait <= base.mul_f64(1.2), "{failures}: {wait:?}");
+        }
     }
 }

@@ -277,14 +277,9 @@ async fn publish_to(m: &mut Mirror, dir: &std::path::Path, changes: Option<&expo
     }
 }
 
-/// One second, doubling with every failure up to five minutes, with up to a quarter more at
-/// random so that mirrors failing together do not retry together.
+/// One second, doubling with every failure up to five minutes, with jitter.
 fn backoff(failures: u32) -> Duration {
-    let base = Duration::from_secs(1).saturating_mul(1 << failures.saturating_sub(1).min(16)).min(MAX_BACKOFF);
-    // A fresh RandomState is seeded at random: enough randomness for spreading retries.
-    let random = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), failures);
-    let jitter = (random % 1000) as f64 / 1000.0 * 0.25;
-    base.mul_f64(1.0 + jitter)
+    crate::domain::time::backoff(Duration::from_secs(1), failures, MAX_BACKOFF)
 }
 
 fn report(app: &Shared, mirrors: &[Mirror]) {

@@ -39,9 +39,10 @@ pub const WORKERS: usize = 4;
 /// about a day.
 pub(super) const MAX_ATTEMPTS: i64 = 30;
 
-/// When to try a message again after its `attempts`-th failure.
+/// When to try a message again after its `attempts`-th failure: 10 s, doubling up to an hour,
+/// with jitter.
 pub(super) fn retry_at(attempts: i64) -> String {
-    let wait = Duration::from_secs(10u64 << (attempts - 1).clamp(0, 9) as u32).min(Duration::from_secs(3600));
+    let wait = time::backoff(Duration::from_secs(10), attempts.clamp(1, 30) as u32, Duration::from_secs(3600));
     time::format_rfc3339(time::now() + chrono::Duration::from_std(wait).unwrap_or_default())
 }
 

@@ -997,9 +997,7 @@ where
 
 /// Doubling from one second up to five minutes, with up to 20 % jitter.
 pub fn backoff(failures: u32) -> Duration {
-    let base = Duration::from_secs(1 << failures.clamp(1, 9).saturating_sub(1)).min(Duration::from_secs(300));
-    let jitter = u64::from(auth::random_bytes::<1>()[0]) * base.as_millis() as u64 / 255 / 5;
-    base + Duration::from_millis(jitter)
+    time::backoff(Duration::from_secs(1), failures, Duration::from_secs(300))
 }
 
 /// The outbox as the desk shows it.
