@@ -1,7 +1,8 @@
 //! E-mail subscriptions end to end, against a real SMTP server (aiosmtpd): subscribe, the
 //! confirmation mail, confirming by button (not by opening the link), the notification after a
 //! change, RFC 8058 one-click unsubscribe, and nothing after that; refused input; mail that
-//! waits while the SMTP server is down.
+//! waits while the SMTP server is down, and while the database is locked; a server killed in
+//! the middle of a large fan-out.
 
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -13,6 +14,7 @@ on_both_engines!(
     subscription_requests_are_checked_and_answered_alike,
     mail_waits_while_the_smtp_server_is_down_and_goes_out_when_it_is_back,
     a_server_killed_during_a_large_fan_out_loses_no_mail_and_repeats_only_those_in_flight,
+    a_briefly_locked_database_delays_the_mail_and_loses_none,
 );
 
 const SERVICE: &str = "fahrzeug-zulassen";
@@ -355,4 +357,40 @@ async fn a_server_killed_during_a_large_fan_out_loses_no_mail_and_repeats_only_t
     assert!(in_flight <= 4 * 50, "no more in flight than the workers' batches: {in_flight}");
     assert!(repeated <= in_flight + retried, "only the mails in flight are repeated: {repeated}");
     drop((second, third));
+}
+
+async fn a_briefly_locked_database_delays_the_mail_and_loses_none(engine: Engine) {
+    use sqlx::Connection;
+    let Some(sink) = start_smtp(0) else { return };
+    const N: usize = 300;
+    let s = serve_with_mail(engine, &sink.url());
+    add_confirmed_subscribers(&s, engine, N).await;
+    set_level(&Session::api(&s, "menden"), "unavailable", "Gesperrt").await;
+
+    // Right after the change is acknowledged, another client locks the outbox (PostgreSQL) or
+    // the whole database (SQLite) for four seconds: the notifier and the mailer must wait or
+    // fail and try again, and lose nothing.
+    let mut locker = sqlx::AnyConnection::connect(&database_url(&s, engine)).await.unwrap();
+    let lock = match engine {
+        Engine::Sqlite => "BEGIN EXCLUSIVE",
+        Engine::Postgres => "BEGIN; LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE",
+    };
+    sqlx::raw_sql(sqlx::AssertSqlSafe(lock.to_string())).execute(&mut locker).await.unwrap();
+    let at_lock = sink.mails().len();
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let during = sink.mails().len() - at_lock;
+    sqlx::raw_sql("COMMIT").execute(&mut locker).await.unwrap();
+
+    let mails = sink.wait_for(N, 60).await;
+    let mass: Vec<&Value> = mails.iter().filter(|m| m["rcpt_tos"][0].as_str().unwrap().starts_with("viele-")).collect();
+    let ids: std::collections::BTreeSet<&str> =
+        mass.iter().map(|m| m["headers"]["message-id"].as_str().unwrap()).collect();
+    let recipients: std::collections::BTreeSet<&str> =
+        mass.iter().map(|m| m["rcpt_tos"][0].as_str().unwrap()).collect();
+    eprintln!("locked database: {at_lock} mails before the lock, {during} during it, {} in all", mass.len());
+    assert_eq!(recipients.len(), N, "every subscriber got the mail");
+    assert_eq!((ids.len(), mass.len()), (N, N), "each once");
+    assert!(during <= 4 * 50, "nothing but what was in flight went out while the outbox was locked: {during}");
+    let (status, health) = s.json("/healthz").await;
+    assert_eq!(status, 200, "{health}");
 }
