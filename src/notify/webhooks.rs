@@ -193,15 +193,17 @@ pub async fn with_attempts(app: &App, who: &Principal, id: &str) -> Result<Optio
     Ok(Some((w, attempts)))
 }
 
-/// Sends to a paused or disabled webhook again (its owner fixed the receiver); `false` when
-/// there is none that `who` may manage. Messages given up meanwhile are not sent again.
-pub async fn resume(app: &App, who: &Principal, id: &str) -> Result<bool> {
+/// Sends to a paused or disabled webhook again (its owner fixed the receiver); the webhook as it
+/// is now, `None` when there is none that `who` may manage. Messages given up meanwhile are not
+/// sent again.
+pub async fn resume(app: &App, who: &Principal, id: &str) -> Result<Option<Webhook>> {
     let mut tx = app.store.begin().await?;
-    let Some(w) = webhooks::get(&mut tx, id).await?.filter(|w| may_manage(who, w)) else { return Ok(false) };
+    let Some(mut w) = webhooks::get(&mut tx, id).await?.filter(|w| may_manage(who, w)) else { return Ok(None) };
     webhooks::set_state(&mut tx, &w.id, "active", "").await?;
     tx.commit().await?;
     tracing::info!(webhook = %w.id, by = %who.name, "webhook resumed");
-    Ok(true)
+    (w.state, w.state_reason) = ("active".into(), String::new());
+    Ok(Some(w))
 }
 
 /// Removes a webhook; `false` when there is none that `who` may manage.

@@ -229,10 +229,7 @@ async fn resume(
 ) -> Response {
     let result = async {
         let id = check_id(path)?;
-        if !hooks::resume(&app, &who, &id).await.map_err(Fail::internal)? {
-            return Err(Fail::not_found("webhook.not_found"));
-        }
-        let (w, _) = hooks::with_attempts(&app, &who, &id)
+        let w = hooks::resume(&app, &who, &id)
             .await
             .map_err(Fail::internal)?
             .ok_or_else(|| Fail::not_found("webhook.not_found"))?;

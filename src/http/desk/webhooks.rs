@@ -164,8 +164,8 @@ async fn resume(State(app): State<Shared>, Path(id): Path<String>, desk: Desk, F
         return r;
     }
     match hooks::resume(&app, &desk.principal(), &id).await {
-        Ok(true) => desk::see_other(&format!("/intern/webhooks/{id}?gespeichert=1")),
-        Ok(false) => desk::write_error_page(&app, &desk, WriteError::NotFound("webhook"), "/intern/webhooks"),
+        Ok(Some(_)) => desk::see_other(&format!("/intern/webhooks/{id}?gespeichert=1")),
+        Ok(None) => desk::write_error_page(&app, &desk, WriteError::NotFound("webhook"), "/intern/webhooks"),
         Err(e) => desk::write_error_page(&app, &desk, WriteError::Internal(e), "/intern/webhooks"),
     }
 }
