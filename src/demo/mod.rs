@@ -519,6 +519,11 @@ async fn write_catalogue(c: &mut AnyConnection, ds: &Dataset) -> Result<()> {
 }
 
 /// A time `days` before `now`, a little off the full hour so the demo reads like real life.
+/// The `n`-th demo town's phone number, from the range kept free for fiction (0221 4710 xxx).
+fn demo_phone(n: usize) -> String {
+    format!("0221 4710 {:03}", 100 + n % 900)
+}
+
 fn days_ago(now: chrono::DateTime<chrono::Utc>, days: i64) -> String {
     time::format_rfc3339(now - Duration::days(days) - Duration::minutes(37 * days))
 }
@@ -609,13 +614,16 @@ pub fn build(demo: Demo) -> Result<Dataset> {
             slug = format!("{}-{}", slugify(name), g.ags);
             used.insert(slug.clone());
         }
-        let contact = Contact {
-            email: if demo == Demo::Suedwestfalen {
-                format!("buergerbuero@{}.example", slugify(name))
-            } else {
-                String::new()
-            },
-            ..Contact::default()
+        // Invented, and recognisably so: addresses under .example and phone numbers from the
+        // range the Bundesnetzagentur keeps free for films and books (0221 4710 000 to 999).
+        let contact = if demo == Demo::Suedwestfalen {
+            Contact {
+                email: format!("buergerbuero@{}.example", slugify(name)),
+                phone: demo_phone(ds.municipalities.len()),
+                ..Contact::default()
+            }
+        } else {
+            Contact::default()
         };
         std::sync::Arc::make_mut(&mut ds.municipalities).push(Municipality {
             ags: g.ags.clone(),
@@ -671,7 +679,7 @@ pub fn build(demo: Demo) -> Result<Dataset> {
                 slug: format!("buergerbuero-{}", m.slug),
                 name: format!("Bürgerbüro {}", m.name),
                 owner_ags: m.ags.clone(),
-                street: String::new(),
+                street: "Musterstraße 1".into(),
                 postal_code: ds
                     .postal_codes
                     .iter()
@@ -681,7 +689,7 @@ pub fn build(demo: Demo) -> Result<Dataset> {
                 city: m.name.clone(),
                 lat: m.lat,
                 lon: m.lon,
-                phone: String::new(),
+                phone: m.contact.phone.clone(),
                 email: m.contact.email.clone(),
                 website: String::new(),
                 opening_hours: "Mo–Fr 8:00–12:30, Do 14:00–17:30".into(),

@@ -292,7 +292,31 @@ pub struct DerivationView {
 #[derive(Serialize)]
 struct AreaGroup {
     key: &'static str,
-    items: Vec<AvailabilityView>,
+    /// The area's services, those that say exactly the same (level, texts, date, source)
+    /// together on one line, in the order of their first.
+    lines: Vec<Vec<AvailabilityView>>,
+}
+
+/// Groups services that say exactly the same, keeping the order of each group's first.
+fn alike(items: Vec<AvailabilityView>) -> Vec<Vec<AvailabilityView>> {
+    let key = |a: &AvailabilityView| {
+        let mut v = serde_json::to_value(a).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            for own in ["service_slug", "service_name", "has_alternatives"] {
+                o.remove(own);
+            }
+        }
+        v.to_string()
+    };
+    let mut lines: Vec<(String, Vec<AvailabilityView>)> = Vec::new();
+    for a in items {
+        let k = key(&a);
+        match lines.iter_mut().find(|(other, _)| *other == k) {
+            Some((_, line)) => line.push(a),
+            None => lines.push((k, vec![a])),
+        }
+    }
+    lines.into_iter().map(|(_, line)| line).collect()
 }
 
 #[derive(Serialize, Default)]
@@ -545,19 +569,20 @@ pub fn municipality(snap: &Snapshot, lang: &str, m: &Municipality, copy: bool) -
         .iter()
         .map(|area| AreaGroup {
             key: area,
-            items: snap
-                .data
-                .services
-                .iter()
-                .filter(|s| s.area == *area)
-                .map(|s| {
-                    let a = snap.availability(m, s);
-                    counts.add(a.level);
-                    availability_view(snap, m, s, a)
-                })
-                .collect(),
+            lines: alike(
+                snap.data
+                    .services
+                    .iter()
+                    .filter(|s| s.area == *area)
+                    .map(|s| {
+                        let a = snap.availability(m, s);
+                        counts.add(a.level);
+                        availability_view(snap, m, s, a)
+                    })
+                    .collect(),
+            ),
         })
-        .filter(|g| !g.items.is_empty())
+        .filter(|g| !g.lines.is_empty())
         .collect();
     let district = snap.district(&m.district_ags);
     let mut offices: Vec<OfficeView> = snap.offices_of(&m.ags).into_iter().map(office_view).collect();

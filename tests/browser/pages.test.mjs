@@ -203,3 +203,25 @@ for (const spec of PAGES) {
     });
   });
 }
+
+// The town page on a phone (issue 11): the first screen (375 × 667 px) shows a phone number to
+// call and the search box; the whole page is at most 10 such screens, in German and English.
+for (const path of ['/kommunen/menden-sauerland', '/en/kommunen/menden-sauerland']) {
+  test(`the town page ${path} fits a phone: contacts and search first, at most 10 screens`, { timeout: 60_000 }, async () => {
+    const { context, page } = await newPage(browser, 375, 667);
+    try {
+      const response = await page.goto(BASE_URL + path, { waitUntil: 'load' });
+      assert.equal(response.status(), 200);
+      const phone = await page.locator('main a[href^="tel:"]').first().boundingBox();
+      const search = await page.locator('main input[type="search"]').first().boundingBox();
+      assert.ok(phone && phone.y + phone.height <= 667, `a phone number on the first screen: ${JSON.stringify(phone)}`);
+      assert.ok(search && search.y + search.height <= 667, `the search box on the first screen: ${JSON.stringify(search)}`);
+      const height = await page.evaluate(() => document.documentElement.scrollHeight);
+      console.log(`${path}: ${height} px at 375 px, ${(height / 667).toFixed(1)} screens`);
+      assert.ok(height <= 10 * 667, `${height} px is more than 10 screens of 667 px`);
+      await page.screenshot({ path: join(SCREENSHOT_DIR, `town-phone-first-screen${path.startsWith('/en') ? '-en' : ''}.png`) });
+    } finally {
+      await context.close();
+    }
+  });
+}

@@ -47,7 +47,7 @@ fn resolves(files: &BTreeSet<String>, url_path: &str) -> bool {
 fn without_copy_parts(html: &str) -> String {
     let banner = regex_lite::Regex::new(r#"(?s)\n  <div class="demo-banner copy-banner">.*?</div>"#).unwrap();
     let search_copy = regex_lite::Regex::new(r#"(?s)<div class="search-form search-unavailable">.*?</div>\n"#).unwrap();
-    let search_live = regex_lite::Regex::new(r#"(?s)<form class="search-form".*?</form>\n"#).unwrap();
+    let search_live = regex_lite::Regex::new(r#"(?s)<form class="search-form[^"]*".*?</form>\n"#).unwrap();
     // Subscribing needs the server too: the copy says so where the live page has the form.
     let subscribe = regex_lite::Regex::new(r#"(?s)<section class="subscribe".*?</section>"#).unwrap();
     let html = subscribe.replace_all(html, "");

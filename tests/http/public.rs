@@ -39,8 +39,22 @@ async fn municipality_page_shows_every_service(engine: Engine) {
     for word in ["Regelbetrieb", "Basisbetrieb (eingeschränkt)", "Notbetrieb", "Ausfall"] {
         assert!(html.contains(word), "{word}");
     }
-    // Every service of the catalogue appears once as a card.
-    assert_eq!(html.matches("class=\"service-card").count(), 49);
+    // Every service of the catalogue appears, linked to its page: on a line of its own or on one
+    // with the services that say exactly the same.
+    let linked: std::collections::BTreeSet<&str> = html
+        .split("href=\"/kommunen/menden-sauerland/leistungen/")
+        .skip(1)
+        .map(|rest| &rest[..rest.find(['"', '#']).unwrap()])
+        .collect();
+    assert_eq!(linked.len(), 49, "{linked:?}");
+    let lines = html.matches("class=\"service-card").count();
+    assert!(lines < 49, "services that say the same share a line: {lines} lines");
+    assert!(html.contains("Leistungen:</strong>"), "a shared line says how many");
+    // The first things on the page: the search for this town and how to reach someone.
+    let search = html.find("role=\"search\"").expect("a search form");
+    let phone = html.find("href=\"tel:").expect("a phone number");
+    let services = html.find("class=\"service-card").unwrap();
+    assert!(search < services && phone < services, "search and contacts before the services");
     assert!(html.contains("Fahrzeug zulassen"));
     // The town's own statement, and the district's for district-level services.
     assert!(html.contains("Das Bürgerbüro ist wieder geöffnet, aber nur mit Termin."));
