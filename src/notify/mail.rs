@@ -42,7 +42,13 @@ pub(super) const MAX_ATTEMPTS: i64 = 30;
 /// When to try a message again after its `attempts`-th failure: 10 s, doubling up to an hour,
 /// with jitter.
 pub(super) fn retry_at(attempts: i64) -> String {
-    let wait = time::backoff(Duration::from_secs(10), attempts.clamp(1, 30) as u32, Duration::from_secs(3600));
+    let mut wait = time::backoff(Duration::from_secs(10), attempts.clamp(1, 30) as u32, Duration::from_secs(3600));
+    // Test hook, debug builds only: the test of a webhook failing throughout would wait a day.
+    if cfg!(debug_assertions)
+        && let Some(seconds) = std::env::var("NOTBETRIEB_TEST_RETRY_SECONDS").ok().and_then(|s| s.parse().ok())
+    {
+        wait = Duration::from_secs(seconds);
+    }
     time::format_rfc3339(time::now() + chrono::Duration::from_std(wait).unwrap_or_default())
 }
 

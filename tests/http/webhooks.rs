@@ -18,6 +18,7 @@ on_both_engines!(
     webhook_registration_is_checked,
     announcements_reach_subscribers_and_webhooks_when_published_corrected_withdrawn_and_when_due,
     webhooks_are_registered_looked_at_resumed_and_removed_in_the_desk,
+    a_webhook_failing_throughout_is_paused_and_its_owner_told,
 );
 
 /// One request the receiver got.
@@ -526,4 +527,57 @@ async fn webhook_registration_is_checked(engine: Engine) {
     assert_eq!(mine, json!([]));
     let (_, theirs) = operator.call(Method::GET, "/webhooks", None).await;
     assert_eq!(theirs, json!([]));
+}
+
+async fn a_webhook_failing_throughout_is_paused_and_its_owner_told(engine: Engine) {
+    let Some(sink) = start_smtp(0) else { return };
+    // Retries at once instead of 10 s doubling to an hour: the 30 attempts of about a day take
+    // seconds (a hook of debug builds).
+    let s = Server::start_with_env(
+        TestDatabase::new(engine),
+        &[
+            "--demo",
+            "--webhook-allow-private",
+            "--notify-window-s",
+            "0",
+            "--smtp-url",
+            &sink.url(),
+            "--mail-from",
+            "notbetrieb@example.org",
+        ],
+        &[("NOTBETRIEB_TEST_RETRY_SECONDS", "0")],
+    );
+    let menden = Session::api(&s, "menden");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{closed}/nie-erreichbar");
+    let registration =
+        json!({"url": url, "municipalities": ["menden-sauerland"], "contact_email": "it@menden.example"});
+    let (status, hook) = menden.call(Method::POST, "/webhooks", Some(&registration)).await;
+    assert_eq!(status, 201, "{hook}");
+    let id = hook["id"].as_str().unwrap().to_string();
+    set_level(&menden, "menden-sauerland", "unavailable", "niemand hört zu").await;
+
+    let mut log = Value::Null;
+    for _ in 0..300 {
+        log = menden.call(Method::GET, &format!("/webhooks/{id}"), None).await.1;
+        if log["state"] == "paused" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(log["state"], "paused", "{log}");
+    assert!(log["state_reason"].as_str().unwrap().contains("refused"), "{log}");
+    assert_eq!(log["attempts"].as_array().unwrap().len(), 30, "every attempt is in the log: {log}");
+    let mails = sink.wait_for(1, 20).await;
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert_eq!(mails[0]["rcpt_tos"], json!(["it@menden.example"]));
+    assert!(mails[0]["headers"]["subject"].as_str().unwrap().contains("pausiert"), "{}", mails[0]);
+    assert!(mails[0]["text"].as_str().unwrap().contains("refused"), "the reason: {}", mails[0]);
+    let overview = Session::demo(&s, "menden").await.get("/intern").await;
+    assert!(overview.body.contains(&format!("/intern/webhooks/{id}")) && overview.body.contains("Pausiert"));
+    // A paused webhook gets nothing more.
+    set_level(&menden, "menden-sauerland", "emergency", "noch einmal").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, after) = menden.call(Method::GET, &format!("/webhooks/{id}"), None).await;
+    assert_eq!(after["attempts"].as_array().unwrap().len(), 30, "nothing sent while paused: {after}");
 }
