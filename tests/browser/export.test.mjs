@@ -16,7 +16,7 @@ const PAGES = [
   { name: 'home', path: '/', fallback: true },
   { name: 'search', path: '/suche', fallback: true },
   { name: 'towns', path: '/kommunen' },
-  { name: 'town', path: '/kommunen/menden-sauerland' },
+  { name: 'town', path: '/kommunen/menden-sauerland', fallback: true },
   { name: 'town-service', path: '/kommunen/menden-sauerland/leistungen/fahrzeug-zulassen' },
   { name: 'services', path: '/leistungen' },
   { name: 'service', path: '/leistungen/fahrzeug-zulassen' },
@@ -27,7 +27,7 @@ const PAGES = [
   { name: 'district', path: '/kreise/maerkischer-kreis' },
   { name: 'timetable', path: '/fahrplan' },
   { name: 'town-timetable', path: '/kommunen/menden-sauerland/fahrplan' },
-  { name: 'english-town', path: '/en/kommunen/menden-sauerland', lang: 'en' },
+  { name: 'english-town', path: '/en/kommunen/menden-sauerland', lang: 'en', fallback: true },
   { name: 'english-home', path: '/en/', lang: 'en', fallback: true },
   { name: 'not-found', path: '/kommunen/gibt-es-nicht', status: 404 },
 ];
