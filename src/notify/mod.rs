@@ -912,7 +912,13 @@ pub fn start(app: crate::read::live::Shared, settings: Settings) {
                     tracing::warn!(error = %format!("{e:#}"), "counting the outbox failed");
                 }
             }
-            let pause = match notify_once(&notifier, window).await {
+            // A round of its own task: should it panic (a template that does not render), the
+            // notifier logs it and tries again instead of ending for good.
+            let round = notifier.clone();
+            let outcome = tokio::spawn(async move { notify_once(&round, window).await })
+                .await
+                .unwrap_or_else(|panic| Err(anyhow::anyhow!("the notifier's round panicked: {panic}")));
+            let pause = match outcome {
                 Ok(_) => {
                     failures = 0;
                     Duration::from_millis(500)
