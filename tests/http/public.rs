@@ -1,8 +1,9 @@
 //! The public site: pages, search, alternatives, feeds, caching, hostile input.
 
-use crate::{Engine, Server, on_both_engines};
+use crate::{Engine, Server, Session, on_both_engines};
 
 on_both_engines!(
+    a_service_that_is_back_never_promises_a_date,
     home_page_asks_what_and_where,
     municipality_page_shows_every_service,
     search_by_synonym_and_postal_code_shows_the_towns_status,
@@ -306,4 +307,26 @@ async fn fahrplan_lists_expected_returns_with_a_calendar(engine: Engine) {
     assert!(html.contains("Wohnsitz anmelden"), "Menden's appointment-only registration has an expected date");
     let (status, _) = s.text("/kommunen/atlantis/fahrplan.ics").await;
     assert_eq!(status, 404);
+}
+
+/// A service in normal operation shows no "expected back on …" (issue 11: never for the past),
+/// even when its statement still carries the date.
+async fn a_service_that_is_back_never_promises_a_date(engine: Engine) {
+    let s = Server::demo(engine).await;
+    let menden = Session::api(&s, "menden");
+    let path = "/municipalities/menden-sauerland/services/meldebescheinigung/statement";
+    let body = serde_json::json!({"level": "normal", "expected_return": "2026-11-02"});
+    let (status, answer) = menden.call(reqwest::Method::PUT, path, Some(&body)).await;
+    assert_eq!(status, 200, "{answer}");
+    for page in ["/kommunen/menden-sauerland/leistungen/meldebescheinigung", "/leistungen/meldebescheinigung"] {
+        let (status, html) = s.text(page).await;
+        assert_eq!(status, 200, "{page}");
+        assert!(!html.contains("02.11.2026"), "{page} shows the date of a service that is back");
+    }
+    // A service that is not back still shows its date.
+    let body = serde_json::json!({"level": "limited", "expected_return": "2026-11-02"});
+    let (status, _) = menden.call(reqwest::Method::PUT, path, Some(&body)).await;
+    assert_eq!(status, 200);
+    let (_, html) = s.text("/kommunen/menden-sauerland/leistungen/meldebescheinigung").await;
+    assert!(html.contains("02.11.2026"));
 }
