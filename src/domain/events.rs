@@ -82,7 +82,7 @@ pub struct AnnouncementState {
 }
 
 impl AnnouncementState {
-    pub fn of(a: &Announcement, version: i64) -> AnnouncementState {
+    pub fn of(a: &Announcement) -> AnnouncementState {
         AnnouncementState {
             id: a.id.clone(),
             scope: a.scope_kind.clone(),
@@ -91,7 +91,7 @@ impl AnnouncementState {
             title: a.title.clone(),
             body: a.body.clone(),
             published_at: a.published_at.clone(),
-            version,
+            version: a.version,
         }
     }
 }

@@ -588,7 +588,7 @@ pub async fn notify_once(app: &App, window: Duration) -> Result<usize> {
         }
     }
     changes.sort_by(|a, b| (&a.ags, &a.service).cmp(&(&b.ags, &b.service)));
-    let news = announcement_news(&snap, &told_announcements, &events);
+    let news = announcement_news(&snap, &public, &told_announcements, &events);
     // Mails tell of what is public now; a withdrawal is for the webhooks only.
     let announcements: Vec<&Announcement> = news
         .iter()
@@ -717,6 +717,7 @@ fn public_announcements(snap: &Snapshot) -> HashMap<String, i64> {
 /// `events`).
 fn announcement_news(
     snap: &Snapshot,
+    public: &HashMap<String, i64>,
     told: &HashMap<String, i64>,
     events: &[journal::StoredEvent],
 ) -> Vec<(&'static str, AnnouncementState)> {
@@ -727,24 +728,18 @@ fn announcement_news(
             Some(&version) if version != a.version => "announcement.corrected",
             Some(_) => continue,
         };
-        news.push((kind, AnnouncementState::of(a, a.version)));
+        news.push((kind, AnnouncementState::of(a)));
     }
     news.reverse();
-    let public = public_announcements(snap);
     let mut gone: Vec<&String> = told.keys().filter(|id| !public.contains_key(*id)).collect();
     gone.sort();
     for id in gone {
-        let state =
-            snap.data.announcements.iter().find(|a| a.id == *id).map(|a| AnnouncementState::of(a, a.version)).or_else(
-                || {
-                    events.iter().rev().find_map(|e| match &e.event {
-                        Event::AnnouncementWithdrawn { announcement } if announcement.id == *id => {
-                            Some(announcement.clone())
-                        }
-                        _ => None,
-                    })
-                },
-            );
+        let state = snap.data.announcements.iter().find(|a| a.id == *id).map(AnnouncementState::of).or_else(|| {
+            events.iter().rev().find_map(|e| match &e.event {
+                Event::AnnouncementWithdrawn { announcement } if announcement.id == *id => Some(announcement.clone()),
+                _ => None,
+            })
+        });
         if let Some(state) = state {
             news.push(("announcement.withdrawn", state));
         }

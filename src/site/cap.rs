@@ -206,7 +206,7 @@ pub fn announcement_chains(snap: &Snapshot) -> Vec<Vec<Message<'static>>> {
             Some(chain) if chain.first().is_some_and(|m| m.sent == published) => chains.push(chain),
             other => {
                 chains.extend(other.filter(|c| !c.is_empty()));
-                chains.push(vec![alert(&AnnouncementState::of(a, 0), &published)]);
+                chains.push(vec![alert(&AnnouncementState { version: 0, ..AnnouncementState::of(a) }, &published)]);
             }
         }
     }

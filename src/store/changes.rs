@@ -57,11 +57,10 @@ pub async fn delete_statement(c: &mut AnyConnection, ags: &str, service: &str) -
 // ---------------------------------------------------------------------------------------------
 // Announcements and FAQ
 
-/// An announcement with its stored version (`None`: there is none).
-pub async fn announcement(c: &mut AnyConnection, id: &str) -> Result<Option<(Announcement, i64)>> {
+/// An announcement as stored, its version included (`None`: there is none).
+pub async fn announcement(c: &mut AnyConnection, id: &str) -> Result<Option<Announcement>> {
     let row = sqlx::query("SELECT * FROM announcements WHERE id = $1").bind(id).fetch_optional(&mut *c).await?;
-    let Some(row) = row else { return Ok(None) };
-    Ok(Some((super::row_to_announcement(&row)?, row.try_get("version")?)))
+    row.as_ref().map(super::row_to_announcement).transpose()
 }
 
 /// Stores an edited announcement (all but its id and author) and counts its version up.

@@ -490,8 +490,8 @@ fn new_id(title: &str) -> String {
 }
 
 /// The event of saving an announcement that was not public before: published, scheduled or draft.
-fn announcement_event(a: &Announcement, version: i64, created: bool) -> Event {
-    let announcement = AnnouncementState::of(a, version);
+fn announcement_event(a: &Announcement, created: bool) -> Event {
+    let announcement = AnnouncementState::of(a);
     match &a.published_at {
         None => Event::AnnouncementDrafted { announcement, created },
         Some(t) if *t > time::now_rfc3339() => Event::AnnouncementScheduled { announcement, created },
@@ -499,10 +499,10 @@ fn announcement_event(a: &Announcement, version: i64, created: bool) -> Event {
     }
 }
 
-fn announcement_payload(a: &Announcement, version: i64) -> serde_json::Value {
+fn announcement_payload(a: &Announcement) -> serde_json::Value {
     json!({
         "id": a.id, "scope": a.scope_kind, "scope_ref": a.scope_ref, "lang": a.lang, "title": a.title, "body": a.body,
-        "published_at": a.published_at, "version": version,
+        "published_at": a.published_at, "version": a.version,
     })
 }
 
@@ -541,14 +541,14 @@ pub async fn create_announcement_as(
                 version: 1,
             };
             store::insert_announcement(c, &saved).await?;
-            journal::append_event(c, &who.name, &announcement_event(&saved, 1, true)).await?;
+            journal::append_event(c, &who.name, &announcement_event(&saved, true)).await?;
             Ok(saved)
         })
     })
     .await
 }
 
-async fn load_announcement(c: &mut AnyConnection, id: &str) -> WriteResult<(Announcement, i64)> {
+async fn load_announcement(c: &mut AnyConnection, id: &str) -> WriteResult<Announcement> {
     changes::announcement(c, id).await?.ok_or(WriteError::NotFound("announcement"))
 }
 
@@ -572,14 +572,14 @@ pub async fn update_announcement(
             let body = markdown_text("body", &input.body)?;
             let lang = lang(&input.lang)?;
             let publish = input.publish.clone();
-            let (old, version) = load_announcement(c, &id).await?;
+            let old = load_announcement(c, &id).await?;
             // Both the old and the new scope must be the editor's.
             allow(&who, Action::EditAnnouncement { scope: &old.scope_kind, scope_ref: &old.scope_ref })?;
             allow(&who, Action::EditAnnouncement { scope: &kind, scope_ref: &scope_ref })?;
             if let Some(expected) = expected_version
-                && expected != version
+                && expected != old.version
             {
-                return Err(WriteError::VersionConflict { current: announcement_payload(&old, version) });
+                return Err(WriteError::VersionConflict { current: announcement_payload(&old) });
             }
             // A published announcement stays published with its original time; a draft follows `publish`.
             // Once public, an announcement keeps its publication time (edits are corrections);
@@ -598,13 +598,13 @@ pub async fn update_announcement(
                 author: old.author.clone(),
                 published_at,
                 updated_at: time::now_rfc3339(),
-                version: version + 1,
+                version: old.version + 1,
             };
             changes::update_announcement(c, &a).await?;
             let event = if public {
-                Event::AnnouncementCorrected { announcement: AnnouncementState::of(&a, version + 1) }
+                Event::AnnouncementCorrected { announcement: AnnouncementState::of(&a) }
             } else {
-                announcement_event(&a, version + 1, false)
+                announcement_event(&a, false)
             };
             journal::append_event(c, &who.name, &event).await?;
             // The version this write produced, read back in its own transaction.
@@ -620,10 +620,10 @@ pub async fn withdraw_announcement(app: &App, who: &Principal, id: &str) -> Writ
     let (who, id) = (who.clone(), id.to_string());
     transaction(app, move |c| {
         Box::pin(async move {
-            let (old, version) = load_announcement(c, &id).await?;
+            let old = load_announcement(c, &id).await?;
             allow(&who, Action::EditAnnouncement { scope: &old.scope_kind, scope_ref: &old.scope_ref })?;
             changes::delete_announcement(c, &id).await?;
-            let event = Event::AnnouncementWithdrawn { announcement: AnnouncementState::of(&old, version) };
+            let event = Event::AnnouncementWithdrawn { announcement: AnnouncementState::of(&old) };
             journal::append_event(c, &who.name, &event).await?;
             Ok(())
         })
