@@ -279,7 +279,7 @@ fn availability_view(snap: &Snapshot, m: &Municipality, s: &Service, a: Availabi
 }
 
 /// One procedure behind a service, for the sentence "basic operation since …: procedure in pilot".
-#[derive(Serialize)]
+#[derive(Serialize, PartialEq)]
 pub struct DerivationView {
     pub name: String,
     pub stage: &'static str,
@@ -297,26 +297,35 @@ struct AreaGroup {
     lines: Vec<Vec<AvailabilityView>>,
 }
 
+impl AvailabilityView {
+    /// Whether two services' availabilities say exactly the same, whichever services they are.
+    fn says_the_same(&self, other: &AvailabilityView) -> bool {
+        fn said(a: &AvailabilityView) -> (&str, &str, &str, &str, &str, &str, &str, &str) {
+            (
+                a.level,
+                a.source,
+                &a.source_name,
+                &a.restrictions,
+                &a.workaround,
+                &a.backlog,
+                &a.expected_return,
+                &a.stated_at,
+            )
+        }
+        said(self) == said(other) && self.derivation == other.derivation
+    }
+}
+
 /// Groups services that say exactly the same, keeping the order of each group's first.
 fn alike(items: Vec<AvailabilityView>) -> Vec<Vec<AvailabilityView>> {
-    let key = |a: &AvailabilityView| {
-        let mut v = serde_json::to_value(a).unwrap_or_default();
-        if let Some(o) = v.as_object_mut() {
-            for own in ["service_slug", "service_name", "has_alternatives"] {
-                o.remove(own);
-            }
-        }
-        v.to_string()
-    };
-    let mut lines: Vec<(String, Vec<AvailabilityView>)> = Vec::new();
+    let mut lines: Vec<Vec<AvailabilityView>> = Vec::new();
     for a in items {
-        let k = key(&a);
-        match lines.iter_mut().find(|(other, _)| *other == k) {
-            Some((_, line)) => line.push(a),
-            None => lines.push((k, vec![a])),
+        match lines.iter_mut().find(|line| line[0].says_the_same(&a)) {
+            Some(line) => line.push(a),
+            None => lines.push(vec![a]),
         }
     }
-    lines.into_iter().map(|(_, line)| line).collect()
+    lines
 }
 
 #[derive(Serialize, Default)]

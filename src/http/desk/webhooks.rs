@@ -11,7 +11,6 @@ use minijinja::{Value, context};
 use serde::Serialize;
 
 use crate::domain::authz::Role;
-use crate::domain::time;
 use crate::http::desk::pages::{Fields, Notice};
 use crate::http::desk::{self, CsrfForm, Desk};
 use crate::notify::{Refusal, webhooks as hooks};
@@ -154,7 +153,7 @@ async fn show(State(app): State<Shared>, Path(id): Path<String>, Query(notice): 
         "desk/webhook.html",
         context! {
             webhook => v(row(&snap, &webhook)), attempts => v(&attempts), delivered => delivered,
-            notice => notice.text(desk.lang), now => time::now_rfc3339(),
+            notice => notice.text(desk.lang),
         },
     )
 }
