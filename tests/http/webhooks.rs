@@ -125,6 +125,20 @@ async fn set_level(session: &Session<'_>, town: &str, level: &str, marker: &str)
     assert_eq!(status, 200, "{answer}");
 }
 
+/// The webhook with its log as the API shows it, once `until` holds of it (or as it is after
+/// `seconds`).
+async fn webhook_once(session: &Session<'_>, id: &str, seconds: u64, until: impl Fn(&Value) -> bool) -> Value {
+    let mut webhook = Value::Null;
+    for _ in 0..seconds * 10 {
+        webhook = session.call(Method::GET, &format!("/webhooks/{id}"), None).await.1;
+        if until(&webhook) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    webhook
+}
+
 fn body(r: &Received) -> Value {
     serde_json::from_str(&r.body).unwrap()
 }
@@ -173,14 +187,7 @@ async fn webhooks_are_signed_scoped_retried_and_disabled_by_410(engine: Engine) 
     assert_eq!((got[1].status, got[2].status), (500, 200));
     assert_eq!(got[1].id, got[2].id, "a retry is recognisably the same message");
     assert!(verified(&secret, &got[2]));
-    let mut log = Value::Null;
-    for _ in 0..100 {
-        log = menden.call(Method::GET, &format!("/webhooks/{id}"), None).await.1;
-        if log["attempts"].as_array().is_some_and(|a| a.len() == 3) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let log = webhook_once(&menden, &id, 10, |w| w["attempts"].as_array().is_some_and(|a| a.len() == 3)).await;
     let statuses: Vec<i64> =
         log["attempts"].as_array().unwrap().iter().map(|a| a["status"].as_i64().unwrap()).collect();
     assert_eq!(statuses, vec![200, 500, 200], "the delivery log, newest first: {log}");
@@ -190,13 +197,7 @@ async fn webhooks_are_signed_scoped_retried_and_disabled_by_410(engine: Engine) 
     set_level(&menden, "menden-sauerland", "limited", "Webhook-Marker-3").await;
     receiver.wait_for(4, 20).await;
     // The receiver has the request before notbetrieb has its answer: wait for the outcome.
-    for _ in 0..100 {
-        log = menden.call(Method::GET, &format!("/webhooks/{id}"), None).await.1;
-        if log["state"] == "disabled" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let log = webhook_once(&menden, &id, 10, |w| w["state"] == "disabled").await;
     assert_eq!(log["state"], "disabled", "{log}");
     set_level(&menden, "menden-sauerland", "normal", "Webhook-Marker-4").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -460,14 +461,7 @@ async fn webhooks_are_registered_looked_at_resumed_and_removed_in_the_desk(engin
     receiver.answers.lock().unwrap().push_back(410);
     set_level(&Session::api(&s, "menden"), "menden-sauerland", "emergency", "Desk-Marker-2").await;
     let api = Session::api(&s, "menden");
-    let mut state = Value::Null;
-    for _ in 0..100 {
-        state = api.call(Method::GET, &format!("/webhooks/{id}"), None).await.1["state"].clone();
-        if state == "disabled" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let state = webhook_once(&api, &id, 10, |w| w["state"] == "disabled").await["state"].clone();
     assert_eq!(state, "disabled");
     let detail = desk.get(&format!("/intern/webhooks/{id}")).await;
     assert!(detail.body.contains("Abgeschaltet") && detail.body.contains("410 Gone"), "{}", detail.body);
@@ -515,6 +509,11 @@ async fn webhook_registration_is_checked(engine: Engine) {
     )
     .await;
     refused(&menden, json!({"url": "https://example.org/", "municipalities": town, "x": 1}), 422, Some("x")).await;
+    // The address told when the webhook stops: no header injection, no nonsense.
+    for contact in ["web@menden.example\r\nBcc: x@example.org", "kein-at-zeichen", "<script>@example.org"] {
+        let body = json!({"url": "https://example.org/", "municipalities": town, "contact_email": contact});
+        refused(&menden, body, 422, Some("contact_email")).await;
+    }
     // Editors only about their own towns, never the whole area.
     refused(&menden, json!({"url": "https://example.org/"}), 403, None).await;
     refused(&menden, json!({"url": "https://example.org/", "municipalities": ["luedenscheid"]}), 403, None).await;
@@ -557,14 +556,7 @@ async fn a_webhook_failing_throughout_is_paused_and_its_owner_told(engine: Engin
     let id = hook["id"].as_str().unwrap().to_string();
     set_level(&menden, "menden-sauerland", "unavailable", "niemand hört zu").await;
 
-    let mut log = Value::Null;
-    for _ in 0..300 {
-        log = menden.call(Method::GET, &format!("/webhooks/{id}"), None).await.1;
-        if log["state"] == "paused" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let log = webhook_once(&menden, &id, 60, |w| w["state"] == "paused").await;
     assert_eq!(log["state"], "paused", "{log}");
     assert!(log["state_reason"].as_str().unwrap().contains("refused"), "{log}");
     assert_eq!(log["attempts"].as_array().unwrap().len(), 30, "every attempt is in the log: {log}");
