@@ -277,13 +277,7 @@ fn part_files(
             // The search needs the server; where links or bookmarks lead to it, the copy's search
             // page says so and offers the lists (a query string is ignored by a static server).
             for language in i18n::languages() {
-                let outcome = render::SearchOutcome {
-                    query: String::new(),
-                    place: String::new(),
-                    towns: Vec::new(),
-                    services: Vec::new(),
-                    place_unknown: false,
-                };
+                let outcome = crate::read::search::SearchOutcome::default();
                 let html = render::search(snap, &language.code, &outcome, true)?;
                 each(file_name(&render::lang_url(&language.code, "/suche"), Some("index.html")), html.as_bytes())?;
             }

@@ -409,22 +409,14 @@ async fn search(
     if params.q.chars().count() > MAX_QUERY || params.ort.chars().count() > MAX_PLACE {
         return error_page(&headers, &snap, lang, StatusCode::BAD_REQUEST, "search.too_long").await;
     }
-    let (query, place) = (params.q.trim().to_string(), params.ort.trim().to_string());
     let base = render::base(lang);
-    if query.is_empty() && place.is_empty() {
+    if params.q.trim().is_empty() && params.ort.trim().is_empty() {
         return Redirect::to(&format!("{base}/")).into_response();
     }
-    let towns = render::search_towns(&snap, &place);
-    if query.is_empty() && towns.len() == 1 {
-        return Redirect::to(&format!("{base}/kommunen/{}", towns[0].slug)).into_response();
+    let outcome = crate::read::search::find(&snap, lang, &params.q, &params.ort);
+    if let (true, Some(town)) = (outcome.query.is_empty(), outcome.town()) {
+        return Redirect::to(&format!("{base}/kommunen/{}", town.slug)).into_response();
     }
-    let outcome = render::SearchOutcome {
-        place_unknown: !place.is_empty() && towns.is_empty(),
-        services: render::search_services(&snap, &query),
-        towns,
-        query,
-        place,
-    };
     match crate::read::snapshot::cpu_bound(|| render::search(&snap, lang, &outcome, false)) {
         Ok(html) => ([(header::CONTENT_TYPE, HTML), (header::CACHE_CONTROL, "no-cache")], html).into_response(),
         Err(e) => {

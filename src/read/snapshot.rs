@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use crate::domain::*;
-use crate::read::search::Index;
+use crate::read::search::{Index, ServiceSearch};
 
 /// Where a town's availability of a service comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
@@ -100,7 +100,8 @@ pub struct PlaceIndex {
     service_by_slug: HashMap<String, usize>,
     office_by_slug: HashMap<String, usize>,
     postal: HashMap<String, Vec<usize>>,
-    pub service_index: Index,
+    /// Service search per language code.
+    service_search: HashMap<String, ServiceSearch>,
     pub municipality_index: Index,
     /// Municipality indices per district AGS, in name order.
     municipalities_by_district: HashMap<String, Vec<usize>>,
@@ -134,15 +135,18 @@ impl PlaceIndex {
             service_by_slug: index_of(data.services.iter().map(|s| s.slug.clone())),
             office_by_slug: index_of(data.offices.iter().map(|o| o.slug.clone())),
             postal,
-            service_index: Index::new(
-                data.services
-                    .iter()
-                    .map(|s| std::iter::once(s.name.clone()).chain(s.synonyms.iter().cloned()).collect())
-                    .collect(),
-            ),
+            service_search: crate::i18n::languages()
+                .iter()
+                .map(|l| (l.code.clone(), ServiceSearch::new(&data.services, &l.code)))
+                .collect(),
             municipality_index: Index::new(data.municipalities.iter().map(|m| vec![m.name.clone()]).collect()),
             municipalities_by_district,
         }
+    }
+
+    /// The service search of `lang`, German for a language we do not have.
+    pub fn service_search(&self, lang: &str) -> &ServiceSearch {
+        self.service_search.get(lang).unwrap_or_else(|| &self.service_search[crate::i18n::DEFAULT_LANG])
     }
 }
 

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::domain::*;
 use crate::i18n;
+use crate::read::search::{SearchOutcome, Topic};
 use crate::read::snapshot::{Availability, Snapshot, Source};
 
 const TEMPLATES: &[(&str, &str)] = &[
@@ -484,41 +485,9 @@ pub fn home(snap: &Snapshot, lang: &str, copy: bool) -> Result<String> {
     )
 }
 
-/// What the search form can answer.
-pub struct SearchOutcome<'a> {
-    pub query: String,
-    pub place: String,
-    pub towns: Vec<&'a Municipality>,
-    pub services: Vec<&'a Service>,
-    /// The place was a postal code or name that matched nothing.
-    pub place_unknown: bool,
-}
-
-pub fn search_towns<'a>(snap: &'a Snapshot, place: &str) -> Vec<&'a Municipality> {
-    let place = place.trim();
-    if place.is_empty() {
-        return Vec::new();
-    }
-    if place.len() == 5 && place.bytes().all(|b| b.is_ascii_digit()) {
-        return snap.municipalities_for_postal_code(place);
-    }
-    let hits = snap.places.municipality_index.search(place, 10);
-    // An exact name wins outright ("Olpe" is also in "Kreis Olpe").
-    if let Some(&(i, score)) = hits.first()
-        && score >= 10.0
-    {
-        return vec![&snap.data.municipalities[i]];
-    }
-    hits.into_iter().map(|(i, _)| &snap.data.municipalities[i]).collect()
-}
-
-pub fn search_services<'a>(snap: &'a Snapshot, query: &str) -> Vec<&'a Service> {
-    snap.places.service_index.search(query, 12).into_iter().map(|(i, _)| &snap.data.services[i]).collect()
-}
-
 pub fn search(snap: &Snapshot, lang: &str, outcome: &SearchOutcome, copy: bool) -> Result<String> {
     // With exactly one town, services are shown with that town's status.
-    let town = if outcome.towns.len() == 1 { Some(outcome.towns[0]) } else { None };
+    let town = outcome.town();
     let results: Vec<_> = outcome
         .services
         .iter()
@@ -527,6 +496,13 @@ pub fn search(snap: &Snapshot, lang: &str, outcome: &SearchOutcome, copy: bool) 
             None => context! { service => v(&s.slug), name => v(&s.name) },
         })
         .collect();
+    let (mut life_events, mut elsewhere) = (Vec::new(), Vec::new());
+    for topic in &outcome.topics {
+        match topic {
+            Topic::LifeEvent(key) => life_events.push(i18n::t(lang, &format!("life_event.{key}"))),
+            Topic::Elsewhere(key) => elsewhere.push(i18n::t(lang, &format!("elsewhere.{key}"))),
+        }
+    }
     page(snap, lang, "/suche", "search", copy).render(
         "search.html",
         context! {
@@ -534,8 +510,11 @@ pub fn search(snap: &Snapshot, lang: &str, outcome: &SearchOutcome, copy: bool) 
             place => v(&outcome.place),
             place_unknown => v(outcome.place_unknown),
             towns => v(outcome.towns.iter().map(|m| town_link(snap, m)).collect::<Vec<_>>()),
+            towns_total => v(outcome.towns_total),
             town => v(town.map(|m| town_link(snap, m))),
             results => v(results),
+            life_events => v(life_events),
+            elsewhere => v(elsewhere),
         },
     )
 }

@@ -102,4 +102,25 @@ async fn the_germany_demo_serves_every_municipality() {
     assert!(html.len() < 300_000, "a service page stays small: {} bytes", html.len());
     let (status, _) = s.text("/kommunen/menden-sauerland").await;
     assert_eq!(status, 200);
+
+    // A name many towns share: every one counted, the largest shown with their districts, and
+    // the page says that the list is cut.
+    let (status, body) = s.json("/api/v1/search?place=Neustadt").await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> =
+        body["municipalities"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    let total = body["municipalities_total"].as_u64().unwrap() as usize;
+    assert!(total > names.len() && names.len() == 20, "{total} {names:?}");
+    assert!(names.iter().any(|n| n.starts_with("Neustadt an der Weinstra")), "{names:?}");
+    assert!(names.iter().all(|n| n.contains("Neustadt")), "{names:?}");
+    let (status, html) = s.text("/suche?q=Hund&ort=Neustadt").await;
+    assert_eq!(status, 200);
+    assert!(html.contains(&format!("{total} Kommunen passen zu „Neustadt“")), "{html}");
+    // Choosing one from the list names it for certain.
+    let link =
+        html.split("href=\"").find(|h| h.contains("ort=neustadt-an-der-weinstr")).expect("a link to choose the town");
+    let link = link.split('"').next().unwrap().replace("&amp;", "&");
+    let (status, html) = s.text(&link).await;
+    assert_eq!(status, 200, "{link}");
+    assert!(html.contains("Passende Leistungen in Neustadt an der Weinstra"), "{link}: {html}");
 }

@@ -22,6 +22,7 @@ mod public;
 mod publish;
 mod recovery;
 mod rendering;
+mod search;
 mod sign_in;
 mod validation;
 mod webhooks;

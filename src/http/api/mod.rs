@@ -28,6 +28,7 @@ use crate::http;
 use crate::http::api::error::{ApiError, Fail};
 use crate::i18n;
 use crate::read::live::Shared;
+use crate::read::search::Topic;
 use crate::read::snapshot::{Availability, CachedPage, Snapshot, Source};
 use crate::site::paths::Part;
 use crate::site::render;
@@ -471,12 +472,27 @@ pub struct SearchHit {
 
 #[derive(Serialize, ToSchema)]
 pub struct SearchResult {
-    /// Towns matching `place` (a postal code may match several).
+    /// Towns matching `place` (a postal code may match several; a name shared by many towns
+    /// gives the 20 with the most inhabitants among equally good matches).
     municipalities: Vec<MunicipalityRef>,
+    /// How many towns match `place` in all; more than `municipalities` holds when the list is cut.
+    municipalities_total: usize,
     /// `place` was given but matched no town.
     place_unknown: bool,
     /// Services matching `q`, best first.
     services: Vec<SearchHit>,
+    /// Life events `q` names ("Kind geboren"); their services are among `services`.
+    life_events: Vec<TopicOut>,
+    /// Matters `q` names that another authority handles ("Kindergeld"), with where to go.
+    elsewhere: Vec<TopicOut>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TopicOut {
+    #[schema(example = "birth")]
+    key: String,
+    /// In the language asked for.
+    text: String,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -498,6 +514,10 @@ struct SearchParams {
     /// Town name or postal code. At most 100 characters.
     #[param(max_length = 100, example = "58706")]
     place: Option<String>,
+    /// The language of `q` and of the texts in the answer; German words are understood in
+    /// every language.
+    #[param(value_type = Option<String>, example = "en")]
+    lang: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -995,22 +1015,43 @@ async fn search(
     if q.chars().count() > MAX_QUERY || place.chars().count() > MAX_PLACE {
         return problem(&headers, Problem::TooLong);
     }
-    let (q, place) = (q.trim(), place.trim());
-    if q.is_empty() && place.is_empty() {
+    if q.trim().is_empty() && place.trim().is_empty() {
         return problem(&headers, Problem::EmptySearch);
     }
-    let towns = render::search_towns(&snap, place);
-    let town = if towns.len() == 1 { Some(towns[0]) } else { None };
+    let lang = match params.lang.as_deref() {
+        None => crate::i18n::DEFAULT_LANG,
+        Some(code) => match crate::i18n::find(code) {
+            Some(language) => language.code.as_str(),
+            None => return problem(&headers, Problem::InvalidParameters),
+        },
+    };
+    let found = crate::read::search::find(&snap, lang, &q, &place);
+    let town = found.town();
+    let (mut life_events, mut elsewhere) = (Vec::new(), Vec::new());
+    for topic in &found.topics {
+        match topic {
+            Topic::LifeEvent(key) => {
+                life_events.push(TopicOut { key: key.clone(), text: i18n::t(lang, &format!("life_event.{key}")) })
+            }
+            Topic::Elsewhere(key) => {
+                elsewhere.push(TopicOut { key: key.clone(), text: i18n::t(lang, &format!("elsewhere.{key}")) })
+            }
+        }
+    }
     let result = SearchResult {
-        place_unknown: !place.is_empty() && towns.is_empty(),
-        services: render::search_services(&snap, q)
-            .into_iter()
+        place_unknown: found.place_unknown,
+        services: found
+            .services
+            .iter()
             .map(|s| SearchHit {
                 service: service_ref(s),
                 availability: town.map(|m| status(&snap, m, s, snap.availability(m, s))),
             })
             .collect(),
-        municipalities: towns.iter().map(|m| municipality_ref(&snap, m)).collect(),
+        municipalities: found.towns.iter().map(|m| municipality_ref(&snap, m)).collect(),
+        municipalities_total: found.towns_total,
+        life_events,
+        elsewhere,
     };
     // Built per request and not kept: free text must not fill the snapshot's cache.
     match serde_json::to_string(&result) {
