@@ -399,9 +399,22 @@ impl Snapshot {
     /// The "Fahrplan": services expected back, by date, with the towns they return in; for one
     /// town or the whole area. Only what is not in normal operation and has an expected date.
     pub fn expected_returns<'a>(&'a self, town: Option<&'a Municipality>) -> Vec<ExpectedReturn<'a>> {
+        self.not_back(town).0
+    }
+
+    /// The services not back yet that have no expected date (or one that has passed), with the
+    /// towns concerned: the Fahrplan lists them as "noch ohne Termin" instead of leaving them out.
+    pub fn undated_returns<'a>(&'a self, town: Option<&'a Municipality>) -> Vec<ExpectedReturn<'a>> {
+        self.not_back(town).1
+    }
+
+    /// Every service not in normal operation in `town` (or the area), by expected date, and
+    /// those without a date (`date` empty), in catalogue order.
+    fn not_back<'a>(&'a self, town: Option<&'a Municipality>) -> (Vec<ExpectedReturn<'a>>, Vec<ExpectedReturn<'a>>) {
         let today = crate::domain::time::today_utc().format("%Y-%m-%d").to_string();
         let mut by_date_service: std::collections::BTreeMap<(String, i64, &str), Vec<&Municipality>> =
             Default::default();
+        let mut undated: std::collections::BTreeMap<(i64, &str), Vec<&Municipality>> = Default::default();
         let towns: Vec<&Municipality> = match town {
             Some(m) => vec![m],
             None => self.data.municipalities.iter().collect(),
@@ -414,15 +427,23 @@ impl Snapshot {
                 }
                 let date = self.details(m, s, &a).expected_return;
                 if date.is_empty() || date < today {
-                    continue;
+                    undated.entry((s.sort_order, s.slug.as_str())).or_default().push(m);
+                } else {
+                    by_date_service.entry((date, s.sort_order, s.slug.as_str())).or_default().push(m);
                 }
-                by_date_service.entry((date, s.sort_order, s.slug.as_str())).or_default().push(m);
             }
         }
-        by_date_service
+        let dated = by_date_service
             .into_iter()
             .filter_map(|((date, _, slug), towns)| Some(ExpectedReturn { date, service: self.service(slug)?, towns }))
-            .collect()
+            .collect();
+        let undated = undated
+            .into_iter()
+            .filter_map(|((_, slug), towns)| {
+                Some(ExpectedReturn { date: String::new(), service: self.service(slug)?, towns })
+            })
+            .collect();
+        (dated, undated)
     }
 
     pub fn procedure(&self, slug: &str) -> Option<&crate::domain::recovery::Procedure> {
@@ -503,6 +524,15 @@ impl Snapshot {
         out.sort_by(|a, b| a.distance_km.total_cmp(&b.distance_km).then_with(|| a.office.name.cmp(&b.office.name)));
         out.dedup_by(|a, b| a.office.slug == b.office.slug);
         out
+    }
+
+    /// A service worse than normal with neither a workaround nor a referral to another office:
+    /// residents are told so in words ("noch keine Behelfslösung") and the desk lists it, so that
+    /// nobody is left with "Ausfall" and nothing else.
+    pub fn lacks_workaround(&self, m: &Municipality, s: &Service, a: &Availability) -> bool {
+        a.level != Level::Normal
+            && a.statement.is_none_or(|st| st.workaround.trim().is_empty())
+            && !self.has_alternatives(m, s)
     }
 
     pub fn has_alternatives(&self, m: &Municipality, s: &Service) -> bool {

@@ -234,6 +234,10 @@ pub struct AvailabilityView {
     pub expected_return: String,
     pub stated_at: String,
     pub has_alternatives: bool,
+    /// Worse than normal with neither a workaround nor a referral: the page says so in words,
+    /// with when that was last checked (the statement, or the data when nobody stated anything).
+    pub lacks_workaround: bool,
+    pub checked_at: String,
     /// The procedures the service needs and how far they are here.
     pub derivation: Vec<DerivationView>,
 }
@@ -252,7 +256,10 @@ fn availability_view(snap: &Snapshot, m: &Municipality, s: &Service, a: Availabi
         Source::NoReport => String::new(),
     };
     let d = snap.details(m, s, &a);
+    let lacks_workaround = snap.lacks_workaround(m, s, &a);
     AvailabilityView {
+        lacks_workaround,
+        checked_at: if d.stated_at.is_empty() { snap.changed_at_for(m) } else { d.stated_at.clone() },
         service_slug: s.slug.clone(),
         service_name: s.name.clone(),
         level: a.level.as_str(),
@@ -313,7 +320,10 @@ impl AvailabilityView {
                 &a.stated_at,
             )
         }
-        said(self) == said(other) && self.derivation == other.derivation
+        said(self) == said(other)
+            && self.lacks_workaround == other.lacks_workaround
+            && self.checked_at == other.checked_at
+            && self.derivation == other.derivation
     }
 }
 
@@ -712,14 +722,12 @@ pub fn fahrplan(snap: &Snapshot, lang: &str, town: Option<&Municipality>, copy: 
             dates.push(context! { date => v(d), items => v(items) });
         }
         let entry = current.get_or_insert_with(|| (r.date.clone(), Vec::new()));
-        entry.1.push(context! {
-            service => v(&r.service.slug), name => v(&r.service.name), count => v(r.towns.len()),
-            towns => v(r.towns.iter().take(LIST_ALL_TOWNS_UP_TO).map(|m| town_link(snap, m)).collect::<Vec<_>>()),
-        });
+        entry.1.push(fahrplan_item(snap, &r));
     }
     if let Some((d, items)) = current {
         dates.push(context! { date => v(d), items => v(items) });
     }
+    let undated: Vec<Value> = snap.undated_returns(town).into_iter().map(|r| fahrplan_item(snap, &r)).collect();
     let path = match town {
         Some(m) => format!("/kommunen/{}/fahrplan", m.slug),
         None => "/fahrplan".to_string(),
@@ -728,7 +736,17 @@ pub fn fahrplan(snap: &Snapshot, lang: &str, town: Option<&Municipality>, copy: 
     if let Some(m) = town {
         p.changed_at = snap.changed_at_for(m);
     }
-    p.render("fahrplan.html", context! { dates => v(dates), town => v(town.map(|m| town_link(snap, m))) })
+    p.render(
+        "fahrplan.html",
+        context! { dates => v(dates), undated => v(undated), town => v(town.map(|m| town_link(snap, m))) },
+    )
+}
+
+fn fahrplan_item(snap: &Snapshot, r: &crate::read::snapshot::ExpectedReturn) -> Value {
+    context! {
+        service => v(&r.service.slug), name => v(&r.service.name), count => v(r.towns.len()),
+        towns => v(r.towns.iter().take(LIST_ALL_TOWNS_UP_TO).map(|m| town_link(snap, m)).collect::<Vec<_>>()),
+    }
 }
 
 pub fn announcements(snap: &Snapshot, lang: &str, copy: bool) -> Result<String> {

@@ -17,6 +17,7 @@ on_both_engines!(
     atom_feeds_are_valid,
     english_interface,
     fahrplan_lists_expected_returns_with_a_calendar,
+    no_service_is_left_with_nothing_to_do,
 );
 
 async fn home_page_asks_what_and_where(engine: Engine) {
@@ -329,4 +330,51 @@ async fn a_service_that_is_back_never_promises_a_date(engine: Engine) {
     assert_eq!(status, 200);
     let (_, html) = s.text("/kommunen/menden-sauerland/leistungen/meldebescheinigung").await;
     assert!(html.contains("02.11.2026"));
+}
+
+/// Every service worse than normal shows a workaround, a referral, or says in words that there
+/// is none yet, with when that was checked; the Fahrplan lists what has no date instead of leaving
+/// it out; the desk lists the gaps of the editor's own towns (issue 11, the newborn case).
+async fn no_service_is_left_with_nothing_to_do(engine: Engine) {
+    let s = Server::demo(engine).await;
+    let page = "/kommunen/menden-sauerland/leistungen/geburtsurkunde";
+    let (_, html) = s.text(page).await;
+    assert!(html.contains("Ausfall"), "the demo's Menden has no birth certificates");
+    assert!(html.contains("Noch keine Behelfslösung und keine Ausweichstelle. Zuletzt geprüft: "), "{html}");
+    let (_, html) = s.text("/en/kommunen/menden-sauerland/leistungen/geburtsurkunde").await;
+    assert!(html.contains("No workaround and no other office yet. Last checked: "));
+    // A service with a referral says where else to go instead.
+    let (_, html) = s.text("/kommunen/menden-sauerland/leistungen/fahrzeug-zulassen").await;
+    assert!(html.contains("Ausfall") && !html.contains("Noch keine Behelfslösung"), "vehicles have a referral");
+
+    // The Fahrplan: what is not back and has no date is "noch ohne Termin".
+    let (_, plan) = s.json("/api/v1/fahrplan?municipality=menden-sauerland").await;
+    let undated: Vec<&str> =
+        plan["without_date"].as_array().unwrap().iter().map(|r| r["service"]["slug"].as_str().unwrap()).collect();
+    assert!(undated.contains(&"geburtsurkunde"), "{undated:?}");
+    let dated: Vec<&str> =
+        plan["returns"].as_array().unwrap().iter().map(|r| r["service"]["slug"].as_str().unwrap()).collect();
+    assert!(undated.iter().all(|u| !dated.contains(u)), "a service is dated or not, never both");
+    let (_, html) = s.text("/kommunen/menden-sauerland/fahrplan").await;
+    let section = &html[html.find("Noch ohne Termin").expect("the undated section")..];
+    assert!(section.contains("/kommunen/menden-sauerland/leistungen/geburtsurkunde"), "{section}");
+
+    // The editor of Menden sees the gap on the desk's overview; the editor of another town does not.
+    let desk = Session::demo(&s, "menden").await;
+    let overview = desk.get("/intern").await;
+    assert!(overview.body.contains("Ohne Behelfslösung"), "{}", overview.body);
+    assert!(overview.body.contains("href=\"/intern/kommunen/menden-sauerland#leistung-geburtsurkunde\""));
+    let other = Session::demo(&s, "luedenscheid").await;
+    assert!(!other.get("/intern").await.body.contains("#leistung-geburtsurkunde\">Menden"));
+
+    // A workaround ends it, on the page, in the Fahrplan's sense of "nothing to do", and on the desk.
+    let menden = Session::api(&s, "menden");
+    let body = serde_json::json!({"level": "unavailable", "workaround": "Vorläufige Bescheinigung im Bürgerbüro"});
+    let (status, answer) = menden
+        .call(reqwest::Method::PUT, "/municipalities/menden-sauerland/services/geburtsurkunde/statement", Some(&body))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let (_, html) = s.text(page).await;
+    assert!(html.contains("Vorläufige Bescheinigung im Bürgerbüro") && !html.contains("Noch keine Behelfslösung"));
+    assert!(!desk.get("/intern").await.body.contains("#leistung-geburtsurkunde\""));
 }

@@ -63,8 +63,17 @@ pub struct Fahrplan {
     municipality: Option<MunicipalityRef>,
     /// Services expected back, by date (earliest first); only what is not in normal operation yet.
     returns: Vec<ExpectedReturn>,
+    /// Services not in normal operation yet with no expected date, or one that has passed
+    /// ("noch ohne Termin"), in catalogue order.
+    without_date: Vec<UndatedReturn>,
     /// The same as an iCalendar feed.
     calendar_url: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UndatedReturn {
+    service: ServiceRef,
+    municipalities: Vec<MunicipalityRef>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -119,6 +128,14 @@ async fn fahrplan(
             .into_iter()
             .map(|r| ExpectedReturn {
                 date: r.date,
+                service: api::service_ref(r.service),
+                municipalities: r.towns.into_iter().map(|m| api::municipality_ref(&snap, m)).collect(),
+            })
+            .collect(),
+        without_date: snap
+            .undated_returns(town)
+            .into_iter()
+            .map(|r| UndatedReturn {
                 service: api::service_ref(r.service),
                 municipalities: r.towns.into_iter().map(|m| api::municipality_ref(&snap, m)).collect(),
             })

@@ -712,15 +712,48 @@ async fn dashboard(State(app): State<Shared>, desk: Desk) -> Response {
             Vec::new()
         }
     };
+    let (without_workaround, without_workaround_total, without_phone) =
+        gaps(&snap, |m| all || p.scopes.contains(&m.ags) || p.scopes.contains(&m.district_ags));
     desk.page(
         &app,
         StatusCode::OK,
         "desk/dashboard.html",
         context! {
             towns => towns, districts => districts, can_edit => p.role != Role::Viewer, mirrors => mirrors,
-            outbox => outbox, stopped_webhooks => stopped,
+            outbox => outbox, stopped_webhooks => stopped, without_workaround => without_workaround,
+            without_workaround_total => without_workaround_total, without_phone => without_phone,
         },
     )
+}
+
+/// Listed at most on the overview; the count says how many there are in all.
+const MAX_GAPS: usize = 100;
+
+/// What residents of the user's towns lack: services worse than normal with neither a workaround
+/// nor a referral (at most `MAX_GAPS`, and how many in all), and towns without a phone number.
+fn gaps(
+    snap: &crate::read::snapshot::Snapshot,
+    mine: impl Fn(&crate::domain::Municipality) -> bool,
+) -> (Vec<Value>, usize, Vec<Value>) {
+    let (mut lacking, mut total, mut without_phone) = (Vec::new(), 0, Vec::new());
+    for m in snap.data.municipalities.iter().filter(|m| mine(m)) {
+        if m.contact.phone.trim().is_empty() {
+            without_phone.push(context! { slug => m.slug.clone(), name => m.name.clone() });
+        }
+        for s in snap.data.services.iter() {
+            let a = snap.availability(m, s);
+            if snap.lacks_workaround(m, s, &a) {
+                total += 1;
+                if lacking.len() < MAX_GAPS {
+                    lacking.push(context! {
+                        town_slug => m.slug.clone(), town => m.name.clone(), service_slug => s.slug.clone(),
+                        service => s.name.clone(), level => a.level.as_str(),
+                    });
+                }
+            }
+        }
+    }
+    (lacking, total, without_phone)
 }
 
 /// The outbox per channel with the age of its oldest waiting message in whole seconds, the
