@@ -145,6 +145,10 @@ struct Rule {
     #[serde(default)]
     backlog: String,
     return_in_days: Option<i64>,
+    /// How precisely the return is said (`domain::expected`): the period of this precision
+    /// around the day `return_in_days` ahead; a day when not given.
+    #[serde(default)]
+    return_precision: Option<String>,
     days_ago: i64,
 }
 
@@ -529,6 +533,17 @@ fn days_ago(now: chrono::DateTime<chrono::Utc>, days: i64) -> String {
 }
 
 /// The date `days` after `today` (negative: before), as YYYY-MM-DD.
+/// The demo's expected return: the period of `precision` around the day `days` ahead.
+fn expected_in(today: chrono::NaiveDate, days: Option<i64>, precision: Option<&str>) -> String {
+    use crate::domain::expected::Expected;
+    match (precision, days) {
+        (Some("not_foreseeable"), _) => crate::domain::expected::NOT_FORESEEABLE.to_string(),
+        (Some(p), Some(d)) => Expected::around(p, today + Duration::days(d)).map(|e| e.canonical()).unwrap_or_default(),
+        (None, Some(d)) => date_in(today, d),
+        _ => String::new(),
+    }
+}
+
 fn date_in(today: chrono::NaiveDate, days: i64) -> String {
     (today + Duration::days(days)).format("%Y-%m-%d").to_string()
 }
@@ -731,7 +746,7 @@ pub fn build(demo: Demo) -> Result<Dataset> {
             restrictions: rule.restrictions.clone(),
             workaround: rule.workaround.clone(),
             backlog: rule.backlog.clone(),
-            expected_return: rule.return_in_days.map(|d| date_in(today, d)).unwrap_or_default(),
+            expected_return: expected_in(today, rule.return_in_days, rule.return_precision.as_deref()),
             author: "Demo".into(),
             stated_at: ago(rule.days_ago),
             version: 1,

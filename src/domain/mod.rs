@@ -3,6 +3,7 @@
 
 pub mod authz;
 pub mod events;
+pub mod expected;
 pub mod markdown;
 pub mod recovery;
 pub mod time;
@@ -149,7 +150,8 @@ pub struct Statement {
     pub restrictions: String,
     pub workaround: String,
     pub backlog: String,
-    /// Expected return to normal operation, `YYYY-MM-DD`, or empty.
+    /// Expected return to normal operation: a day, week, half-month, month or `unknown`
+    /// (see `domain::expected`), or empty.
     pub expected_return: String,
     pub author: String,
     pub stated_at: String,

@@ -110,6 +110,8 @@ pub enum Check {
     Bool,
     /// `YYYY-MM-DD`.
     Date,
+    /// When a service is expected back (`domain::expected`), stored in its canonical form.
+    ExpectedReturn,
     /// RFC 3339, stored in UTC.
     Timestamp,
     Level,
@@ -202,7 +204,7 @@ const STATEMENT_COLUMNS: &[Column] = &[
     opt("restrictions", Text),
     opt("workaround", Text),
     opt("backlog", Text),
-    opt("expected_return", Date),
+    opt("expected_return", ExpectedReturn),
     opt("author", Text),
     opt("stated_at", Timestamp),
 ];
@@ -267,6 +269,9 @@ fn check_value(check: Check, v: &str) -> Result<String, String> {
         },
         Date if v.len() == 10 && time::parse_date(v).is_some() => ok(),
         Date => Err(format!("not a date: {v:?} (expected YYYY-MM-DD)")),
+        ExpectedReturn => crate::domain::expected::Expected::parse(v).map(|e| e.canonical()).ok_or_else(|| {
+            format!("not an expected return: {v:?} (expected a day YYYY-MM-DD, a week YYYY-Www, half a month YYYY-MM-H1 or YYYY-MM-H2, a month YYYY-MM, or unknown)")
+        }),
         Timestamp => time::parse_rfc3339(v)
             .map(time::format_rfc3339)
             .ok_or_else(|| format!("not a timestamp: {v:?} (expected RFC 3339, e.g. 2023-11-30T08:15:00Z)")),

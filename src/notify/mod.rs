@@ -809,10 +809,10 @@ fn changes_mail(
                 town: m.name.clone(),
                 level: a.level.as_str(),
                 level_text: i18n::t(lang, &format!("level.{}", a.level.as_str())),
-                expected_return: if d.expected_return.is_empty() {
+                expected_return: if d.expected_return.is_empty() || back {
                     String::new()
                 } else {
-                    i18n::date(lang, &d.expected_return)
+                    crate::domain::expected::label(lang, &d.expected_return)
                 },
                 restrictions: if back { String::new() } else { d.restrictions.clone() },
                 workaround: if back { String::new() } else { d.workaround.clone() },

@@ -51,6 +51,7 @@ pub struct Derivation {
 
 /// A service expected back on a date in some towns.
 pub struct ExpectedReturn<'a> {
+    /// As stored (`domain::expected`): a day, week, half-month or month; empty when undated.
     pub date: String,
     pub service: &'a Service,
     pub towns: Vec<&'a Municipality>,
@@ -411,9 +412,10 @@ impl Snapshot {
     /// Every service not in normal operation in `town` (or the area), by expected date, and
     /// those without a date (`date` empty), in catalogue order.
     fn not_back<'a>(&'a self, town: Option<&'a Municipality>) -> (Vec<ExpectedReturn<'a>>, Vec<ExpectedReturn<'a>>) {
-        let today = crate::domain::time::today_utc().format("%Y-%m-%d").to_string();
-        let mut by_date_service: std::collections::BTreeMap<(String, i64, &str), Vec<&Municipality>> =
-            Default::default();
+        let today = crate::domain::time::today_utc();
+        // By the first day it may be, then the last: "14.12." before "KW 51" before "Dezember".
+        type Key<'k> = (chrono::NaiveDate, chrono::NaiveDate, String, i64, &'k str);
+        let mut by_date_service: std::collections::BTreeMap<Key, Vec<&Municipality>> = Default::default();
         let mut undated: std::collections::BTreeMap<(i64, &str), Vec<&Municipality>> = Default::default();
         let towns: Vec<&Municipality> = match town {
             Some(m) => vec![m],
@@ -426,16 +428,20 @@ impl Snapshot {
                     continue;
                 }
                 let date = self.details(m, s, &a).expected_return;
-                if date.is_empty() || date < today {
-                    undated.entry((s.sort_order, s.slug.as_str())).or_default().push(m);
-                } else {
-                    by_date_service.entry((date, s.sort_order, s.slug.as_str())).or_default().push(m);
+                match crate::domain::expected::Expected::parse(&date).and_then(|e| e.span()) {
+                    Some((first, last)) if last >= today => {
+                        by_date_service.entry((first, last, date, s.sort_order, s.slug.as_str())).or_default().push(m);
+                    }
+                    // Not stated, not foreseeable, or passed.
+                    _ => undated.entry((s.sort_order, s.slug.as_str())).or_default().push(m),
                 }
             }
         }
         let dated = by_date_service
             .into_iter()
-            .filter_map(|((date, _, slug), towns)| Some(ExpectedReturn { date, service: self.service(slug)?, towns }))
+            .filter_map(|((_, _, date, _, slug), towns)| {
+                Some(ExpectedReturn { date, service: self.service(slug)?, towns })
+            })
             .collect();
         let undated = undated
             .into_iter()

@@ -112,13 +112,22 @@ pub fn fahrplan_ics(snap: &Snapshot, lang: &str, public_url: &str, town: Option<
     let changed_at = town.map_or_else(|| snap.changed_at.clone(), |m| snap.changed_at_for(m));
     let stamp = time::parse_rfc3339(&changed_at).unwrap_or_default();
     for r in snap.expected_returns(town) {
-        let Some(date) = time::parse_date(&r.date) else { continue };
+        // A day is an all-day event; a week, half-month or month spans its days (DTEND is the
+        // day after the last, as iCalendar counts it).
+        let Some((first, last)) = crate::domain::expected::Expected::parse(&r.date).and_then(|e| e.span()) else {
+            continue;
+        };
         let names: Vec<&str> = r.towns.iter().map(|m| m.name.as_str()).collect();
         let summary = i18n::tf(
             lang,
             "fahrplan.event",
             &[("service", r.service.name.clone()), ("count", r.towns.len().to_string())],
         );
+        let summary = if first == last {
+            summary
+        } else {
+            format!("{summary}: {}", crate::domain::expected::label(lang, &r.date))
+        };
         let url = match town {
             Some(m) => format!("{public_url}{}/kommunen/{}/leistungen/{}", render::base(lang), m.slug, r.service.slug),
             None => format!("{public_url}{}/leistungen/{}", render::base(lang), r.service.slug),
@@ -129,7 +138,8 @@ pub fn fahrplan_ics(snap: &Snapshot, lang: &str, public_url: &str, town: Option<
                 .summary(&summary)
                 .description(&names.join(", "))
                 .url(&url)
-                .all_day(date)
+                .starts(first)
+                .ends(last + chrono::Days::new(1))
                 .timestamp(stamp)
                 .done(),
         );

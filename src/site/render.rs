@@ -109,7 +109,15 @@ fn env() -> &'static Environment<'static> {
         env.add_function("languages", || v(i18n::languages()));
         env.add_filter("datetime", |state: &State, s: String| i18n::datetime(&page_lang(state), &s));
         env.add_filter("date", |state: &State, s: String| i18n::date(&page_lang(state), &s));
+        // An expected return in words: a day, "KW 51/2026 (…)", "Mitte bis Ende Dezember 2026".
+        env.add_filter("expected", |state: &State, s: String| crate::domain::expected::label(&page_lang(state), &s));
         env.add_filter("http_url", |s: String| http_url(&s).to_string());
+        // The desk's form shows an expected return as a precision and a day within it.
+        env.add_function("expected_parts", |s: String| {
+            let e = crate::domain::expected::Expected::parse(&s);
+            let day = e.and_then(|e| e.span()).map(|(first, _)| first.format("%Y-%m-%d").to_string());
+            context! { precision => e.map(|e| e.precision()), day => day }
+        });
         env
     })
 }

@@ -155,6 +155,24 @@ named_schema!(
 );
 
 named_schema!(
+    /// When a service is expected back, as precisely as anyone can say (`domain::expected`).
+    ExpectedReturn,
+    json!({
+        "description": "A day (YYYY-MM-DD), an ISO calendar week (YYYY-Www), the first or second half of a month \
+                        (YYYY-MM-H1, YYYY-MM-H2), a month (YYYY-MM), `unknown` for \"not foreseeable yet\", or empty for \
+                        not stated. From 2000 to ten years after today (the upper bound moves with today and is not in \
+                        the pattern); week 53 exists only in years that have it.",
+        "anyOf": [
+            { "type": "string", "format": "date", "pattern": r"^20[0-9]{2}-[0-9]{2}-[0-9]{2}$" },
+            { "type": "string", "pattern": r"^20[0-9]{2}-W(0[1-9]|[1-4][0-9]|5[0-2])$" },
+            { "type": "string", "pattern": r"^20[0-9]{2}-(0[1-9]|1[0-2])(-H[12])?$" },
+            { "type": "string", "enum": ["unknown", ""] },
+        ],
+        "example": "2026-12-H2",
+    })
+);
+
+named_schema!(
     /// A date something is expected back or released (`expected_date` in writes), or empty.
     ExpectedDate,
     json!({
@@ -313,6 +331,7 @@ pub fn all() -> Vec<(String, RefOr<Schema>)> {
         one::<Id>(),
         one::<DateOrEmpty>(),
         one::<ExpectedDate>(),
+        one::<ExpectedReturn>(),
         one::<DateTimeOrEmpty>(),
         one::<Publication>(),
         one::<TimeBound>(),

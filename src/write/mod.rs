@@ -155,6 +155,26 @@ fn expected_date(field: &str, value: &str) -> WriteResult<String> {
     Ok(v)
 }
 
+/// When a service is expected back: empty (not stated), or one of the forms of
+/// `domain::expected` (a day, `2026-W51`, `2026-12-H2`, `2026-12`, `unknown`), stored in its
+/// canonical form; the period may not end before 2000 or begin more than ten years ahead.
+fn expected_return(field: &str, value: &str) -> WriteResult<String> {
+    use crate::domain::expected::Expected;
+    let v = value.trim();
+    if v.is_empty() {
+        return Ok(String::new());
+    }
+    let Some(expected) = Expected::parse(v) else { return Err(invalid(field, "write.invalid_expected_return")) };
+    if let Some((first, last)) = expected.span() {
+        let earliest = chrono::NaiveDate::from_ymd_opt(2000, 1, 1).expect("a valid date");
+        let latest = time::now().date_naive().checked_add_months(chrono::Months::new(12 * 10));
+        if last < earliest || latest.is_some_and(|latest| first > latest) {
+            return Err(invalid(field, "write.date_out_of_range"));
+        }
+    }
+    Ok(expected.canonical())
+}
+
 /// An e-mail address `local@domain`, as mail servers accept it: at most 254 characters, a local
 /// part of at most 64 without spaces, control characters or quoting, dots only between other
 /// characters; a domain of at least two dot-separated labels of letters, digits and inner
@@ -271,9 +291,9 @@ pub struct StatementInput {
     #[serde(default)]
     #[schema(schema_with = formats::line)]
     pub backlog: String,
-    /// Expected return to normal operation.
+    /// Expected return to normal operation: a day, week, half-month, month or `unknown`.
     #[serde(default)]
-    #[schema(value_type = formats::ExpectedDate)]
+    #[schema(value_type = formats::ExpectedReturn)]
     pub expected_return: String,
 }
 
@@ -326,7 +346,7 @@ pub async fn set_statements(
                 restrictions: text("restrictions", &input.restrictions, MAX_LINE)?,
                 workaround: text("workaround", &input.workaround, MAX_LINE)?,
                 backlog: text("backlog", &input.backlog, MAX_LINE)?,
-                expected_return: expected_date("expected_return", &input.expected_return)?,
+                expected_return: expected_return("expected_return", &input.expected_return)?,
                 author: who.name.clone(),
                 stated_at: now,
                 version: 0,

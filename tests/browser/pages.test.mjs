@@ -15,6 +15,11 @@ const PAGES = [
   // shared codes 51467 and 59969 each add a town outside the area), so a name prefix that matches
   // several towns asks "which one?".
   { name: 'search-ambiguous-place', path: '/suche?q=Auto+anmelden&ort=Bad', selector: '#welche' },
+  // A life event with its services, and a matter another authority handles.
+  { name: 'search-life-event', path: '/suche?q=Kind+geboren&ort=58706', expectText: 'Lebenslage' },
+  { name: 'search-elsewhere', path: '/suche?q=Kindergeld', expectText: 'Familienkasse' },
+  { name: 'english-search', path: '/en/suche?q=register+a+car&ort=58706', lang: 'en', expectText: 'Fahrzeug zulassen' },
+  { name: 'town-service-no-workaround', path: '/kommunen/menden-sauerland/leistungen/geburtsurkunde', expectText: 'Noch keine Behelfslösung' },
   { name: 'towns', path: '/kommunen' },
   { name: 'town', path: '/kommunen/menden-sauerland' },
   {

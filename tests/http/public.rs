@@ -18,6 +18,7 @@ on_both_engines!(
     english_interface,
     fahrplan_lists_expected_returns_with_a_calendar,
     no_service_is_left_with_nothing_to_do,
+    expected_returns_are_as_precise_as_anyone_can_say,
 );
 
 async fn home_page_asks_what_and_where(engine: Engine) {
@@ -377,4 +378,93 @@ async fn no_service_is_left_with_nothing_to_do(engine: Engine) {
     let (_, html) = s.text(page).await;
     assert!(html.contains("Vorläufige Bescheinigung im Bürgerbüro") && !html.contains("Noch keine Behelfslösung"));
     assert!(!desk.get("/intern").await.body.contains("#leistung-geburtsurkunde\""));
+}
+
+/// "Ab Mitte Dezember": an expected return can be a day, a week, half a month, a month or "noch
+/// nicht absehbar", shown as such on the pages, in the API (with its first and last day), in the
+/// Fahrplan and the calendar (an event spanning the period), and set from the desk's form.
+async fn expected_returns_are_as_precise_as_anyone_can_say(engine: Engine) {
+    let s = Server::demo(engine).await;
+    let menden = Session::api(&s, "menden");
+    let put = |service: &'static str, expected: &'static str| {
+        let menden = &menden;
+        async move {
+            let body = serde_json::json!({"level": "emergency", "workaround": "Papier", "expected_return": expected});
+            let path = format!("/municipalities/menden-sauerland/services/{service}/statement");
+            menden.call(reqwest::Method::PUT, &path, Some(&body)).await
+        }
+    };
+    // The second half of a month four years ahead, so that it never lies in the past.
+    let (status, answer) = put("wohngeld", "2030-12-H2").await;
+    assert_eq!(status, 200, "{answer}");
+    let (_, town) = s.json("/api/v1/municipalities/menden-sauerland").await;
+    let wohngeld = town["services"].as_array().unwrap().iter().find(|x| x["service"]["slug"] == "wohngeld").unwrap();
+    assert_eq!(wohngeld["expected_return"], "2030-12-H2");
+    assert_eq!(
+        wohngeld["expected_return_span"],
+        serde_json::json!({"precision": "second_half", "earliest": "2030-12-16", "latest": "2030-12-31", "text": "Mitte bis Ende Dezember 2030"})
+    );
+    let (_, html) = s.text("/kommunen/menden-sauerland/leistungen/wohngeld").await;
+    assert!(html.contains("Mitte bis Ende Dezember 2030"), "{html}");
+    let (_, html) = s.text("/en/kommunen/menden-sauerland/leistungen/wohngeld").await;
+    assert!(html.contains("mid to late December 2030"));
+    let (_, html) = s.text("/kommunen/menden-sauerland/fahrplan").await;
+    assert!(html.contains(">Mitte bis Ende Dezember 2030</h2>"), "a heading of its own, no <time> for a period");
+    let ics = s.get("/kommunen/menden-sauerland/fahrplan.ics").await.text().await.unwrap();
+    let event = ics.split("BEGIN:VEVENT").find(|e| e.contains("Wohngeld")).expect("an event for Wohngeld");
+    assert!(event.contains("DTSTART;VALUE=DATE:20301216") && event.contains("DTEND;VALUE=DATE:20310101"), "{event}");
+
+    // A week, and "noch nicht absehbar" (listed as "noch ohne Termin", not in the calendar).
+    assert_eq!(put("grundsicherung", "2030-W02").await.0, 200);
+    let (_, html) = s.text("/kommunen/menden-sauerland/leistungen/grundsicherung").await;
+    assert!(html.contains("KW 2/2030 (07.01.2030–13.01.2030)"), "{html}");
+    assert_eq!(put("elterngeld", "unknown").await.0, 200);
+    let (_, html) = s.text("/kommunen/menden-sauerland/leistungen/elterngeld").await;
+    assert!(html.contains("noch nicht absehbar"));
+    let (_, plan) = s.json("/api/v1/fahrplan?municipality=menden-sauerland").await;
+    let undated: Vec<&str> =
+        plan["without_date"].as_array().unwrap().iter().map(|r| r["service"]["slug"].as_str().unwrap()).collect();
+    assert!(undated.contains(&"elterngeld"), "{undated:?}");
+    let firsts: Vec<&str> =
+        plan["returns"].as_array().unwrap().iter().map(|r| r["expected"]["earliest"].as_str().unwrap()).collect();
+    assert!(firsts.windows(2).all(|w| w[0] <= w[1]), "ordered by the first day: {firsts:?}");
+
+    // Anything else is refused with the field's name, and nothing changes.
+    for bad in ["Mitte Dezember", "2030-13", "2030-W54", "2030-12-H3", "<script>"] {
+        let (status, answer) = put("wohngeld", bad).await;
+        assert_eq!(status, 422, "{bad}: {answer}");
+        assert_eq!(answer["field"], "expected_return", "{bad}: {answer}");
+    }
+    let (_, html) = s.text("/kommunen/menden-sauerland/leistungen/wohngeld").await;
+    assert!(html.contains("Mitte bis Ende Dezember 2030"));
+
+    // The desk's form: a precision and a day in it.
+    let desk = Session::demo(&s, "menden").await;
+    let page = "/intern/kommunen/menden-sauerland";
+    let form = desk.get(page).await.body;
+    assert!(form.contains("name=\"expected_precision\"") && form.contains("in der zweiten Hälfte dieses Monats"));
+    let res = desk
+        .submit(
+            page,
+            &format!("{page}/status"),
+            &[
+                ("services", "wohngeld"),
+                ("level", "limited"),
+                ("expected_precision", "week"),
+                ("expected_return", "2030-12-18"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status, 303, "{}", res.body);
+    let (_, town) = s.json("/api/v1/municipalities/menden-sauerland").await;
+    let wohngeld = town["services"].as_array().unwrap().iter().find(|x| x["service"]["slug"] == "wohngeld").unwrap();
+    assert_eq!(wohngeld["expected_return"], "2030-W51");
+    let res = desk
+        .submit(
+            page,
+            &format!("{page}/status"),
+            &[("services", "wohngeld"), ("level", "limited"), ("expected_precision", "month"), ("expected_return", "")],
+        )
+        .await;
+    assert_eq!(res.status, 422, "a month needs a day in it");
 }

@@ -256,9 +256,13 @@ pub struct Status {
     workaround: Option<String>,
     /// Backlog and processing time.
     backlog: Option<String>,
-    /// Expected return to normal operation.
-    #[schema(format = Date, example = "2026-12-15")]
+    /// Expected return to normal operation as stored: a day (`2026-12-15`), a week (`2026-W51`),
+    /// half a month (`2026-12-H2`), a month (`2026-12`) or `unknown`; null when not stated or
+    /// when the service is in normal operation.
+    #[schema(example = "2026-12-H2")]
     expected_return: Option<String>,
+    /// The same as a period with its first and last day.
+    expected_return_span: Option<ExpectedSpan>,
     /// When it was stated (RFC 3339, UTC).
     #[schema(format = DateTime)]
     stated_at: Option<String>,
@@ -565,11 +569,41 @@ fn status(snap: &Snapshot, m: &Municipality, s: &Service, a: Availability) -> St
         restrictions: opt(&d.restrictions),
         workaround: opt(&d.workaround),
         backlog: opt(&d.backlog),
-        expected_return: opt(&d.expected_return),
+        expected_return: if a.level == Level::Normal { None } else { opt(&d.expected_return) },
+        expected_return_span: if a.level == Level::Normal { None } else { expected_span(&d.expected_return) },
         stated_at: opt(&d.stated_at),
         has_alternatives: snap.has_alternatives(m, s),
         derivation: d.derivation,
     }
+}
+
+/// When a service is expected back, as a period (a day is a period of one day).
+#[derive(Serialize, ToSchema)]
+pub struct ExpectedSpan {
+    /// How precisely it is known.
+    #[schema(example = "second_half")]
+    precision: &'static str,
+    /// The first day it may be; null when not foreseeable.
+    #[schema(format = Date, example = "2026-12-16")]
+    earliest: Option<String>,
+    /// The last day it may be; null when not foreseeable.
+    #[schema(format = Date, example = "2026-12-31")]
+    latest: Option<String>,
+    /// In words, in German as the pages say it.
+    #[schema(example = "Mitte bis Ende Dezember 2026")]
+    text: String,
+}
+
+/// `expected_return` as a period; `None` when empty.
+pub fn expected_span(stored: &str) -> Option<ExpectedSpan> {
+    let e = crate::domain::expected::Expected::parse(stored)?;
+    let day = |d: chrono::NaiveDate| d.format("%Y-%m-%d").to_string();
+    Some(ExpectedSpan {
+        precision: e.precision(),
+        earliest: e.span().map(|(first, _)| day(first)),
+        latest: e.span().map(|(_, last)| day(last)),
+        text: e.label(i18n::DEFAULT_LANG),
+    })
 }
 
 fn contact(c: &Contact) -> ContactOut {

@@ -78,8 +78,11 @@ pub struct UndatedReturn {
 
 #[derive(Serialize, ToSchema)]
 pub struct ExpectedReturn {
-    #[schema(format = Date, example = "2026-12-15")]
+    /// As stored: a day, a week (`2026-W51`), half a month (`2026-12-H2`) or a month (`2026-12`).
+    #[schema(example = "2026-12-15")]
     date: String,
+    /// The same as a period; the list is ordered by its first day, then its last.
+    expected: api::ExpectedSpan,
     service: ServiceRef,
     /// The towns it is expected back in on that date.
     municipalities: Vec<MunicipalityRef>,
@@ -126,10 +129,13 @@ async fn fahrplan(
         returns: snap
             .expected_returns(town)
             .into_iter()
-            .map(|r| ExpectedReturn {
-                date: r.date,
-                service: api::service_ref(r.service),
-                municipalities: r.towns.into_iter().map(|m| api::municipality_ref(&snap, m)).collect(),
+            .filter_map(|r| {
+                Some(ExpectedReturn {
+                    expected: api::expected_span(&r.date)?,
+                    date: r.date,
+                    service: api::service_ref(r.service),
+                    municipalities: r.towns.into_iter().map(|m| api::municipality_ref(&snap, m)).collect(),
+                })
             })
             .collect(),
         without_date: snap

@@ -477,7 +477,25 @@ fn statement_input(f: &Fields) -> write::StatementInput {
         restrictions: f.one("restrictions").to_string(),
         workaround: f.one("workaround").to_string(),
         backlog: f.one("backlog").to_string(),
-        expected_return: f.one("expected_return").to_string(),
+        expected_return: expected_return(f.one("expected_precision"), f.one("expected_return")),
+    }
+}
+
+/// The form's precision and day as one expected return (`domain::expected`). Without a
+/// precision the day is taken as it is (a form of before the precision, or a client that writes
+/// the stored form itself); a precision without a usable day is passed on as it is, so that the
+/// write refuses it with the field's name.
+fn expected_return(precision: &str, day: &str) -> String {
+    use crate::domain::expected::Expected;
+    let day = day.trim();
+    if precision.is_empty() {
+        return day.to_string();
+    }
+    let parsed = crate::domain::time::parse_date(day);
+    match (precision, parsed) {
+        ("not_foreseeable", _) => crate::domain::expected::NOT_FORESEEABLE.to_string(),
+        (p, Some(d)) => Expected::around(p, d).map_or_else(|| format!("{p}:{day}"), |e| e.canonical()),
+        (p, None) => format!("{p}:{day}"),
     }
 }
 
