@@ -14,8 +14,6 @@
 
 use chrono::{Datelike, Months, NaiveDate, Weekday};
 
-use crate::i18n;
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Expected {
     Day(NaiveDate),
@@ -124,39 +122,6 @@ impl Expected {
             Expected::NotForeseeable => None,
         }
     }
-
-    /// In words, as residents read it: "14.12.2026", "KW 51/2026 (14.12.–20.12.2026)",
-    /// "Mitte bis Ende Dezember 2026", "Dezember 2026", "noch nicht absehbar".
-    pub fn label(&self, lang: &str) -> String {
-        let date = |d: NaiveDate| i18n::date(lang, &d.format("%Y-%m-%d").to_string());
-        let month = |d: NaiveDate| i18n::t(lang, &format!("month.m{}", d.month()));
-        let args = |d: NaiveDate| vec![("month", month(d)), ("year", d.year().to_string())];
-        match *self {
-            Expected::Day(d) => date(d),
-            Expected::Week(monday) => i18n::tf(
-                lang,
-                "expected.week",
-                &[
-                    ("week", monday.iso_week().week().to_string()),
-                    ("year", monday.iso_week().year().to_string()),
-                    ("from", date(monday)),
-                    ("to", date(monday + chrono::Days::new(6))),
-                ],
-            ),
-            Expected::FirstHalf(d) => i18n::tf(lang, "expected.first_half", &args(d)),
-            Expected::SecondHalf(d) => i18n::tf(lang, "expected.second_half", &args(d)),
-            Expected::Month(d) => i18n::tf(lang, "expected.month", &args(d)),
-            Expected::NotForeseeable => i18n::t(lang, "expected.not_foreseeable"),
-        }
-    }
-}
-
-/// `expected_return` as residents read it; a text that is no expected return stays as it is.
-pub fn label(lang: &str, stored: &str) -> String {
-    match Expected::parse(stored) {
-        Some(e) => e.label(lang),
-        None => stored.to_string(),
-    }
 }
 
 #[cfg(test)]
@@ -209,17 +174,5 @@ mod tests {
         assert_eq!(stored, ["2026-12-17", "2026-W51", "2026-12-H1", "2026-12-H2", "2026-12", "unknown"]);
         assert_eq!(Expected::around("week", d(2027, 1, 1)).unwrap().canonical(), "2026-W53");
         assert_eq!(Expected::around("soon", day), None);
-    }
-
-    #[test]
-    fn labels_say_it_in_words() {
-        assert_eq!(label("de", "2026-12-14"), "14.12.2026");
-        assert_eq!(label("de", "2026-W51"), "KW 51/2026 (14.12.2026–20.12.2026)");
-        assert_eq!(label("de", "2026-12-H2"), "Mitte bis Ende Dezember 2026");
-        assert_eq!(label("de", "2026-12-H1"), "Anfang bis Mitte Dezember 2026");
-        assert_eq!(label("de", "2027-01"), "Januar 2027");
-        assert_eq!(label("de", "unknown"), "noch nicht absehbar");
-        assert_eq!(label("en", "2026-12-H2"), "mid to late December 2026");
-        assert_eq!(label("en", "unknown"), "not foreseeable yet");
     }
 }

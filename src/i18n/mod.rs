@@ -364,6 +364,36 @@ pub fn date(lang: &str, date: &str) -> String {
     crate::domain::time::local_date(date, &language(lang).date_format)
 }
 
+/// An expected return (`domain::expected`) in words, as residents read it: "14.12.2026",
+/// "KW 51/2026 (14.12.2026–20.12.2026)", "Mitte bis Ende Dezember 2026", "Dezember 2026",
+/// "noch nicht absehbar"; a text that is no expected return stays as it is.
+pub fn expected_return(lang: &str, stored: &str) -> String {
+    use crate::domain::expected::Expected;
+    use chrono::Datelike;
+    let Some(e) = Expected::parse(stored) else { return stored.to_string() };
+    let day = |d: chrono::NaiveDate| date(lang, &d.format("%Y-%m-%d").to_string());
+    let month = |d: chrono::NaiveDate| {
+        vec![("month", t(lang, &format!("month.m{}", d.month()))), ("year", d.year().to_string())]
+    };
+    match e {
+        Expected::Day(d) => day(d),
+        Expected::Week(monday) => tf(
+            lang,
+            "expected.week",
+            &[
+                ("week", monday.iso_week().week().to_string()),
+                ("year", monday.iso_week().year().to_string()),
+                ("from", day(monday)),
+                ("to", day(monday + chrono::Days::new(6))),
+            ],
+        ),
+        Expected::FirstHalf(d) => tf(lang, "expected.first_half", &month(d)),
+        Expected::SecondHalf(d) => tf(lang, "expected.second_half", &month(d)),
+        Expected::Month(d) => tf(lang, "expected.month", &month(d)),
+        Expected::NotForeseeable => t(lang, "expected.not_foreseeable"),
+    }
+}
+
 #[cfg(test)]
 pub fn has(lang: &str, key: &str) -> bool {
     catalogue().messages.get(lang).is_some_and(|m| m.contains_key(key))
@@ -379,6 +409,18 @@ pub fn keys(lang: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expected_returns_are_said_in_words() {
+        assert_eq!(expected_return("de", "2026-12-14"), "14.12.2026");
+        assert_eq!(expected_return("de", "2026-W51"), "KW 51/2026 (14.12.2026–20.12.2026)");
+        assert_eq!(expected_return("de", "2026-12-H2"), "Mitte bis Ende Dezember 2026");
+        assert_eq!(expected_return("de", "2026-12-H1"), "Anfang bis Mitte Dezember 2026");
+        assert_eq!(expected_return("de", "2027-01"), "Januar 2027");
+        assert_eq!(expected_return("de", "unknown"), "noch nicht absehbar");
+        assert_eq!(expected_return("en", "2026-12-H2"), "mid to late December 2026");
+        assert_eq!(expected_return("en", "unknown"), "not foreseeable yet");
+    }
 
     #[test]
     fn every_language_has_every_german_key_and_no_more() {

@@ -812,7 +812,7 @@ fn changes_mail(
                 expected_return: if d.expected_return.is_empty() || back {
                     String::new()
                 } else {
-                    crate::domain::expected::label(lang, &d.expected_return)
+                    crate::i18n::expected_return(lang, &d.expected_return)
                 },
                 restrictions: if back { String::new() } else { d.restrictions.clone() },
                 workaround: if back { String::new() } else { d.workaround.clone() },

@@ -49,6 +49,10 @@ pub struct Derivation {
     pub missing_functions: Vec<String>,
 }
 
+/// A statement is looked at again after this many days: the desk lists it until it is
+/// confirmed or changed (saving it again counts).
+pub const REVIEW_AFTER_DAYS: i64 = 14;
+
 /// A service expected back on a date in some towns.
 pub struct ExpectedReturn<'a> {
     /// As stored (`domain::expected`): a day, week, half-month or month; empty when undated.
@@ -532,6 +536,39 @@ impl Snapshot {
         out
     }
 
+    /// A statement the recovery has moved past: the procedures behind the service changed on or
+    /// after the day it was stated, and the level they give now differs from it. Returns when
+    /// they changed. The public card keeps the statement's one level and adds this as a dated
+    /// note; the desk flags it to the statement's editors.
+    pub fn contradiction(&self, m: &Municipality, s: &Service, a: &Availability) -> Option<String> {
+        let st = a.statement?;
+        let procedures = self.procedures_in_town(m, s);
+        let derived =
+            procedures.iter().map(|p| crate::domain::recovery::level_for(p.procedure.stage, p.rollout)).max()?;
+        let since = procedures.iter().map(|p| p.since).filter(|s| !s.is_empty()).max()?;
+        let day = |t: &str| t.get(..10).unwrap_or(t).to_string();
+        (derived != st.level && day(since) >= day(&st.stated_at)).then(|| since.to_string())
+    }
+
+    /// The towns with a rollout record for `procedure` whose own or district's statements decide
+    /// at least one of the procedure's services instead of the rollout.
+    pub fn towns_overriding(&self, procedure: &str) -> usize {
+        let services: Vec<&Service> =
+            self.data.services.iter().filter(|s| self.procedures_of(s).iter().any(|p| p.slug == procedure)).collect();
+        self.data
+            .municipalities
+            .iter()
+            .filter(|m| self.rollout(procedure, &m.ags).is_some())
+            .filter(|m| services.iter().any(|s| self.availability(m, s).statement.is_some()))
+            .count()
+    }
+
+    /// Whether a statement is due for review: older than `REVIEW_AFTER_DAYS`.
+    pub fn review_due(st: &Statement, now: chrono::DateTime<chrono::Utc>) -> bool {
+        crate::domain::time::parse_rfc3339(&st.stated_at)
+            .is_some_and(|at| now - at > chrono::Duration::days(REVIEW_AFTER_DAYS))
+    }
+
     /// A service worse than normal with neither a workaround nor a referral to another office:
     /// residents are told so in words ("noch keine Behelfslösung") and the desk lists it, so that
     /// nobody is left with "Ausfall" and nothing else.
@@ -710,6 +747,26 @@ pub fn gzip(body: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_statement_is_due_for_review_after_fourteen_days() {
+        let now = crate::domain::time::utc(2026, 12, 20, 12, 0);
+        let stated = |at: &str| Statement {
+            scope_ags: "05962040".into(),
+            service_slug: "wohngeld".into(),
+            level: Level::Limited,
+            restrictions: String::new(),
+            workaround: String::new(),
+            backlog: String::new(),
+            expected_return: String::new(),
+            author: "t".into(),
+            stated_at: at.into(),
+            version: 1,
+        };
+        assert!(!Snapshot::review_due(&stated("2026-12-06T12:00:00Z"), now), "exactly 14 days");
+        assert!(Snapshot::review_due(&stated("2026-12-06T11:59:00Z"), now));
+        assert!(!Snapshot::review_due(&stated("2026-12-19T08:00:00Z"), now));
+    }
 
     #[test]
     fn gzip_round_trips_one_body_after_another_on_one_thread() {

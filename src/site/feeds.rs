@@ -123,11 +123,8 @@ pub fn fahrplan_ics(snap: &Snapshot, lang: &str, public_url: &str, town: Option<
             "fahrplan.event",
             &[("service", r.service.name.clone()), ("count", r.towns.len().to_string())],
         );
-        let summary = if first == last {
-            summary
-        } else {
-            format!("{summary}: {}", crate::domain::expected::label(lang, &r.date))
-        };
+        let summary =
+            if first == last { summary } else { format!("{summary}: {}", crate::i18n::expected_return(lang, &r.date)) };
         let url = match town {
             Some(m) => format!("{public_url}{}/kommunen/{}/leistungen/{}", render::base(lang), m.slug, r.service.slug),
             None => format!("{public_url}{}/leistungen/{}", render::base(lang), r.service.slug),

@@ -110,7 +110,7 @@ fn env() -> &'static Environment<'static> {
         env.add_filter("datetime", |state: &State, s: String| i18n::datetime(&page_lang(state), &s));
         env.add_filter("date", |state: &State, s: String| i18n::date(&page_lang(state), &s));
         // An expected return in words: a day, "KW 51/2026 (…)", "Mitte bis Ende Dezember 2026".
-        env.add_filter("expected", |state: &State, s: String| crate::domain::expected::label(&page_lang(state), &s));
+        env.add_filter("expected", |state: &State, s: String| crate::i18n::expected_return(&page_lang(state), &s));
         env.add_filter("http_url", |s: String| http_url(&s).to_string());
         // The desk's form shows an expected return as a precision and a day within it.
         env.add_function("expected_parts", |s: String| {
@@ -246,6 +246,8 @@ pub struct AvailabilityView {
     /// with when that was last checked (the statement, or the data when nobody stated anything).
     pub lacks_workaround: bool,
     pub checked_at: String,
+    /// When the recovery moved past the statement (see `Snapshot::contradiction`), or empty.
+    pub contradicted_since: String,
     /// The procedures the service needs and how far they are here.
     pub derivation: Vec<DerivationView>,
 }
@@ -265,7 +267,9 @@ fn availability_view(snap: &Snapshot, m: &Municipality, s: &Service, a: Availabi
     };
     let d = snap.details(m, s, &a);
     let lacks_workaround = snap.lacks_workaround(m, s, &a);
+    let contradicted_since = snap.contradiction(m, s, &a).unwrap_or_default();
     AvailabilityView {
+        contradicted_since,
         lacks_workaround,
         checked_at: if d.stated_at.is_empty() { snap.changed_at_for(m) } else { d.stated_at.clone() },
         service_slug: s.slug.clone(),
@@ -331,6 +335,7 @@ impl AvailabilityView {
         said(self) == said(other)
             && self.lacks_workaround == other.lacks_workaround
             && self.checked_at == other.checked_at
+            && self.contradicted_since == other.contradicted_since
             && self.derivation == other.derivation
     }
 }

@@ -199,7 +199,7 @@ async fn second_bad_file_stores_nothing_from_the_first(engine: Engine) {
     let err = failed(&import(&s, &["multi/municipalities.csv", "multi/statements.csv"]));
     assert!(
         err.contains(
-            "statements.csv, line 3, field \"expected_return\": not a date: \"1.1.2027\" (expected YYYY-MM-DD)"
+            "statements.csv, line 3, field \"expected_return\": not an expected return: \"1.1.2027\" (expected a day YYYY-MM-DD"
         ),
         "{err}"
     );

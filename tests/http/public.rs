@@ -19,6 +19,7 @@ on_both_engines!(
     fahrplan_lists_expected_returns_with_a_calendar,
     no_service_is_left_with_nothing_to_do,
     expected_returns_are_as_precise_as_anyone_can_say,
+    a_card_never_shows_two_levels_and_a_contradicted_statement_is_flagged,
 );
 
 async fn home_page_asks_what_and_where(engine: Engine) {
@@ -467,4 +468,54 @@ async fn expected_returns_are_as_precise_as_anyone_can_say(engine: Engine) {
         )
         .await;
     assert_eq!(res.status, 422, "a month needs a day in it");
+}
+
+/// A statement decides its card: one level, one sentence; the recovery is a fact without a level
+/// word, and when it moves past the statement a dated note says so, the rollout's answer counts
+/// the towns whose statements decide instead, and the statement's editors see it flagged.
+async fn a_card_never_shows_two_levels_and_a_contradicted_statement_is_flagged(engine: Engine) {
+    let s = Server::demo(engine).await;
+    let menden = Session::api(&s, "menden");
+    let body = serde_json::json!({"level": "unavailable", "restrictions": "Keine Anträge bis auf Weiteres."});
+    let path = "/municipalities/menden-sauerland/services/wohngeld/statement";
+    assert_eq!(menden.call(reqwest::Method::PUT, path, Some(&body)).await.0, 200);
+    let card = |html: &str| {
+        let start = html.find("<div class=\"availability\">").expect("a card");
+        html[start..start + html[start..].find("</div>").unwrap()].to_string()
+    };
+    let (_, html) = s.text("/kommunen/menden-sauerland/leistungen/wohngeld").await;
+    assert!(!card(&html).contains("Hinweis: Am"), "no note before the recovery moves");
+
+    // The recovery moves on: basic operation for Menden, which would be "Basisbetrieb (eingeschränkt)".
+    let krisenstab = Session::api(&s, "krisenstab");
+    let rollout =
+        serde_json::json!({"procedure": "sozialwesen", "stage": "basic", "municipalities": ["menden-sauerland"]});
+    let (status, answer) =
+        krisenstab.call(reqwest::Method::POST, "/procedures/sozialwesen/rollout", Some(&rollout)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["municipalities_overridden"].as_u64().unwrap() >= 1, "{answer}");
+
+    let (_, html) = s.text("/kommunen/menden-sauerland/leistungen/wohngeld").await;
+    let card = card(&html);
+    assert!(card.contains("Ausfall") && card.contains("Keine Anträge bis auf Weiteres."), "{card}");
+    for other in ["Regelbetrieb", "Basisbetrieb", "Notbetrieb", "Pilotbetrieb"] {
+        assert!(!card.contains(other), "one level only, found {other:?}: {card}");
+    }
+    assert!(card.contains("Hinweis: Am "), "a dated note: {card}");
+    assert!(card.contains("Sozialleistungsverfahren: für diese Kommune wieder bereitgestellt seit"), "{card}");
+
+    // The statement's editors see it flagged; confirming it again does not hide the contradiction.
+    let desk = Session::demo(&s, "menden").await;
+    let overview = desk.get("/intern").await.body;
+    assert!(overview.contains("Angaben prüfen"), "{overview}");
+    let item = &overview[overview.find("/intern/kommunen/menden-sauerland/leistungen/wohngeld").expect("listed")..];
+    assert!(item[..400.min(item.len())].contains("Ihre Angabe widerspricht dem Wiederanlauf seit"), "{item}");
+    // A town without such a statement is not flagged for it.
+    let other = Session::demo(&s, "luedenscheid").await;
+    assert!(!other.get("/intern").await.body.contains("/intern/kommunen/menden-sauerland/leistungen/wohngeld"));
+
+    // The procedure's desk page counts the towns that decide themselves.
+    let board = Session::demo(&s, "admin").await;
+    let page = board.get("/intern/wiederanlauf/sozialwesen").await.body;
+    assert!(page.contains("entscheidet eine eigene Angabe"), "{page}");
 }

@@ -602,7 +602,7 @@ pub fn expected_span(stored: &str) -> Option<ExpectedSpan> {
         precision: e.precision(),
         earliest: e.span().map(|(first, _)| day(first)),
         latest: e.span().map(|(_, last)| day(last)),
-        text: e.label(i18n::DEFAULT_LANG),
+        text: i18n::expected_return(i18n::DEFAULT_LANG, stored),
     })
 }
 

@@ -597,6 +597,10 @@ pub struct RolloutResult {
     stage: Rollout,
     /// How many towns were set.
     municipalities: usize,
+    /// Of the towns the procedure is rolled out to, how many have a statement of their own (or
+    /// their district's) that decides at least one of its services instead of the rollout: their
+    /// pages keep showing the statement, and its editors see it flagged in the desk.
+    municipalities_overridden: usize,
 }
 
 #[utoipa::path(
@@ -645,7 +649,12 @@ async fn post_rollout(
                 Rollout::parse(&input.stage).ok_or_else(|| Fail::internal("stored an unknown rollout stage"))?;
             editing::reply(
                 StatusCode::OK,
-                &RolloutResult { procedure: saved(&shared, slug)?, stage, municipalities: *count },
+                &RolloutResult {
+                    procedure: saved(&shared, slug)?,
+                    stage,
+                    municipalities: *count,
+                    municipalities_overridden: shared.snapshot().towns_overriding(slug),
+                },
             )
         },
     )

@@ -410,6 +410,7 @@ async fn procedure_view(app: &Shared, desk: &Desk, slug: &str, status: StatusCod
             dependencies => dependencies, dependents => dependents, services => services, districts => districts,
             progress => v(Progress::of(&snap, p, &towns)), step_choices => step_choices, rollout_choices => Rollout::ALL.map(Rollout::as_str),
             history => v(history), can_edit => can_edit(desk), form => form,
+            overriding => snap.towns_overriding(&p.slug),
             ..extra
         },
     )

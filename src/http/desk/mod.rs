@@ -712,38 +712,39 @@ async fn dashboard(State(app): State<Shared>, desk: Desk) -> Response {
             Vec::new()
         }
     };
-    let (without_workaround, without_workaround_total, without_phone) =
-        gaps(&snap, |m| all || p.scopes.contains(&m.ags) || p.scopes.contains(&m.district_ags));
+    let gaps = gaps(&snap, |ags| all || p.scopes.iter().any(|scope| scope == ags));
     desk.page(
         &app,
         StatusCode::OK,
         "desk/dashboard.html",
         context! {
             towns => towns, districts => districts, can_edit => p.role != Role::Viewer, mirrors => mirrors,
-            outbox => outbox, stopped_webhooks => stopped, without_workaround => without_workaround,
-            without_workaround_total => without_workaround_total, without_phone => without_phone,
+            outbox => outbox, stopped_webhooks => stopped, ..gaps
         },
     )
 }
 
-/// Listed at most on the overview; the count says how many there are in all.
+/// Listed at most per list on the overview; the count says how many there are in all.
 const MAX_GAPS: usize = 100;
 
-/// What residents of the user's towns lack: services worse than normal with neither a workaround
-/// nor a referral (at most `MAX_GAPS`, and how many in all), and towns without a phone number.
-fn gaps(
-    snap: &crate::read::snapshot::Snapshot,
-    mine: impl Fn(&crate::domain::Municipality) -> bool,
-) -> (Vec<Value>, usize, Vec<Value>) {
-    let (mut lacking, mut total, mut without_phone) = (Vec::new(), 0, Vec::new());
-    for m in snap.data.municipalities.iter().filter(|m| mine(m)) {
+/// What needs the editor's attention in the towns and districts that are `mine` (by AGS; a town
+/// counts when it or its district is): services worse than normal with neither a workaround nor
+/// a referral, towns without a phone number, and statements to look at again, because the
+/// recovery moved past them or they are older than `REVIEW_AFTER_DAYS`.
+fn gaps(snap: &crate::read::snapshot::Snapshot, mine: impl Fn(&str) -> bool) -> Value {
+    use crate::read::snapshot::Snapshot;
+    let now = crate::domain::time::now();
+    let (mut lacking, mut lacking_total, mut without_phone) = (Vec::new(), 0, Vec::new());
+    let (mut review, mut review_total) = (Vec::new(), 0);
+    let mut seen = std::collections::HashSet::new();
+    for m in snap.data.municipalities.iter().filter(|m| mine(&m.ags) || mine(&m.district_ags)) {
         if m.contact.phone.trim().is_empty() {
             without_phone.push(context! { slug => m.slug.clone(), name => m.name.clone() });
         }
         for s in snap.data.services.iter() {
             let a = snap.availability(m, s);
             if snap.lacks_workaround(m, s, &a) {
-                total += 1;
+                lacking_total += 1;
                 if lacking.len() < MAX_GAPS {
                     lacking.push(context! {
                         town_slug => m.slug.clone(), town => m.name.clone(), service_slug => s.slug.clone(),
@@ -751,9 +752,32 @@ fn gaps(
                     });
                 }
             }
+            // A district's statement once, not once per town.
+            let Some(st) = a.statement.filter(|st| mine(&st.scope_ags)) else { continue };
+            if !seen.insert((st.scope_ags.clone(), s.slug.clone())) {
+                continue;
+            }
+            let contradicted = snap.contradiction(m, s, &a);
+            if contradicted.is_some() || Snapshot::review_due(st, now) {
+                review_total += 1;
+                if review.len() < MAX_GAPS {
+                    let (kind, slug, name) = match snap.district(&st.scope_ags).filter(|_| st.scope_ags.len() == 5) {
+                        Some(d) => ("kreise", d.slug.clone(), d.name.clone()),
+                        None => ("kommunen", m.slug.clone(), m.name.clone()),
+                    };
+                    review.push(context! {
+                        kind => kind, slug => slug, name => name, service_slug => s.slug.clone(),
+                        service => s.name.clone(), stated_at => st.stated_at.clone(), contradicted_since => contradicted,
+                    });
+                }
+            }
         }
     }
-    (lacking, total, without_phone)
+    context! {
+        without_workaround => lacking, without_workaround_total => lacking_total, without_phone => without_phone,
+        to_review => review, to_review_total => review_total,
+        review_after_days => crate::read::snapshot::REVIEW_AFTER_DAYS,
+    }
 }
 
 /// The outbox per channel with the age of its oldest waiting message in whole seconds, the
