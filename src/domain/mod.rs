@@ -257,6 +257,9 @@ pub struct Dataset {
     /// the history behind the CAP alerts' updates and cancels. Shared between snapshots and
     /// extended by the entries after the last one.
     pub announcement_history: std::sync::Arc<Vec<events::Recorded>>,
+    /// Every statement and rollout event of the journal, in order: the public history of each
+    /// service in each town and the status feeds. Shared and extended like the above.
+    pub status_history: std::sync::Arc<Vec<events::Recorded>>,
 }
 
 /// The one folding for slugs and search: lower case, umlauts and ß spelled out (`ä` → `ae`,

@@ -39,12 +39,14 @@ pub fn router(app: Shared, proxies: client::TrustedProxies) -> Router {
             .route("/kommunen/{slug}", get(municipality))
             .route("/kommunen/{slug}/leistungen/{service}", get(service_in_town))
             .route("/kommunen/{slug}/meldungen.atom", get(municipality_feed))
+            .route("/kommunen/{slug}/status.atom", get(municipality_status_feed))
             .route("/kreise/{slug}", get(district))
             .route("/leistungen", get(services))
             .route("/leistungen/{slug}", get(service))
             .route("/meldungen", get(announcements))
             .route("/meldungen/{id}", get(announcement))
             .route("/feeds/meldungen.atom", get(area_feed))
+            .route("/feeds/status.atom", get(area_status_feed))
             .route("/fragen", get(faq))
             .route("/fahrplan", get(fahrplan))
             .route("/fahrplan.ics", get(fahrplan_ics))
@@ -311,6 +313,23 @@ async fn sources(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lan
 
 async fn area_feed(State(app): State<Shared>, Extension(Lang(lang)): Extension<Lang>, headers: HeaderMap) -> Response {
     public_page(&app, &headers, lang, Page::Feed).await
+}
+
+async fn area_status_feed(
+    State(app): State<Shared>,
+    Extension(Lang(lang)): Extension<Lang>,
+    headers: HeaderMap,
+) -> Response {
+    public_page(&app, &headers, lang, Page::StatusFeed).await
+}
+
+async fn municipality_status_feed(
+    State(app): State<Shared>,
+    Extension(Lang(lang)): Extension<Lang>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    public_page(&app, &headers, lang, Page::TownStatusFeed(slug)).await
 }
 
 async fn municipality(

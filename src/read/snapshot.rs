@@ -183,6 +183,18 @@ pub struct Snapshot {
     pub markdown: RenderedMarkdown,
     /// Rendered pages; a page's cell is filled by the first request and waited for by the others.
     cache: RwLock<HashMap<String, Arc<tokio::sync::OnceCell<Arc<CachedPage>>>>>,
+    /// Positions in `data.status_history` by what they are about: a statement by (scope AGS,
+    /// service), a rollout by (town AGS, `@procedure`). Built on first use: most snapshots are
+    /// replaced before anyone asks for a history.
+    status_index: std::sync::OnceLock<HashMap<(String, String), Vec<usize>>>,
+}
+
+/// One step in the public history of a service in a town, from the journal.
+pub struct HistoryItem<'a> {
+    pub seq: i64,
+    /// When it was recorded (RFC 3339, UTC).
+    pub at: &'a str,
+    pub event: &'a crate::domain::events::Event,
 }
 
 /// Markdown texts (announcement bodies, FAQ answers) → their HTML, shared between snapshots so
@@ -287,7 +299,67 @@ impl Snapshot {
             procedures_of_service,
             markdown,
             cache: RwLock::new(HashMap::new()),
+            status_index: std::sync::OnceLock::new(),
         }
+    }
+
+    fn status_index(&self) -> &HashMap<(String, String), Vec<usize>> {
+        use crate::domain::events::Event;
+        self.status_index.get_or_init(|| {
+            let mut index: HashMap<(String, String), Vec<usize>> = HashMap::new();
+            for (i, r) in self.data.status_history.iter().enumerate() {
+                let key = match &r.event {
+                    Event::StatementChanged { scope, service, .. }
+                    | Event::StatementWithdrawn { scope, service, .. } => (scope.clone(), service.clone()),
+                    Event::RolloutChanged { procedure, municipality, .. }
+                    | Event::RolloutPulledBack { procedure, municipality, .. } => {
+                        (municipality.clone(), format!("@{procedure}"))
+                    }
+                    _ => continue,
+                };
+                index.entry(key).or_default().push(i);
+            }
+            index
+        })
+    }
+
+    /// What happened to a service in a town, newest first: the town's statements, the district's
+    /// (for district services), and the rollout of the procedures it needs there.
+    pub fn history(&self, m: &Municipality, s: &Service) -> Vec<HistoryItem<'_>> {
+        let index = self.status_index();
+        let mut keys = vec![(m.ags.clone(), s.slug.clone())];
+        if s.responsibility == Responsibility::District {
+            keys.push((m.district_ags.clone(), s.slug.clone()));
+        }
+        keys.extend(self.procedures_of(s).iter().map(|p| (m.ags.clone(), format!("@{}", p.slug))));
+        self.history_of(index, &keys)
+    }
+
+    /// What happened to any service of a town (`None`: the whole area), newest first.
+    pub fn town_history(&self, m: Option<&Municipality>) -> Vec<HistoryItem<'_>> {
+        let index = self.status_index();
+        let keys: Vec<(String, String)> = match m {
+            Some(m) => index.keys().filter(|(ags, _)| *ags == m.ags || *ags == m.district_ags).cloned().collect(),
+            None => index.keys().cloned().collect(),
+        };
+        self.history_of(index, &keys)
+    }
+
+    fn history_of(
+        &self,
+        index: &HashMap<(String, String), Vec<usize>>,
+        keys: &[(String, String)],
+    ) -> Vec<HistoryItem<'_>> {
+        let mut positions: Vec<usize> = keys.iter().filter_map(|k| index.get(k)).flatten().copied().collect();
+        positions.sort_unstable_by(|a, b| b.cmp(a));
+        positions.dedup();
+        positions
+            .into_iter()
+            .map(|i| {
+                let r = &self.data.status_history[i];
+                HistoryItem { seq: r.seq, at: &r.at, event: &r.event }
+            })
+            .collect()
     }
 
     pub fn municipality(&self, slug: &str) -> Option<&Municipality> {
@@ -537,7 +609,7 @@ impl Snapshot {
     }
 
     /// A statement the recovery has moved past: the procedures behind the service changed on or
-    /// after the day it was stated, and the level they give now differs from it. Returns when
+    /// after the day it was stated, and the level they give now is better than the statement's. Returns when
     /// they changed. The public card keeps the statement's one level and adds this as a dated
     /// note; the desk flags it to the statement's editors.
     pub fn contradiction(&self, m: &Municipality, s: &Service, a: &Availability) -> Option<String> {
@@ -547,7 +619,9 @@ impl Snapshot {
             procedures.iter().map(|p| crate::domain::recovery::level_for(p.procedure.stage, p.rollout)).max()?;
         let since = procedures.iter().map(|p| p.since).filter(|s| !s.is_empty()).max()?;
         let day = |t: &str| t.get(..10).unwrap_or(t).to_string();
-        (derived != st.level && day(since) >= day(&st.stated_at)).then(|| since.to_string())
+        // Only a recovery that now offers more than the statement says: a town doing better
+        // than its procedures (paper instead of nothing) is the workaround, not a contradiction.
+        (derived < st.level && day(since) >= day(&st.stated_at)).then(|| since.to_string())
     }
 
     /// The towns with a rollout record for `procedure` whose own or district's statements decide

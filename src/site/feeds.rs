@@ -1,4 +1,5 @@
-//! Atom feeds (RFC 4287) of announcements: the whole area and one per town.
+//! Atom feeds (RFC 4287): the announcements and the status changes, of the whole area and of
+//! each town.
 
 use anyhow::Result;
 use atom_syndication::{Content, Entry, Feed, Link, Person, Text};
@@ -95,6 +96,69 @@ pub fn municipality(snap: &Snapshot, lang: &str, public_url: &str, m: &Municipal
         snap.announcements_for(m),
         &snap.changed_at_for(m),
     ))
+}
+
+/// Status changes in a feed at most: the newest.
+const STATUS_ENTRIES: usize = 100;
+
+/// The status changes (statements, withdrawals, rollout steps) of the area or one town, newest
+/// first, each linking the page it is about: the public history as a feed.
+pub fn status(snap: &Snapshot, lang: &str, public_url: &str, town: Option<&Municipality>) -> Result<String> {
+    let base = render::base(lang);
+    let (title, self_path, page_path) = match town {
+        Some(m) => (
+            i18n::tf(lang, "history.feed_town_title", &[("town", m.name.clone())]),
+            format!("{base}/kommunen/{}/status.atom", m.slug),
+            format!("{base}/kommunen/{}", m.slug),
+        ),
+        None => (
+            i18n::tf(lang, "history.feed_area_title", &[("area", snap.data.area_name.clone())]),
+            format!("{base}/feeds/status.atom"),
+            format!("{base}/"),
+        ),
+    };
+    let items: Vec<render::HistoryView> =
+        snap.town_history(town).iter().take(STATUS_ENTRIES).map(|h| render::history_view(snap, lang, h)).collect();
+    let mut f = Feed::default();
+    f.set_id(format!("{public_url}{self_path}"));
+    f.set_title(Text::plain(title));
+    f.set_lang(Some(i18n::language(lang).tag.clone()));
+    let updated = items.first().map(|h| h.at.clone()).unwrap_or_else(|| match town {
+        Some(m) => snap.changed_at_for(m),
+        None => snap.changed_at.clone(),
+    });
+    f.set_updated(fixed(&updated));
+    f.set_links(vec![
+        link(format!("{public_url}{self_path}"), "self", Some("application/atom+xml")),
+        link(format!("{public_url}{page_path}"), "alternate", Some("text/html")),
+    ]);
+    let mut author = Person::default();
+    author.set_name(snap.data.provider_name.clone());
+    f.set_authors(vec![author]);
+    let entries = items.iter().map(|h| {
+        let place = snap.municipality_by_ags(&h.place_ags).or(town);
+        let page = match (place, &h.service_slug) {
+            (Some(m), Some(s)) => format!("{base}/kommunen/{}/leistungen/{s}", m.slug),
+            (Some(m), None) => format!("{base}/kommunen/{}", m.slug),
+            // A district's statement in the area feed: the service's page lists every town.
+            (None, Some(s)) => format!("{base}/leistungen/{s}"),
+            (None, None) => format!("{base}/"),
+        };
+        let mut e = Entry::default();
+        e.set_id(format!("{public_url}/journal/{}", h.seq));
+        let subject = h.service_name.clone().unwrap_or_else(|| place.map(|m| m.name.clone()).unwrap_or_default());
+        let title = match h.level {
+            Some(level) => format!("{subject}: {}", i18n::t(lang, &format!("level.{level}"))),
+            None => subject,
+        };
+        e.set_title(Text::plain(title));
+        e.set_updated(fixed(&h.at));
+        e.set_links(vec![link(format!("{public_url}{page}"), "alternate", Some("text/html"))]);
+        e.set_summary(Some(Text::plain(h.text.clone())));
+        e
+    });
+    f.set_entries(entries.collect::<Vec<_>>());
+    Ok(f.to_string())
 }
 
 /// The Fahrplan as iCalendar (RFC 5545): one all-day event per service and expected date, so a

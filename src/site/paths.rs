@@ -24,6 +24,7 @@ pub enum Page {
     Town(String),
     TownService { town: String, service: String },
     TownFeed(String),
+    TownStatusFeed(String),
     TownFahrplan(String),
     TownFahrplanIcs(String),
     District(String),
@@ -32,6 +33,7 @@ pub enum Page {
     News,
     Announcement(String),
     Feed,
+    StatusFeed,
     Faq,
     Sources,
     Fahrplan,
@@ -60,6 +62,7 @@ impl Page {
             Page::Town(t) => format!("/kommunen/{t}"),
             Page::TownService { town, service } => format!("/kommunen/{town}/leistungen/{service}"),
             Page::TownFeed(t) => format!("/kommunen/{t}/meldungen.atom"),
+            Page::TownStatusFeed(t) => format!("/kommunen/{t}/status.atom"),
             Page::TownFahrplan(t) => format!("/kommunen/{t}/fahrplan"),
             Page::TownFahrplanIcs(t) => format!("/kommunen/{t}/fahrplan.ics"),
             Page::District(d) => format!("/kreise/{d}"),
@@ -68,6 +71,7 @@ impl Page {
             Page::News => "/meldungen".into(),
             Page::Announcement(id) => format!("/meldungen/{id}"),
             Page::Feed => "/feeds/meldungen.atom".into(),
+            Page::StatusFeed => "/feeds/status.atom".into(),
             Page::Faq => "/fragen".into(),
             Page::Sources => "/quellen".into(),
             Page::Fahrplan => "/fahrplan".into(),
@@ -77,7 +81,7 @@ impl Page {
 
     pub fn content_type(&self) -> &'static str {
         match self {
-            Page::TownFeed(_) | Page::Feed => ATOM,
+            Page::TownFeed(_) | Page::Feed | Page::TownStatusFeed(_) | Page::StatusFeed => ATOM,
             Page::TownFahrplanIcs(_) | Page::FahrplanIcs => ICS,
             _ => HTML,
         }
@@ -125,6 +129,7 @@ impl Part {
                 Page::Services,
                 Page::News,
                 Page::Feed,
+                Page::StatusFeed,
                 Page::Faq,
                 Page::Sources,
                 Page::Fahrplan,
@@ -134,6 +139,7 @@ impl Part {
             Part::Town(town) if snap.municipality(town).is_some() => [
                 Page::Town(town.clone()),
                 Page::TownFeed(town.clone()),
+                Page::TownStatusFeed(town.clone()),
                 Page::TownFahrplan(town.clone()),
                 Page::TownFahrplanIcs(town.clone()),
             ]
@@ -244,9 +250,11 @@ pub fn touched_parts(before: &Snapshot, after: &Snapshot, touches: &[Touch]) -> 
 /// Whether the snapshot has the page's town, service, district or announcement.
 pub fn exists(snap: &Snapshot, page: &Page) -> bool {
     match page {
-        Page::Town(t) | Page::TownFeed(t) | Page::TownFahrplan(t) | Page::TownFahrplanIcs(t) => {
-            snap.municipality(t).is_some()
-        }
+        Page::Town(t)
+        | Page::TownFeed(t)
+        | Page::TownStatusFeed(t)
+        | Page::TownFahrplan(t)
+        | Page::TownFahrplanIcs(t) => snap.municipality(t).is_some(),
         Page::TownService { town, service } => snap.municipality(town).is_some() && snap.service(service).is_some(),
         Page::District(d) => snap.district_by_slug(d).is_some(),
         Page::Service(s) => snap.service(s).is_some(),
@@ -267,6 +275,7 @@ pub fn render(snap: &Snapshot, lang: &str, public_url: &str, page: &Page, copy: 
             render::service_in_town(snap, lang, town(t)?, snap.service(service)?, copy)
         }
         Page::TownFeed(t) => feeds::municipality(snap, lang, public_url, town(t)?),
+        Page::TownStatusFeed(t) => feeds::status(snap, lang, public_url, Some(town(t)?)),
         Page::TownFahrplan(t) => render::fahrplan(snap, lang, Some(town(t)?), copy),
         Page::TownFahrplanIcs(t) => feeds::fahrplan_ics(snap, lang, public_url, Some(town(t)?)),
         Page::District(d) => render::district(snap, lang, snap.district_by_slug(d)?, copy),
@@ -275,6 +284,7 @@ pub fn render(snap: &Snapshot, lang: &str, public_url: &str, page: &Page, copy: 
         Page::News => render::announcements(snap, lang, copy),
         Page::Announcement(id) => render::announcement(snap, lang, snap.announcement(id)?, copy),
         Page::Feed => feeds::area(snap, lang, public_url),
+        Page::StatusFeed => feeds::status(snap, lang, public_url, None),
         Page::Faq => render::faq(snap, lang, copy),
         Page::Sources => render::sources(snap, lang, copy),
         Page::Fahrplan => render::fahrplan(snap, lang, None, copy),

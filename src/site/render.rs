@@ -635,6 +635,90 @@ struct AlternativeView {
     valid_until: String,
 }
 
+/// One step of a public history, as a sentence of its time.
+#[derive(Serialize)]
+pub struct HistoryView {
+    pub seq: i64,
+    pub at: String,
+    /// The level stated, for its word and icon; `None` for a withdrawal or a rollout step.
+    pub level: Option<&'static str>,
+    pub text: String,
+    /// The service it is about, when it is about one (statements).
+    pub service_slug: Option<String>,
+    pub service_name: Option<String>,
+    /// The town or district whose statement it was, or the town rolled out to.
+    pub place_ags: String,
+}
+
+/// The journal's statement and rollout events as residents read them: who said what, when.
+pub fn history_view(snap: &Snapshot, lang: &str, item: &crate::read::snapshot::HistoryItem) -> HistoryView {
+    use crate::domain::events::Event;
+    let place = |ags: &str| {
+        snap.municipality_by_ags(ags)
+            .map(|m| m.name.clone())
+            .or_else(|| snap.district(ags).map(|d| d.name.clone()))
+            .unwrap_or_default()
+    };
+    let procedure = |slug: &str| snap.procedure(slug).map_or_else(|| slug.to_string(), |p| p.name.clone());
+    let service_name = |slug: &str| snap.service(slug).map(|s| s.name.clone());
+    let (level, text, service, place_ags) = match item.event {
+        Event::StatementChanged { scope, service, to, .. } => {
+            let mut parts = vec![i18n::tf(lang, "history.stated", &[("who", place(scope))])];
+            for (key, value) in
+                [("availability.restrictions", &to.restrictions), ("availability.workaround", &to.workaround)]
+            {
+                if !value.trim().is_empty() {
+                    parts.push(format!("{}: {}", i18n::t(lang, key), value.trim()));
+                }
+            }
+            if !to.expected_return.is_empty() && to.level != Level::Normal {
+                parts.push(format!(
+                    "{}: {}",
+                    i18n::t(lang, "availability.expected_return"),
+                    i18n::expected_return(lang, &to.expected_return)
+                ));
+            }
+            (Some(to.level.as_str()), parts.join(" · "), Some(service.clone()), scope.clone())
+        }
+        Event::StatementWithdrawn { scope, service, .. } => {
+            (None, i18n::tf(lang, "history.withdrawn", &[("who", place(scope))]), Some(service.clone()), scope.clone())
+        }
+        Event::RolloutChanged { procedure: p, municipality, to, .. } => (
+            None,
+            i18n::tf(
+                lang,
+                "history.rollout",
+                &[("procedure", procedure(p)), ("rollout", i18n::t(lang, &format!("rollout.{}", to.as_str())))],
+            ),
+            None,
+            municipality.clone(),
+        ),
+        Event::RolloutPulledBack { procedure: p, municipality, to, .. } => (
+            None,
+            i18n::tf(
+                lang,
+                "history.pulled_back",
+                &[("procedure", procedure(p)), ("rollout", i18n::t(lang, &format!("rollout.{}", to.as_str())))],
+            ),
+            None,
+            municipality.clone(),
+        ),
+        _ => (None, String::new(), None, String::new()),
+    };
+    HistoryView {
+        seq: item.seq,
+        at: item.at.to_string(),
+        level,
+        text,
+        service_name: service.as_deref().and_then(service_name),
+        service_slug: service,
+        place_ags,
+    }
+}
+
+/// The newest steps shown on a service-in-town page; the status feed has the rest.
+const HISTORY_ON_PAGE: usize = 30;
+
 pub fn service_in_town(snap: &Snapshot, lang: &str, m: &Municipality, s: &Service, copy: bool) -> Result<String> {
     let a = snap.availability(m, s);
     let alternatives: Vec<_> = snap
@@ -658,6 +742,7 @@ pub fn service_in_town(snap: &Snapshot, lang: &str, m: &Municipality, s: &Servic
             availability => v(availability_view(snap, m, s, a)),
             alternatives => v(alternatives),
             contact => v(&m.contact),
+            history => v(snap.history(m, s).iter().take(HISTORY_ON_PAGE).map(|h| history_view(snap, lang, h)).collect::<Vec<_>>()),
         },
     )
 }

@@ -116,13 +116,30 @@ pub async fn events_since(c: &mut AnyConnection, seq: i64, limit: i64) -> Result
 /// The announcement events after `seq`, in order (the kinds `announcement.*`; entries before
 /// typed events are skipped), for the snapshot's announcement history.
 pub async fn announcement_events_since(c: &mut AnyConnection, seq: i64) -> Result<Vec<Recorded>> {
-    let rows = sqlx::query(
+    recorded_since(
+        c,
+        seq,
         "SELECT seq, at, payload FROM journal WHERE seq > $1 AND kind IN \
          ('announcement.create', 'announcement.update', 'announcement.correct', 'announcement.withdraw') ORDER BY seq",
     )
-    .bind(seq)
-    .fetch_all(&mut *c)
-    .await?;
+    .await
+}
+
+/// The statement and rollout events after `seq`, in order, for the snapshot's status history
+/// (the public history of each service in each town, and the status feeds).
+pub async fn status_events_since(c: &mut AnyConnection, seq: i64) -> Result<Vec<Recorded>> {
+    recorded_since(
+        c,
+        seq,
+        "SELECT seq, at, payload FROM journal WHERE seq > $1 AND kind IN \
+         ('statement.set', 'statement.withdraw', 'rollout.set', 'rollout.pulled_back') ORDER BY seq",
+    )
+    .await
+}
+
+/// The typed events a query for `seq, at, payload` after `$1` finds.
+async fn recorded_since(c: &mut AnyConnection, seq: i64, sql: &'static str) -> Result<Vec<Recorded>> {
+    let rows = sqlx::query(sql).bind(seq).fetch_all(&mut *c).await?;
     let mut out = Vec::new();
     for row in &rows {
         let payload: String = row.try_get("payload")?;

@@ -183,6 +183,7 @@ impl Store {
             services: previous.services.clone(),
             offices: previous.offices.clone(),
             announcement_history: previous.announcement_history.clone(),
+            status_history: previous.status_history.clone(),
             ..Dataset::default()
         };
         load_changing(&mut c, &mut ds).await?;
@@ -582,6 +583,11 @@ pub async fn load_changing(c: &mut AnyConnection, ds: &mut Dataset) -> Result<()
     let newer = journal::announcement_events_since(c, after).await?;
     if !newer.is_empty() {
         std::sync::Arc::make_mut(&mut ds.announcement_history).extend(newer);
+    }
+    let after = ds.status_history.last().map(|r| r.seq).unwrap_or(0);
+    let newer = journal::status_events_since(c, after).await?;
+    if !newer.is_empty() {
+        std::sync::Arc::make_mut(&mut ds.status_history).extend(newer);
     }
     load_recovery(c, ds).await?;
     for row in sqlx::query("SELECT * FROM faq_entries ORDER BY sort_order, id").fetch_all(&mut *c).await? {

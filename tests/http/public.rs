@@ -20,6 +20,7 @@ on_both_engines!(
     no_service_is_left_with_nothing_to_do,
     expected_returns_are_as_precise_as_anyone_can_say,
     a_card_never_shows_two_levels_and_a_contradicted_statement_is_flagged,
+    each_service_in_town_has_a_public_history_and_status_feeds,
 );
 
 async fn home_page_asks_what_and_where(engine: Engine) {
@@ -518,4 +519,58 @@ async fn a_card_never_shows_two_levels_and_a_contradicted_statement_is_flagged(e
     let board = Session::demo(&s, "admin").await;
     let page = board.get("/intern/wiederanlauf/sozialwesen").await.body;
     assert!(page.contains("entscheidet eine eigene Angabe"), "{page}");
+}
+
+/// What happened, publicly: every statement, withdrawal and rollout step of a service in a town,
+/// newest first with the sentence of its time, on its page and in the town's and the area's
+/// status feeds.
+async fn each_service_in_town_has_a_public_history_and_status_feeds(engine: Engine) {
+    let s = Server::demo(engine).await;
+    let menden = Session::api(&s, "menden");
+    let path = "/municipalities/menden-sauerland/services/wohngeld/statement";
+    let first = serde_json::json!({"level": "unavailable", "restrictions": "Erster Satz: nichts geht."});
+    assert_eq!(menden.call(reqwest::Method::PUT, path, Some(&first)).await.0, 200);
+    let krisenstab = Session::api(&s, "krisenstab");
+    let rollout =
+        serde_json::json!({"procedure": "sozialwesen", "stage": "basic", "municipalities": ["menden-sauerland"]});
+    assert_eq!(krisenstab.call(reqwest::Method::POST, "/procedures/sozialwesen/rollout", Some(&rollout)).await.0, 200);
+    let second = serde_json::json!({"level": "limited", "restrictions": "Zweiter Satz: Anträge nur mit Termin."});
+    let (status, answer) = menden.call(reqwest::Method::PUT, path, Some(&second)).await;
+    assert_eq!(status, 200, "{answer}");
+
+    let (_, html) = s.text("/kommunen/menden-sauerland/leistungen/wohngeld").await;
+    let history = &html[html.find("<h2 id=\"verlauf\">").expect("a history")..];
+    let history = &history[..history.find("</section>").unwrap()];
+    let (newest, rollout_step, oldest) = (
+        history.find("Zweiter Satz").expect("the second statement"),
+        history
+            .find("Wiederanlauf: Sozialleistungsverfahren für diese Kommune im Basisbetrieb")
+            .expect("the rollout step"),
+        history.find("Erster Satz").expect("the first statement, as it was said"),
+    );
+    assert!(newest < rollout_step && rollout_step < oldest, "newest first: {history}");
+    assert!(history.contains("Angabe von Menden (Sauerland)") && history.contains("<time datetime="));
+    // Another town's page does not show Menden's history.
+    let (_, other) = s.text("/kommunen/luedenscheid/leistungen/wohngeld").await;
+    assert!(!other.contains("Erster Satz"));
+
+    // The town's status feed: valid Atom, newest first, each entry linking its page.
+    let res = s.get("/kommunen/menden-sauerland/status.atom").await;
+    assert_eq!(res.status().as_u16(), 200);
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("application/atom+xml"));
+    let feed: atom_syndication::Feed = res.text().await.unwrap().parse().expect("valid Atom");
+    let first_entry = &feed.entries()[0];
+    assert_eq!(first_entry.title().as_str(), "Wohngeld beantragen: Basisbetrieb (eingeschränkt)");
+    assert!(first_entry.summary().unwrap().as_str().contains("Zweiter Satz"));
+    assert!(first_entry.links()[0].href().ends_with("/kommunen/menden-sauerland/leistungen/wohngeld"));
+    let ids: std::collections::BTreeSet<&str> = feed.entries().iter().map(|e| e.id()).collect();
+    assert_eq!(ids.len(), feed.entries().len(), "every entry has its own id");
+    // The area's status feed has it too; the English one speaks English.
+    let area: atom_syndication::Feed =
+        s.get("/feeds/status.atom").await.text().await.unwrap().parse().expect("valid Atom");
+    assert!(area.entries().iter().any(|e| e.summary().is_some_and(|t| t.as_str().contains("Zweiter Satz"))));
+    let english: atom_syndication::Feed =
+        s.get("/en/kommunen/menden-sauerland/status.atom").await.text().await.unwrap().parse().expect("valid Atom");
+    assert!(english.title().as_str().starts_with("Status changes in"), "{}", english.title().as_str());
+    assert_eq!(s.get("/kommunen/atlantis/status.atom").await.status().as_u16(), 404);
 }
