@@ -602,6 +602,7 @@ pub fn build(demo: Demo) -> Result<Dataset> {
             district_slugs.insert(slug.clone());
         }
         let n = members.len() as f64;
+        let (phone, email) = (demo_phone(500 + ds.districts.len()), format!("kreishaus@{}.example", slugify(&name)));
         std::sync::Arc::make_mut(&mut ds.districts).push(District {
             ags: ags.to_string(),
             slug,
@@ -609,7 +610,12 @@ pub fn build(demo: Demo) -> Result<Dataset> {
             member: area_names.get(ags).is_some_and(|a| a.membership == "member") || demo != Demo::Suedwestfalen,
             lat: Some(members.iter().map(|g| g.lat).sum::<f64>() / n),
             lon: Some(members.iter().map(|g| g.lon).sum::<f64>() / n),
-            contact: Contact::default(),
+            // Invented like the towns' (see below), in the range's upper half.
+            contact: if demo == Demo::Suedwestfalen {
+                Contact { phone, email, ..Contact::default() }
+            } else {
+                Contact::default()
+            },
         });
     }
     let district_slug: HashMap<String, String> = ds.districts.iter().map(|d| (d.ags.clone(), d.slug.clone())).collect();
@@ -711,18 +717,50 @@ pub fn build(demo: Demo) -> Result<Dataset> {
             });
         }
     }
-    for o in &scenario.office {
+    // Each district of the area runs a vehicle registration office (the scenario names the real
+    // ones it refers residents to; this one is invented like the contacts).
+    if demo == Demo::Suedwestfalen {
+        let districts: Vec<District> = ds.districts.iter().filter(|d| d.member).cloned().collect();
+        for d in districts {
+            if scenario.office.iter().any(|o| o.owner_ags == d.ags) {
+                continue;
+            }
+            let seat = ds.municipalities.iter().filter(|m| m.district_ags == d.ags).max_by_key(|m| m.population);
+            let Some(seat) = seat else { continue };
+            std::sync::Arc::make_mut(&mut ds.offices).push(Office {
+                slug: format!("strassenverkehrsamt-{}", d.slug),
+                name: format!("Straßenverkehrsamt {}", d.name),
+                owner_ags: d.ags.clone(),
+                street: "Musterstraße 1".into(),
+                postal_code: ds
+                    .postal_codes
+                    .iter()
+                    .find(|p| p.municipality_ags == seat.ags)
+                    .map(|p| p.postal_code.clone())
+                    .unwrap_or_default(),
+                city: seat.name.clone(),
+                lat: seat.lat,
+                lon: seat.lon,
+                phone: d.contact.phone.clone(),
+                email: format!("zulassung@{}.example", slugify(&d.name)),
+                website: String::new(),
+                opening_hours: "Mo–Fr 7:30–12:00, Do 14:00–17:30, nur mit Termin".into(),
+            });
+        }
+    }
+    for (scenario_office, o) in scenario.office.iter().enumerate() {
         std::sync::Arc::make_mut(&mut ds.offices).push(Office {
             slug: o.slug.clone(),
             name: o.name.clone(),
             owner_ags: o.owner_ags.clone(),
-            street: String::new(),
+            // The offices' names and places are real; street, phone and e-mail are invented.
+            street: if demo == Demo::Suedwestfalen { "Musterstraße 1".into() } else { String::new() },
             postal_code: o.postal_code.clone(),
             city: o.city.clone(),
             lat: o.lat,
             lon: o.lon,
-            phone: String::new(),
-            email: String::new(),
+            phone: if demo == Demo::Suedwestfalen { demo_phone(800 + scenario_office) } else { String::new() },
+            email: if demo == Demo::Suedwestfalen { format!("zulassung@{}.example", o.slug) } else { String::new() },
             website: String::new(),
             opening_hours: o.opening_hours.clone(),
         });

@@ -643,6 +643,18 @@ impl Snapshot {
             .is_some_and(|at| now - at > chrono::Duration::days(REVIEW_AFTER_DAYS))
     }
 
+    /// Who handles a service for a town's residents: the district (its contact and offices) for a
+    /// district service, the town otherwise. The offices are those the responsible administration
+    /// runs; the name is the town's or the district's.
+    pub fn responsible<'a>(&'a self, m: &'a Municipality, s: &Service) -> (&'a str, &'a Contact, Vec<&'a Office>) {
+        let (ags, name, contact) =
+            match self.district(&m.district_ags).filter(|_| s.responsibility == Responsibility::District) {
+                Some(d) => (d.ags.as_str(), d.name.as_str(), &d.contact),
+                None => (m.ags.as_str(), m.name.as_str(), &m.contact),
+            };
+        (name, contact, self.data.offices.iter().filter(|o| o.owner_ags == ags).collect())
+    }
+
     /// A service worse than normal with neither a workaround nor a referral to another office:
     /// residents are told so in words ("noch keine Behelfslösung") and the desk lists it, so that
     /// nobody is left with "Ausfall" and nothing else.

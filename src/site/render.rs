@@ -481,7 +481,10 @@ pub fn district(snap: &Snapshot, lang: &str, d: &District, copy: bool) -> Result
     }
     p.render(
         "district.html",
-        context! { district => v(d), towns => v(towns), district_services => v(district_services) },
+        context! {
+            district => v(d), towns => v(towns), district_services => v(district_services),
+            offices => v(snap.data.offices.iter().filter(|o| o.owner_ags == d.ags).map(office_view).collect::<Vec<_>>()),
+        },
     )
 }
 
@@ -716,6 +719,15 @@ pub fn history_view(snap: &Snapshot, lang: &str, item: &crate::read::snapshot::H
     }
 }
 
+/// Who handles the service for the town's residents, with every way to reach them.
+fn responsible(snap: &Snapshot, m: &Municipality, s: &Service) -> Value {
+    let (name, contact, offices) = snap.responsible(m, s);
+    context! {
+        name => name, contact => v(contact), district => s.responsibility == Responsibility::District,
+        offices => v(offices.into_iter().map(office_view).collect::<Vec<_>>()),
+    }
+}
+
 /// The newest steps shown on a service-in-town page; the status feed has the rest.
 const HISTORY_ON_PAGE: usize = 30;
 
@@ -742,6 +754,7 @@ pub fn service_in_town(snap: &Snapshot, lang: &str, m: &Municipality, s: &Servic
             availability => v(availability_view(snap, m, s, a)),
             alternatives => v(alternatives),
             contact => v(&m.contact),
+            responsible => v(responsible(snap, m, s)),
             history => v(snap.history(m, s).iter().take(HISTORY_ON_PAGE).map(|h| history_view(snap, lang, h)).collect::<Vec<_>>()),
         },
     )

@@ -21,6 +21,7 @@ on_both_engines!(
     expected_returns_are_as_precise_as_anyone_can_say,
     a_card_never_shows_two_levels_and_a_contradicted_statement_is_flagged,
     each_service_in_town_has_a_public_history_and_status_feeds,
+    the_responsible_office_is_named_with_every_way_to_reach_it,
 );
 
 async fn home_page_asks_what_and_where(engine: Engine) {
@@ -573,4 +574,32 @@ async fn each_service_in_town_has_a_public_history_and_status_feeds(engine: Engi
         s.get("/en/kommunen/menden-sauerland/status.atom").await.text().await.unwrap().parse().expect("valid Atom");
     assert!(english.title().as_str().starts_with("Status changes in"), "{}", english.title().as_str());
     assert_eq!(s.get("/kommunen/atlantis/status.atom").await.status().as_u16(), 404);
+}
+
+/// A district service names the district's office, not the town's citizens' office; a town
+/// service names the town's; districts have a contact block of their own.
+async fn the_responsible_office_is_named_with_every_way_to_reach_it(engine: Engine) {
+    let s = Server::demo(engine).await;
+    let section = |html: &str| {
+        let start = html.find("<h2 id=\"kontakt\">").expect("a contact section");
+        html[start..start + html[start..].find("</section>").unwrap()].to_string()
+    };
+    let (_, html) = s.text("/kommunen/menden-sauerland/leistungen/fahrzeug-zulassen").await;
+    let contact = section(&html);
+    assert!(contact.contains("Zuständig: Märkischer Kreis"), "{contact}");
+    assert!(contact.contains("Straßenverkehrsamt Märkischer Kreis") && contact.contains("Öffnungszeiten"), "{contact}");
+    assert!(contact.contains("href=\"tel:"), "a phone number to call: {contact}");
+    assert!(!contact.contains("Bürgerbüro Menden"), "not the town's office for a district service: {contact}");
+    let (_, html) = s.text("/kommunen/menden-sauerland/leistungen/personalausweis-beantragen").await;
+    let contact = section(&html);
+    assert!(
+        contact.contains("Zuständig: Menden (Sauerland)") && contact.contains("Bürgerbüro Menden (Sauerland)"),
+        "{contact}"
+    );
+    assert!(contact.contains("Musterstraße 1") && contact.contains("href=\"tel:"), "{contact}");
+    let (_, html) = s.text("/kreise/maerkischer-kreis").await;
+    let contact = section(&html);
+    assert!(contact.contains("Kontakt: Märkischer Kreis") && contact.contains("href=\"tel:"), "{contact}");
+    let (_, html) = s.text("/en/kommunen/menden-sauerland/leistungen/fahrzeug-zulassen").await;
+    assert!(section(&html).contains("Responsible: Märkischer Kreis"));
 }
