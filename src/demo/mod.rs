@@ -102,6 +102,9 @@ struct ProcedureDef {
     depends_on: Vec<String>,
     #[serde(default)]
     missing: Vec<String>,
+    /// What basic operation offers, in residents' words.
+    #[serde(default)]
+    offers: Vec<String>,
     #[serde(default)]
     services: Vec<String>,
     /// Runs only for towns of member districts (district-level services).
@@ -889,6 +892,7 @@ fn build_recovery(
             stage,
             stage_since: ago(def.days_ago),
             missing_functions: def.missing.clone(),
+            offered_functions: def.offers.clone(),
             expected_release: in_days(def.expected_release_in_days),
             expected_normal: in_days(def.expected_normal_in_days),
             depends_on: def.depends_on.clone(),

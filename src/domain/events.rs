@@ -464,6 +464,7 @@ mod tests {
             stage: Stage::Down,
             stage_since: "2026-12-01T00:00:00Z".into(),
             missing_functions: vec![],
+            offered_functions: vec![],
             expected_release: String::new(),
             expected_normal: String::new(),
             depends_on: vec!["netz".into()],

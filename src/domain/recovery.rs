@@ -90,6 +90,9 @@ pub struct Procedure {
     pub stage_since: String,
     /// What basic operation lacks.
     pub missing_functions: Vec<String>,
+    /// What basic operation offers (read before what it lacks).
+    #[serde(default)]
+    pub offered_functions: Vec<String>,
     pub expected_release: String,
     pub expected_normal: String,
     pub depends_on: Vec<String>,

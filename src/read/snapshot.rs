@@ -47,6 +47,8 @@ pub struct Derivation {
     pub expected_date: String,
     /// What basic operation lacks (only while in pilot or basic operation).
     pub missing_functions: Vec<String>,
+    /// What basic operation offers (only while in pilot or basic operation).
+    pub offered_functions: Vec<String>,
 }
 
 /// A statement is looked at again after this many days: the desk lists it until it is
@@ -435,6 +437,11 @@ impl Snapshot {
                 expected_date: p.expected_date.to_string(),
                 missing_functions: if matches!(p.rollout, Rollout::Pilot | Rollout::Basic) {
                     p.procedure.missing_functions.clone()
+                } else {
+                    Vec::new()
+                },
+                offered_functions: if matches!(p.rollout, Rollout::Pilot | Rollout::Basic) {
+                    p.procedure.offered_functions.clone()
                 } else {
                     Vec::new()
                 },

@@ -248,6 +248,11 @@ pub struct AvailabilityView {
     pub checked_at: String,
     /// When the recovery moved past the statement (see `Snapshot::contradiction`), or empty.
     pub contradicted_since: String,
+    /// Derived from the recovery, in residents' words: what they can do here already, what
+    /// not yet, and whether nothing behind it runs again yet (said first, before the details).
+    pub can: Vec<String>,
+    pub cannot_yet: Vec<String>,
+    pub nothing_yet: bool,
     /// The procedures the service needs and how far they are here.
     pub derivation: Vec<DerivationView>,
 }
@@ -268,8 +273,23 @@ fn availability_view(snap: &Snapshot, m: &Municipality, s: &Service, a: Availabi
     let d = snap.details(m, s, &a);
     let lacks_workaround = snap.lacks_workaround(m, s, &a);
     let contradicted_since = snap.contradiction(m, s, &a).unwrap_or_default();
+    let derived = a.source == Source::Derived;
+    let collect = |f: fn(&crate::read::snapshot::Derivation) -> &Vec<String>| -> Vec<String> {
+        let mut all: Vec<String> = Vec::new();
+        for x in d.derivation.iter().flat_map(|x| f(x).iter()) {
+            if !all.contains(x) {
+                all.push(x.clone());
+            }
+        }
+        if derived { all } else { Vec::new() }
+    };
+    let (can, cannot_yet) = (collect(|x| &x.offered_functions), collect(|x| &x.missing_functions));
+    let nothing_yet = derived && d.derivation.iter().all(|x| x.rollout == crate::domain::recovery::Rollout::NotStarted);
     AvailabilityView {
         contradicted_since,
+        can,
+        cannot_yet,
+        nothing_yet,
         lacks_workaround,
         checked_at: if d.stated_at.is_empty() { snap.changed_at_for(m) } else { d.stated_at.clone() },
         service_slug: s.slug.clone(),
@@ -277,7 +297,8 @@ fn availability_view(snap: &Snapshot, m: &Municipality, s: &Service, a: Availabi
         level: a.level.as_str(),
         source,
         source_name,
-        restrictions: d.restrictions,
+        // Derived: the plain sentences say it (`cannot_yet`), not a list of restrictions.
+        restrictions: if derived { String::new() } else { d.restrictions },
         workaround: d.workaround,
         backlog: d.backlog,
         expected_return: d.expected_return,

@@ -32,6 +32,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "announcements told and webhook contacts",
         include_str!("../../migrations/0008_announcements_told_and_webhook_contacts.sql"),
     ),
+    (9, "procedures offer", include_str!("../../migrations/0009_procedures_offer.sql")),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -636,6 +637,7 @@ async fn load_recovery(c: &mut AnyConnection, ds: &mut Dataset) -> Result<()> {
         let slug: String = row.try_get("slug")?;
         let stage: String = row.try_get("stage")?;
         let missing: String = row.try_get("missing_functions")?;
+        let offered: String = row.try_get("offered_functions")?;
         ds.procedures.push(Procedure {
             depends_on: deps.remove(&slug).unwrap_or_default(),
             slug,
@@ -646,6 +648,7 @@ async fn load_recovery(c: &mut AnyConnection, ds: &mut Dataset) -> Result<()> {
             stage: Stage::parse(&stage).with_context(|| format!("unknown stage {stage:?}"))?,
             stage_since: row.try_get("stage_since")?,
             missing_functions: missing.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect(),
+            offered_functions: offered.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect(),
             expected_release: row.try_get("expected_release")?,
             expected_normal: row.try_get("expected_normal")?,
             version: row.try_get("version")?,
@@ -671,11 +674,12 @@ async fn load_recovery(c: &mut AnyConnection, ds: &mut Dataset) -> Result<()> {
 pub async fn upsert_procedure(c: &mut AnyConnection, p: &crate::domain::recovery::Procedure) -> Result<()> {
     sqlx::query(
         "INSERT INTO procedures (slug, name, kind, area, priority, stage, stage_since, missing_functions, expected_release,
-         expected_normal, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         expected_normal, version, offered_functions) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
          ON CONFLICT (slug) DO UPDATE SET name = excluded.name, kind = excluded.kind, area = excluded.area,
          priority = excluded.priority, stage = excluded.stage, stage_since = excluded.stage_since,
          missing_functions = excluded.missing_functions, expected_release = excluded.expected_release,
-         expected_normal = excluded.expected_normal, version = excluded.version",
+         expected_normal = excluded.expected_normal, version = excluded.version,
+         offered_functions = excluded.offered_functions",
     )
     .bind(&p.slug)
     .bind(&p.name)
@@ -688,6 +692,7 @@ pub async fn upsert_procedure(c: &mut AnyConnection, p: &crate::domain::recovery
     .bind(&p.expected_release)
     .bind(&p.expected_normal)
     .bind(p.version)
+    .bind(p.offered_functions.join("\n"))
     .execute(&mut *c)
     .await?;
     sqlx::query("DELETE FROM procedure_dependencies WHERE procedure_slug = $1").bind(&p.slug).execute(&mut *c).await?;

@@ -1153,6 +1153,11 @@ pub struct ProcedureInput {
     #[serde(default)]
     #[schema(schema_with = formats::missing_functions)]
     pub missing_functions: Vec<String>,
+    /// What basic operation offers, one per entry ("Geburten anmelden"): the public pages say
+    /// this first.
+    #[serde(default)]
+    #[schema(schema_with = formats::missing_functions)]
+    pub offered_functions: Vec<String>,
     /// Slugs of the procedures it needs.
     #[serde(default)]
     #[schema(value_type = Vec<formats::Slug>)]
@@ -1241,14 +1246,17 @@ async fn save_procedure_as(
             if let Some(path) = recovery::find_cycle(&graph, &input.slug, &input.depends_on) {
                 return Err(WriteError::Cycle { path });
             }
-            let missing: Vec<String> = input
-                .missing_functions
-                .iter()
-                .map(|f| text("missing_functions", f, 300))
-                .collect::<WriteResult<Vec<_>>>()?
-                .into_iter()
-                .filter(|f| !f.is_empty())
-                .collect();
+            let functions = |field: &str, list: &[String]| -> WriteResult<Vec<String>> {
+                Ok(list
+                    .iter()
+                    .map(|f| text(field, f, 300))
+                    .collect::<WriteResult<Vec<_>>>()?
+                    .into_iter()
+                    .filter(|f| !f.is_empty())
+                    .collect())
+            };
+            let missing = functions("missing_functions", &input.missing_functions)?;
+            let offered = functions("offered_functions", &input.offered_functions)?;
             let saved = Procedure {
                 slug: input.slug.clone(),
                 name,
@@ -1258,6 +1266,7 @@ async fn save_procedure_as(
                 stage: existing.as_ref().map(|e| e.stage).unwrap_or(Stage::Down),
                 stage_since: existing.as_ref().map(|e| e.stage_since.clone()).unwrap_or_else(time::now_rfc3339),
                 missing_functions: missing,
+                offered_functions: offered,
                 expected_release: expected_date("expected_release", &input.expected_release)?,
                 expected_normal: expected_date("expected_normal", &input.expected_normal)?,
                 depends_on: input.depends_on.clone(),

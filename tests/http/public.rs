@@ -22,6 +22,7 @@ on_both_engines!(
     a_card_never_shows_two_levels_and_a_contradicted_statement_is_flagged,
     each_service_in_town_has_a_public_history_and_status_feeds,
     the_responsible_office_is_named_with_every_way_to_reach_it,
+    a_derived_card_says_what_works_first_in_plain_words,
 );
 
 async fn home_page_asks_what_and_where(engine: Engine) {
@@ -602,4 +603,45 @@ async fn the_responsible_office_is_named_with_every_way_to_reach_it(engine: Engi
     assert!(contact.contains("Kontakt: Märkischer Kreis") && contact.contains("href=\"tel:"), "{contact}");
     let (_, html) = s.text("/en/kommunen/menden-sauerland/leistungen/fahrzeug-zulassen").await;
     assert!(section(&html).contains("Responsible: Märkischer Kreis"));
+}
+
+/// Derived from the recovery, a card says what residents can do first, then what not yet, in the
+/// operators' plain words; the procedure names and stages stay in a closed disclosure.
+async fn a_derived_card_says_what_works_first_in_plain_words(engine: Engine) {
+    let s = Server::demo(engine).await;
+    let card = |html: &str| {
+        let start = html.find("<div class=\"availability\">").expect("a card");
+        html[start..start + html[start..].find("</div>").unwrap()].to_string()
+    };
+    // Menden's social services follow the recovery (the demo's Sozialleistungsverfahren in pilot).
+    let (_, html) = s.text("/kommunen/menden-sauerland/leistungen/wohngeld").await;
+    let card = card(&html);
+    let (can, cannot) = (
+        card.find("Das können Sie schon: Anträge stellen").expect("what works"),
+        card.find("Das geht noch nicht: Neuberechnungen im Stapel").expect("what does not yet"),
+    );
+    assert!(can < cannot, "what works comes first: {card}");
+    let details = card.find("<details class=\"derivation\">").expect("the derivation, closed, for the curious");
+    assert!(can < details && card[details..].contains("Sozialleistungsverfahren"), "{card}");
+
+    // Operators write what basic operation offers through the API; the API and the pages say it.
+    let t = Session::api(&s, "krisenstab");
+    let (_, current) = t.call(reqwest::Method::GET, "/procedures/sozialwesen", None).await;
+    assert_eq!(current["offered_functions"][0], "Anträge stellen", "{current}");
+    let services: Vec<String> = s.json("/api/v1/services").await.1["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["area"] == "social")
+        .map(|x| x["slug"].as_str().unwrap().to_string())
+        .collect();
+    let body = serde_json::json!({
+        "slug": "sozialwesen", "name": current["name"], "kind": "procedure", "area": "social", "priority": current["priority"],
+        "depends_on": current["depends_on"], "services": services,
+        "missing_functions": ["Neuberechnungen im Stapel"], "offered_functions": ["Wohngeld beantragen und Bescheide erhalten"],
+    });
+    let (status, saved) = t.call(reqwest::Method::PUT, "/procedures/sozialwesen", Some(&body)).await;
+    assert_eq!(status, 200, "{saved}");
+    let (_, html) = s.text("/kommunen/menden-sauerland/leistungen/wohngeld").await;
+    assert!(html.contains("Das können Sie schon: Wohngeld beantragen und Bescheide erhalten."), "{html}");
 }

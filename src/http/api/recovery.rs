@@ -176,6 +176,8 @@ pub struct ProcedureOut {
     stage_since: String,
     /// What basic operation lacks.
     missing_functions: Vec<String>,
+    /// What basic operation offers, in residents' words.
+    offered_functions: Vec<String>,
     /// Slugs of the procedures and infrastructure it needs.
     depends_on: Vec<String>,
     /// Slugs of the procedures that need it.
@@ -202,6 +204,7 @@ fn procedure_out(snap: &Snapshot, p: &Procedure, towns: &[&crate::domain::Munici
         stage: p.stage,
         stage_since: p.stage_since.clone(),
         missing_functions: p.missing_functions.clone(),
+        offered_functions: p.offered_functions.clone(),
         depends_on: p.depends_on.clone(),
         dependents: snap
             .data

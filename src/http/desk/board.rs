@@ -493,6 +493,7 @@ fn procedure_input(p: &Procedure, snap: &Snapshot) -> ProcedureInput {
         area: p.area.clone(),
         priority: p.priority,
         missing_functions: p.missing_functions.clone(),
+        offered_functions: p.offered_functions.clone(),
         depends_on: p.depends_on.clone(),
         expected_release: p.expected_release.clone(),
         expected_normal: p.expected_normal.clone(),
@@ -530,9 +531,15 @@ fn edit_form_view(snap: &Snapshot, input: &ProcedureInput) -> Value {
         })
         .collect();
     context! {
-        input => v(input), missing => input.missing_functions.join("\n"), others => others, service_groups => service_groups,
+        input => v(input), missing => input.missing_functions.join("\n"), offered => input.offered_functions.join("\n"),
+        others => others, service_groups => service_groups,
         areas => SERVICE_AREAS,
     }
+}
+
+/// A textarea's non-empty lines.
+fn lines(text: &str) -> Vec<String> {
+    text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect()
 }
 
 /// The description as submitted; `priority` must be a whole number.
@@ -550,13 +557,8 @@ fn submitted_input(f: &Fields, slug: &str) -> Result<ProcedureInput, WriteError>
                 .parse()
                 .map_err(|_| WriteError::Invalid { field: "priority".into(), message: "desk_form.invalid_number" })?
         },
-        missing_functions: f
-            .one("missing_functions")
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(str::to_string)
-            .collect(),
+        missing_functions: lines(f.one("missing_functions")),
+        offered_functions: lines(f.one("offered_functions")),
         depends_on: f.filled("depends_on"),
         expected_release: f.one("expected_release").to_string(),
         expected_normal: f.one("expected_normal").to_string(),
@@ -651,6 +653,7 @@ mod tests {
             stage: Stage::Down,
             stage_since: String::new(),
             missing_functions: vec![],
+            offered_functions: vec![],
             expected_release: String::new(),
             expected_normal: String::new(),
             depends_on: depends_on.iter().map(|d| d.to_string()).collect(),
