@@ -124,6 +124,11 @@ async fn a_bulk_change_reaches_the_public_pages_at_once(engine: Engine) {
     let b = Session::demo(&s, "menden").await;
     let page = b.get(MENDEN).await;
     assert!(page.body.contains("<legend>Kfz-Zulassung und Führerschein</legend>"), "{}", page.body);
+    // One line per service, what it says in a disclosure, the form's fields before the list.
+    println!("desk town page: {} bytes", page.body.len());
+    assert!(page.body.len() < 80_000, "the desk's town page stays small: {} bytes", page.body.len());
+    let (fields, list) = (page.body.find("id=\"level\"").unwrap(), page.body.find("class=\"desk-services\"").unwrap());
+    assert!(fields < list, "what to set comes before the 49 services");
     assert!(page.body.contains("name=\"areas\" value=\"vehicle\""));
 
     // "Every vehicle service in Menden: unavailable, workaround: district office Iserlohn" in one submit.
