@@ -32,7 +32,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::recovery::{Procedure, Rollout, Stage};
-use crate::domain::{Announcement, Contact, FaqEntry, Level, Referral, ScopeKind};
+use crate::domain::{Announcement, Contact, FaqEntry, Level, Office, Referral, ScopeKind};
 
 /// A statement's content as the public sees it (who said it and when are the journal entry's).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,6 +162,8 @@ pub enum Event {
     FaqChanged { entry: FaqEntry, version: i64, created: bool },
     /// A town's (8 digits) or district's (5 digits) contact channels were set.
     ContactsChanged { ags: String, contact: Contact, version: i64 },
+    /// An office was created or changed (its owner's pages and the towns referred to it show it).
+    OfficeSaved { office: Office, created: bool },
     /// An office accepts a service from residents of `for_ags` (created or replaced).
     ReferralChanged {
         #[serde(flatten)]
@@ -306,6 +308,7 @@ impl Event {
             Event::AnnouncementWithdrawn { .. } => "announcement.withdraw",
             Event::FaqChanged { .. } => "faq.save",
             Event::ContactsChanged { .. } => "contact.set",
+            Event::OfficeSaved { .. } => "office.save",
             Event::ReferralChanged { .. } => "referral.save",
             Event::ReferralDeleted { .. } => "referral.delete",
             Event::ProcedureSaved { .. } => "procedure.save",
@@ -339,6 +342,7 @@ impl Event {
             | Event::AnnouncementWithdrawn { announcement: a } => content_scope(&a.scope, &a.scope_ref),
             Event::FaqChanged { entry, .. } => content_scope(&entry.scope_kind, &entry.scope_ref),
             Event::ContactsChanged { ags, .. } => ags.clone(),
+            Event::OfficeSaved { office, .. } => office.owner_ags.clone(),
             Event::ReferralChanged { referral, .. } => referral.for_ags.clone(),
             Event::ReferralDeleted { for_ags, .. } => for_ags.clone(),
             Event::ProcedureSaved { .. }
@@ -382,6 +386,7 @@ impl Event {
                 out
             }
             Event::ContactsChanged { ags, .. } => vec![place(ags)],
+            Event::OfficeSaved { office, .. } => vec![Touch::Area, place(&office.owner_ags)],
             Event::ReferralChanged { referral: r, .. } => {
                 vec![place(&r.for_ags), Touch::Service(r.service_slug.clone())]
             }

@@ -527,22 +527,26 @@ pub async fn load_places(c: &mut AnyConnection, ds: &mut Dataset) -> Result<()> 
         });
     }
     for row in sqlx::query("SELECT * FROM offices ORDER BY name").fetch_all(&mut *c).await? {
-        std::sync::Arc::make_mut(&mut ds.offices).push(Office {
-            slug: row.try_get("slug")?,
-            name: row.try_get("name")?,
-            owner_ags: row.try_get("owner_ags")?,
-            street: row.try_get("street")?,
-            postal_code: row.try_get("postal_code")?,
-            city: row.try_get("city")?,
-            lat: row.try_get("lat")?,
-            lon: row.try_get("lon")?,
-            phone: row.try_get("phone")?,
-            email: row.try_get("email")?,
-            website: row.try_get("website")?,
-            opening_hours: row.try_get("opening_hours")?,
-        });
+        std::sync::Arc::make_mut(&mut ds.offices).push(row_to_office(&row)?);
     }
     Ok(())
+}
+
+fn row_to_office(row: &sqlx::any::AnyRow) -> Result<Office> {
+    Ok(Office {
+        slug: row.try_get("slug")?,
+        name: row.try_get("name")?,
+        owner_ags: row.try_get("owner_ags")?,
+        street: row.try_get("street")?,
+        postal_code: row.try_get("postal_code")?,
+        city: row.try_get("city")?,
+        lat: row.try_get("lat")?,
+        lon: row.try_get("lon")?,
+        phone: row.try_get("phone")?,
+        email: row.try_get("email")?,
+        website: row.try_get("website")?,
+        opening_hours: row.try_get("opening_hours")?,
+    })
 }
 
 /// Everything else: names, statements, referrals, announcements, FAQ and the recovery.
@@ -906,6 +910,25 @@ pub async fn service_responsibility(c: &mut AnyConnection, slug: &str) -> Result
         .fetch_optional(&mut *c)
         .await?;
     Ok(r.and_then(|r| Responsibility::parse(&r)))
+}
+
+/// The office with this slug, if there is one.
+pub async fn office(c: &mut AnyConnection, slug: &str) -> Result<Option<Office>> {
+    let row = sqlx::query("SELECT * FROM offices WHERE slug = $1").bind(slug).fetch_optional(&mut *c).await?;
+    row.as_ref().map(row_to_office).transpose()
+}
+
+/// Where a town is, or a district's first town (for a new office without coordinates).
+pub async fn place_position(c: &mut AnyConnection, ags: &str) -> Result<Option<(f64, f64)>> {
+    let row =
+        sqlx::query("SELECT lat, lon FROM municipalities WHERE ags = $1 OR district_ags = $1 ORDER BY ags LIMIT 1")
+            .bind(ags)
+            .fetch_optional(&mut *c)
+            .await?;
+    Ok(match row {
+        Some(r) => Some((r.try_get("lat")?, r.try_get("lon")?)),
+        None => None,
+    })
 }
 
 pub async fn office_exists(c: &mut AnyConnection, slug: &str) -> Result<bool> {

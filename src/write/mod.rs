@@ -826,6 +826,105 @@ pub async fn delete_referral(app: &App, who: &Principal, id: &str) -> WriteResul
     .await
 }
 
+/// An office a town or district runs, with every way to reach it.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OfficeInput {
+    /// The town (8 digits) or district (5 digits) running the office.
+    #[schema(value_type = formats::Ags)]
+    pub owner_ags: String,
+    #[schema(schema_with = formats::procedure_name)]
+    pub name: String,
+    #[serde(default)]
+    #[schema(schema_with = formats::display_name)]
+    pub street: String,
+    #[serde(default)]
+    #[schema(schema_with = formats::phone)]
+    pub postal_code: String,
+    #[serde(default)]
+    #[schema(schema_with = formats::display_name)]
+    pub city: String,
+    #[serde(default)]
+    #[schema(schema_with = formats::phone)]
+    pub phone: String,
+    #[serde(default)]
+    #[schema(value_type = formats::ContactEmail)]
+    pub email: String,
+    /// Its web page or appointment booking.
+    #[serde(default)]
+    #[schema(value_type = formats::WebAddress)]
+    pub website: String,
+    #[serde(default)]
+    #[schema(schema_with = formats::line)]
+    pub opening_hours: String,
+    /// Where it is, for the distances of referrals; without it the office keeps its place, or a
+    /// new one takes its owner's.
+    #[serde(default)]
+    #[schema(minimum = -90.0, maximum = 90.0)]
+    pub lat: Option<f64>,
+    #[serde(default)]
+    #[schema(minimum = -180.0, maximum = 180.0)]
+    pub lon: Option<f64>,
+}
+
+/// Creates or replaces an office (by slug). The editor must speak for its owner, and for the
+/// previous owner when the office changes hands.
+pub async fn save_office(app: &App, who: &Principal, slug: &str, input: &OfficeInput) -> WriteResult<Office> {
+    let (who, slug, input) = (who.clone(), slug.to_string(), input.clone());
+    transaction(app, move |c| {
+        Box::pin(async move {
+            if store::place_is_district(c, &input.owner_ags).await?.is_none() {
+                return Err(invalid("owner_ags", "write.unknown_town"));
+            }
+            allow(&who, Action::EditContacts { ags: &input.owner_ags })?;
+            let old = store::office(c, &slug).await?;
+            if let Some(old) = &old {
+                allow(&who, Action::EditContacts { ags: &old.owner_ags })?;
+            }
+            let name = text("name", &input.name, 200)?;
+            if name.is_empty() {
+                return Err(invalid("name", "write.required"));
+            }
+            let email = text("email", &input.email, 254)?;
+            if !email.is_empty() && !valid_email(&email) {
+                return Err(invalid("email", "write.invalid_email"));
+            }
+            if input.lat.is_some_and(|lat| !(-90.0..=90.0).contains(&lat)) {
+                return Err(invalid("lat", "write.invalid_coordinates"));
+            }
+            if input.lon.is_some_and(|lon| !(-180.0..=180.0).contains(&lon)) {
+                return Err(invalid("lon", "write.invalid_coordinates"));
+            }
+            let (lat, lon) = match (input.lat, input.lon, &old) {
+                (Some(lat), Some(lon), _) => (lat, lon),
+                (_, _, Some(old)) => (input.lat.unwrap_or(old.lat), input.lon.unwrap_or(old.lon)),
+                _ => store::place_position(c, &input.owner_ags).await?.unwrap_or((0.0, 0.0)),
+            };
+            let saved = Office {
+                slug: slug.clone(),
+                name,
+                owner_ags: input.owner_ags.clone(),
+                street: text("street", &input.street, 200)?,
+                postal_code: text("postal_code", &input.postal_code, 100)?,
+                city: text("city", &input.city, 200)?,
+                lat,
+                lon,
+                phone: text("phone", &input.phone, 100)?,
+                email,
+                website: url_field("website", &input.website)?,
+                opening_hours: text("opening_hours", &input.opening_hours, MAX_LINE)?,
+            };
+            store::upsert_office(c, &saved).await?;
+            let event = Event::OfficeSaved { office: saved.clone(), created: old.is_none() };
+            journal::append_event(c, &who.name, &event).await?;
+            // Offices are part of the places, which snapshots share until their version moves.
+            store::bump_places_version(c).await?;
+            Ok(saved)
+        })
+    })
+    .await
+}
+
 #[derive(Clone, Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContactInput {

@@ -23,6 +23,7 @@ on_both_engines!(
     each_service_in_town_has_a_public_history_and_status_feeds,
     the_responsible_office_is_named_with_every_way_to_reach_it,
     a_derived_card_says_what_works_first_in_plain_words,
+    offices_are_added_and_edited_in_the_api_and_the_desk,
 );
 
 async fn home_page_asks_what_and_where(engine: Engine) {
@@ -644,4 +645,65 @@ async fn a_derived_card_says_what_works_first_in_plain_words(engine: Engine) {
     assert_eq!(status, 200, "{saved}");
     let (_, html) = s.text("/kommunen/menden-sauerland/leistungen/wohngeld").await;
     assert!(html.contains("Das können Sie schon: Wohngeld beantragen und Bescheide erhalten."), "{html}");
+}
+
+/// Offices are the towns' and districts' own: added and changed through the API and the desk by
+/// those who speak for their owner, checked like every input, and shown where they are responsible.
+async fn offices_are_added_and_edited_in_the_api_and_the_desk(engine: Engine) {
+    let s = Server::demo(engine).await;
+    let menden = Session::api(&s, "menden");
+    let body = serde_json::json!({
+        "owner_ags": "05962040", "name": "Bürgerbüro Menden-Lendringsen <script>alert(1)</script>",
+        "street": "Musterweg 2", "postal_code": "58710", "city": "Menden", "phone": "0221 4710 999",
+        "email": "lendringsen@menden.example", "opening_hours": "Di 8–12 Uhr",
+    });
+    let (status, saved) = menden.call(reqwest::Method::PUT, "/offices/buergerbuero-lendringsen", Some(&body)).await;
+    assert_eq!(status, 200, "{saved}");
+    assert!(saved["lat"].as_f64().unwrap() > 50.0, "a new office takes its owner's place: {saved}");
+    let (_, html) = s.text("/kommunen/menden-sauerland/leistungen/personalausweis-beantragen").await;
+    assert!(html.contains("Bürgerbüro Menden-Lendringsen &lt;script&gt;"), "shown, and escaped");
+    assert!(!html.contains("<script>alert(1)"));
+    assert!(html.contains("href=\"tel:02214710999\"") && html.contains("Di 8–12 Uhr"));
+
+    // Refused: another town's office, an unknown owner, a bad address, no name; nothing changes.
+    let luedenscheid = Session::api(&s, "luedenscheid");
+    let (status, _) = luedenscheid.call(reqwest::Method::PUT, "/offices/buergerbuero-lendringsen", Some(&body)).await;
+    assert_eq!(status, 403, "only who speaks for the owner");
+    for (field, value) in
+        [("owner_ags", "99999999"), ("email", "kein-mail"), ("name", " "), ("website", "javascript:alert(1)")]
+    {
+        let mut bad = body.clone();
+        bad[field] = serde_json::json!(value);
+        let (status, answer) = menden.call(reqwest::Method::PUT, "/offices/buergerbuero-lendringsen", Some(&bad)).await;
+        assert_eq!((status, answer["field"].as_str()), (422, Some(field)), "{field}: {answer}");
+    }
+    let mut unknown = body.clone();
+    unknown["fax"] = serde_json::json!("1");
+    assert_eq!(menden.call(reqwest::Method::PUT, "/offices/buergerbuero-lendringsen", Some(&unknown)).await.0, 422);
+    let (_, html) = s.text("/kommunen/menden-sauerland/leistungen/personalausweis-beantragen").await;
+    assert!(html.contains("lendringsen@menden.example"), "the refused writes changed nothing");
+
+    // The desk: the town's editor changes it in a form; a missing CSRF token is refused.
+    let desk = Session::demo(&s, "menden").await;
+    let page = "/intern/kommunen/menden-sauerland";
+    assert!(desk.get(page).await.body.contains("id=\"dienststellen\""));
+    let form = [
+        ("slug", "buergerbuero-lendringsen"),
+        ("name", "Bürgerbüro Lendringsen"),
+        ("street", "Musterweg 2"),
+        ("postal_code", "58710"),
+        ("city", "Menden"),
+        ("phone", "0221 4710 998"),
+        ("email", "lendringsen@menden.example"),
+        ("website", "https://termine.menden.example"),
+        ("opening_hours", "Di und Do 8–12 Uhr"),
+    ];
+    let res = desk.submit(page, &format!("{page}/dienststellen"), &form).await;
+    assert_eq!(res.status, 303, "{}", res.body);
+    assert_eq!(desk.post(&format!("{page}/dienststellen"), &form).await.status, 403, "no CSRF token");
+    let (_, html) = s.text("/kommunen/menden-sauerland/leistungen/personalausweis-beantragen").await;
+    assert!(html.contains("Bürgerbüro Lendringsen") && html.contains("Di und Do 8–12 Uhr"));
+    assert!(html.contains("href=\"https://termine.menden.example\""), "the appointment link");
+    let res = desk.submit(page, &format!("{page}/dienststellen"), &[("slug", "Kein Slug!"), ("name", "X")]).await;
+    assert_eq!(res.status, 422, "a malformed short name is refused");
 }

@@ -42,7 +42,7 @@ use crate::store::journal::{self, Entry};
 use crate::store::{accounts, idempotency};
 use crate::write::formats::{Id, IdempotencyKeyValue, IfMatch, ServiceArea, Slug, TimeBound};
 use crate::write::{
-    self, AnnouncementInput, ContactInput, FaqInput, ReferralInput, StatementInput, TokenInput, UserInput,
+    self, AnnouncementInput, ContactInput, FaqInput, OfficeInput, ReferralInput, StatementInput, TokenInput, UserInput,
 };
 
 /// Largest request body on these routes. A maximal announcement (20,000 characters, which may be
@@ -77,6 +77,7 @@ pub fn router() -> Router<Shared> {
         .route("/referrals", post(post_referral))
         .route("/referrals/{id}", put(put_referral).delete(delete_referral))
         .route("/municipalities/{slug}/contact", put(put_contact::<TOWN>))
+        .route("/offices/{slug}", put(put_office))
         .route("/districts/{slug}/contact", put(put_contact::<DISTRICT>))
         .route("/tokens", get(list_tokens).post(post_token))
         .route("/tokens/{id}", delete(delete_token))
@@ -1047,6 +1048,73 @@ async fn put_contact<const D: bool>(
     respond(&headers, result.await)
 }
 
+#[utoipa::path(
+    put,
+    path = "/offices/{slug}",
+    tag = "editing",
+    summary = "Create or replace an office a town or district runs",
+    description = "Name, address, opening hours, phone, e-mail and web page (or appointment booking) of an office; the service-in-town pages name it for the services its owner is responsible for, and referrals point to it. \
+        The token must speak for the owner (and for the previous owner when the office changes hands). Without `lat`/`lon` an office keeps its place, a new one takes its owner's. Unknown fields are rejected with 422.",
+    params(("slug" = Slug, Path, description = "The office's slug.", example = "buergerbuero-menden-sauerland")),
+    request_body = OfficeInput,
+    responses(
+        (status = 200, description = "The stored office.", body = OfficeOut),
+        Refusals, BodyErrors,
+    ),
+    security(("bearer" = []))
+)]
+async fn put_office(
+    State(app): State<Shared>,
+    Caller(who): Caller,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = async {
+        let Ok(Path(slug)) = path else { return Err(Fail::bad_request("api.invalid_slug")) };
+        let slug = check_slug(&slug)?.to_string();
+        let input = parse::<OfficeInput>(&body_bytes(&headers, body)?)?;
+        reply(StatusCode::OK, &OfficeOut::from(write::save_office(&app, &who, &slug, &input).await?))
+    };
+    respond(&headers, result.await)
+}
+
+/// An office as stored.
+#[derive(Serialize, ToSchema)]
+pub struct OfficeOut {
+    slug: String,
+    name: String,
+    owner_ags: String,
+    street: String,
+    postal_code: String,
+    city: String,
+    lat: f64,
+    lon: f64,
+    phone: String,
+    email: String,
+    website: String,
+    opening_hours: String,
+}
+
+impl From<Office> for OfficeOut {
+    fn from(o: Office) -> OfficeOut {
+        OfficeOut {
+            slug: o.slug,
+            name: o.name,
+            owner_ags: o.owner_ags,
+            street: o.street,
+            postal_code: o.postal_code,
+            city: o.city,
+            lat: o.lat,
+            lon: o.lon,
+            phone: o.phone,
+            email: o.email,
+            website: o.website,
+            opening_hours: o.opening_hours,
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tokens and accounts
 
@@ -1437,7 +1505,7 @@ impl utoipa::Modify for BearerAuth {
 #[openapi(
     paths(
         put_statement, delete_statement, post_statements, post_announcement, put_announcement, delete_announcement, post_faq, put_faq,
-        post_referral, put_referral, delete_referral, put_contact, list_tokens, post_token, delete_token, list_users, post_user,
+        post_referral, put_referral, delete_referral, put_contact, put_office, list_tokens, post_token, delete_token, list_users, post_user,
         journal, journal_verify,
     ),
     components(schemas(ApiError, JournalFormat)),

@@ -60,6 +60,7 @@ fn place_router(kind: PlaceKind) -> Router<Shared> {
         .route("/{slug}/leistungen/{service}", get(statement_page).post(statement_save))
         .route("/{slug}/leistungen/{service}/zuruecknehmen", post(statement_withdraw))
         .route("/{slug}/kontakt", post(contact_save))
+        .route("/{slug}/dienststellen", post(office_save))
         .route("/{slug}/ausweichstellen", post(referral_add))
         .route("/{slug}/ausweichstellen/{id}/loeschen", post(referral_delete))
         .layer(Extension(kind))
@@ -454,6 +455,7 @@ async fn place_page(
             place => place.view(), can => v(&can), groups => v(&groups), contact => v(place.contact()),
             contact_version => contact_version, referrals => v(&referrals), offices => v(&office_choices),
             services => v(&service_choices), notice => notice.text(desk.lang),
+            own_offices => v(snap.data.offices.iter().filter(|o| o.owner_ags == place.ags()).collect::<Vec<_>>()),
         },
     )
 }
@@ -679,6 +681,74 @@ async fn contact_save(
         result,
         &format!("{}?gespeichert=1#kontakt", place.url()),
         &format!("{}#kontakt", place.url()),
+    )
+}
+
+#[derive(Deserialize)]
+struct OfficeForm {
+    #[serde(default)]
+    csrf: String,
+    /// The office's slug: hidden for an existing office, typed for a new one.
+    #[serde(default)]
+    slug: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    street: String,
+    #[serde(default)]
+    postal_code: String,
+    #[serde(default)]
+    city: String,
+    #[serde(default)]
+    phone: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    website: String,
+    #[serde(default)]
+    opening_hours: String,
+}
+
+/// Creates or changes one of the place's offices.
+async fn office_save(
+    State(app): State<Shared>,
+    Extension(kind): Extension<PlaceKind>,
+    Path(slug): Path<String>,
+    desk: Desk,
+    Form(form): Form<OfficeForm>,
+) -> Response {
+    let snap = app.snapshot();
+    let place = match submitted_place(&app, &desk, &snap, kind, &slug, &form.csrf) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let office_slug = match crate::domain::parse_slug(form.slug.trim()) {
+        Ok(s) => s.to_string(),
+        Err(_) => {
+            let e = WriteError::Invalid { field: "slug".into(), message: "api.invalid_slug" };
+            return after_write::<()>(&app, &desk, Err(e), "", &format!("{}#dienststellen", place.url()));
+        }
+    };
+    let input = write::OfficeInput {
+        owner_ags: place.ags().to_string(),
+        name: form.name,
+        street: form.street,
+        postal_code: form.postal_code,
+        city: form.city,
+        phone: form.phone,
+        email: form.email,
+        website: form.website,
+        opening_hours: form.opening_hours,
+        lat: None,
+        lon: None,
+    };
+    let result = write::save_office(&app, &desk.principal(), &office_slug, &input).await;
+    after_write(
+        &app,
+        &desk,
+        result,
+        &format!("{}?gespeichert=1#dienststellen", place.url()),
+        &format!("{}#dienststellen", place.url()),
     )
 }
 
