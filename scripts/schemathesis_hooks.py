@@ -5,7 +5,7 @@ The built-in `positive_data_acceptance` check is told (scripts/schemathesis.toml
 matches the document may only be refused for what a document cannot know or say:
 
 - 422 `url` for a webhook target that does not resolve to a public address (DNS decides that);
-- 422 naming a field that refers to stored data (a town, service, office, procedure or user that
+- 422 naming a field that refers to stored data (a town, district, service, office, procedure or user that
   does not exist, a user name taken) or a rule across fields (`valid_until` before `valid_from`,
   a body `procedure`/`slug` other than the path's, a step forward without evidence, a `version`
   other than `If-Match`'s), or an `Idempotency-Key` used before for another request;
@@ -28,7 +28,7 @@ import schemathesis
 REFERENCES = {
     "municipalities", "districts", "services", "targets", "for_ags", "office_slug", "service_slug",
     "scopes", "scope_ref", "depends_on", "user_id", "username", "id", "valid_until", "procedure",
-    "slug", "evidence", "version", "expires_at", "municipality", "service",
+    "slug", "evidence", "version", "expires_at", "municipality", "service", "owner_ags",
     # A webhook's target must resolve to a public address: what DNS says, not the document.
     "url",
 }

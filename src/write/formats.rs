@@ -156,7 +156,7 @@ named_schema!(
 
 named_schema!(
     /// When a service is expected back, as precisely as anyone can say (`domain::expected`).
-    ExpectedReturn,
+    ExpectedPeriod,
     json!({
         "description": "A day (YYYY-MM-DD), an ISO calendar week (YYYY-Www), the first or second half of a month \
                         (YYYY-MM-H1, YYYY-MM-H2), a month (YYYY-MM), `unknown` for \"not foreseeable yet\", or empty for \
@@ -331,7 +331,7 @@ pub fn all() -> Vec<(String, RefOr<Schema>)> {
         one::<Id>(),
         one::<DateOrEmpty>(),
         one::<ExpectedDate>(),
-        one::<ExpectedReturn>(),
+        one::<ExpectedPeriod>(),
         one::<DateTimeOrEmpty>(),
         one::<Publication>(),
         one::<TimeBound>(),

@@ -293,7 +293,7 @@ pub struct StatementInput {
     pub backlog: String,
     /// Expected return to normal operation: a day, week, half-month, month or `unknown`.
     #[serde(default)]
-    #[schema(value_type = formats::ExpectedReturn)]
+    #[schema(value_type = formats::ExpectedPeriod)]
     pub expected_return: String,
 }
 

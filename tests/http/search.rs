@@ -74,6 +74,7 @@ async fn life_events_list_their_services_in_order_and_other_authorities_are_name
     // English words are for the English interface; the German one does not guess at them.
     let (_, body) = s.json("/api/v1/search?q=register+a+car").await;
     assert_ne!(body["services"][0]["service"]["slug"], "fahrzeug-zulassen", "{body}");
-    let (status, _) = s.json("/api/v1/search?q=car&lang=xx").await;
-    assert_eq!(status, 400, "an unknown language is refused");
+    let (status, body) = s.json("/api/v1/search?q=Kindergeld&lang=xx").await;
+    assert_eq!(status, 200, "a language we do not have is answered in German");
+    assert!(body["elsewhere"][0]["text"].as_str().unwrap().starts_with("Kindergeld und Kinderzuschlag"), "{body}");
 }

@@ -519,7 +519,7 @@ struct SearchParams {
     #[param(max_length = 100, example = "58706")]
     place: Option<String>,
     /// The language of `q` and of the texts in the answer; German words are understood in
-    /// every language.
+    /// every language, and a language we do not have is answered in German.
     #[param(value_type = Option<String>, example = "en")]
     lang: Option<String>,
 }
@@ -1052,13 +1052,8 @@ async fn search(
     if q.trim().is_empty() && place.trim().is_empty() {
         return problem(&headers, Problem::EmptySearch);
     }
-    let lang = match params.lang.as_deref() {
-        None => crate::i18n::DEFAULT_LANG,
-        Some(code) => match crate::i18n::find(code) {
-            Some(language) => language.code.as_str(),
-            None => return problem(&headers, Problem::InvalidParameters),
-        },
-    };
+    // A language we do not have answers in German, as the pages do.
+    let lang = crate::i18n::language(params.lang.as_deref().unwrap_or_default()).code.as_str();
     let found = crate::read::search::find(&snap, lang, &q, &place);
     let town = found.town();
     let (mut life_events, mut elsewhere) = (Vec::new(), Vec::new());
