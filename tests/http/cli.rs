@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::{Engine, Server, TestDatabase, binary};
+use crate::{Engine, Server, Session, TestDatabase, binary};
 
 fn run(args: &[&str]) -> (i32, String) {
     let out = Command::new(binary()).args(args).output().unwrap();
@@ -123,4 +123,11 @@ async fn the_germany_demo_serves_every_municipality() {
     let (status, html) = s.text(&link).await;
     assert_eq!(status, 200, "{link}");
     assert!(html.contains("Passende Leistungen in Neustadt an der Weinstra"), "{link}: {html}");
+
+    // The desk warns about administrations without an office of their own (the Germany demo
+    // has none but the few the scenario refers to) and stays small.
+    let admin = Session::demo(&s, "admin").await;
+    let overview = admin.get("/intern").await.body;
+    assert!(overview.contains("Ohne Dienststelle"), "{}", &overview[..2000.min(overview.len())]);
+    assert!(overview.matches("#dienststellen\"").count() <= 100, "the list is cut at 100");
 }

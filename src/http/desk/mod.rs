@@ -729,17 +729,30 @@ const MAX_GAPS: usize = 100;
 
 /// What needs the editor's attention in the towns and districts that are `mine` (by AGS; a town
 /// counts when it or its district is): services worse than normal with neither a workaround nor
-/// a referral, towns without a phone number, and statements to look at again, because the
+/// a referral, towns without a phone number, towns and districts without an office of their own,
+/// and statements to look at again, because the
 /// recovery moved past them or they are older than `REVIEW_AFTER_DAYS`.
 fn gaps(snap: &crate::read::snapshot::Snapshot, mine: impl Fn(&str) -> bool) -> Value {
     use crate::read::snapshot::Snapshot;
     let now = crate::domain::time::now();
     let (mut lacking, mut lacking_total, mut without_phone) = (Vec::new(), 0, Vec::new());
+    // Who has no office of its own: residents would be told to go nowhere in particular.
+    let mut without_office: Vec<Value> = snap
+        .data
+        .districts
+        .iter()
+        .filter(|d| d.member && mine(&d.ags))
+        .filter(|d| !snap.data.offices.iter().any(|o| o.owner_ags == d.ags))
+        .map(|d| context! { kind => "kreise", slug => d.slug.clone(), name => d.name.clone() })
+        .collect();
     let (mut review, mut review_total) = (Vec::new(), 0);
     let mut seen = std::collections::HashSet::new();
     for m in snap.data.municipalities.iter().filter(|m| mine(&m.ags) || mine(&m.district_ags)) {
         if m.contact.phone.trim().is_empty() {
             without_phone.push(context! { slug => m.slug.clone(), name => m.name.clone() });
+        }
+        if mine(&m.ags) && !snap.data.offices.iter().any(|o| o.owner_ags == m.ags) {
+            without_office.push(context! { kind => "kommunen", slug => m.slug.clone(), name => m.name.clone() });
         }
         for s in snap.data.services.iter() {
             let a = snap.availability(m, s);
@@ -775,6 +788,7 @@ fn gaps(snap: &crate::read::snapshot::Snapshot, mine: impl Fn(&str) -> bool) -> 
     }
     context! {
         without_workaround => lacking, without_workaround_total => lacking_total, without_phone => without_phone,
+        without_office => without_office,
         to_review => review, to_review_total => review_total,
         review_after_days => crate::read::snapshot::REVIEW_AFTER_DAYS,
     }
