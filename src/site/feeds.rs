@@ -41,6 +41,32 @@ fn entry(snap: &Snapshot, lang: &str, public_url: &str, a: &Announcement) -> Ent
     e
 }
 
+/// A feed without entries: its id, title, language, time, links to itself and its page, and the
+/// provider as author.
+fn feed_head(
+    snap: &Snapshot,
+    lang: &str,
+    public_url: &str,
+    title: String,
+    self_path: &str,
+    page_path: &str,
+    updated: &str,
+) -> Feed {
+    let mut f = Feed::default();
+    f.set_id(format!("{public_url}{self_path}"));
+    f.set_title(Text::plain(title));
+    f.set_lang(Some(i18n::language(lang).tag.clone()));
+    f.set_updated(fixed(updated));
+    f.set_links(vec![
+        link(format!("{public_url}{self_path}"), "self", Some("application/atom+xml")),
+        link(format!("{public_url}{page_path}"), "alternate", Some("text/html")),
+    ]);
+    let mut author = Person::default();
+    author.set_name(snap.data.provider_name.clone());
+    f.set_authors(vec![author]);
+    f
+}
+
 // The feed's parts are all different things; a struct for them would only rename the arguments.
 #[allow(clippy::too_many_arguments)]
 fn feed(
@@ -53,19 +79,8 @@ fn feed(
     items: Vec<&Announcement>,
     updated_when_empty: &str,
 ) -> String {
-    let mut f = Feed::default();
-    f.set_id(format!("{public_url}{self_path}"));
-    f.set_title(Text::plain(title));
-    f.set_lang(Some(i18n::language(lang).tag.clone()));
     let updated = items.iter().map(|a| a.updated_at.as_str()).max().unwrap_or(updated_when_empty);
-    f.set_updated(fixed(updated));
-    f.set_links(vec![
-        link(format!("{public_url}{self_path}"), "self", Some("application/atom+xml")),
-        link(format!("{public_url}{page_path}"), "alternate", Some("text/html")),
-    ]);
-    let mut author = Person::default();
-    author.set_name(snap.data.provider_name.clone());
-    f.set_authors(vec![author]);
+    let mut f = feed_head(snap, lang, public_url, title, &self_path, &page_path, updated);
     f.set_entries(items.into_iter().map(|a| entry(snap, lang, public_url, a)).collect::<Vec<_>>());
     f.to_string()
 }
@@ -119,22 +134,11 @@ pub fn status(snap: &Snapshot, lang: &str, public_url: &str, town: Option<&Munic
     };
     let items: Vec<render::HistoryView> =
         snap.town_history(town).iter().take(STATUS_ENTRIES).map(|h| render::history_view(snap, lang, h)).collect();
-    let mut f = Feed::default();
-    f.set_id(format!("{public_url}{self_path}"));
-    f.set_title(Text::plain(title));
-    f.set_lang(Some(i18n::language(lang).tag.clone()));
     let updated = items.first().map(|h| h.at.clone()).unwrap_or_else(|| match town {
         Some(m) => snap.changed_at_for(m),
         None => snap.changed_at.clone(),
     });
-    f.set_updated(fixed(&updated));
-    f.set_links(vec![
-        link(format!("{public_url}{self_path}"), "self", Some("application/atom+xml")),
-        link(format!("{public_url}{page_path}"), "alternate", Some("text/html")),
-    ]);
-    let mut author = Person::default();
-    author.set_name(snap.data.provider_name.clone());
-    f.set_authors(vec![author]);
+    let mut f = feed_head(snap, lang, public_url, title, &self_path, &page_path, &updated);
     let entries = items.iter().map(|h| {
         let place = snap.municipality_by_ags(&h.place_ags).or(town);
         let page = match (place, &h.service_slug) {
