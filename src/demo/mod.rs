@@ -405,6 +405,7 @@ fn story(ds: &Dataset) -> Result<Vec<(chrono::DateTime<chrono::Utc>, Move)>> {
                 workaround: workaround.clone(),
                 backlog: backlog.clone(),
                 expected_return: expected_return.clone(),
+                review_on: String::new(),
             };
             moves.push((t(&at)?, 2, Move::Statements { targets, services, input }));
         }
@@ -791,6 +792,7 @@ pub fn build(demo: Demo) -> Result<Dataset> {
             author: "Demo".into(),
             stated_at: ago(rule.days_ago),
             version: 1,
+            review_on: String::new(),
         };
         for s in &chosen {
             for d in &rule.districts {

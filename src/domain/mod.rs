@@ -156,6 +156,10 @@ pub struct Statement {
     pub author: String,
     pub stated_at: String,
     pub version: i64,
+    /// The day it is to be looked at again (YYYY-MM-DD); empty: `REVIEW_AFTER_DAYS` after
+    /// `stated_at`.
+    #[serde(default)]
+    pub review_on: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]

@@ -205,6 +205,7 @@ const STATEMENT_COLUMNS: &[Column] = &[
     opt("workaround", Text),
     opt("backlog", Text),
     opt("expected_return", ExpectedReturn),
+    opt("review_on", Date),
     opt("author", Text),
     opt("stated_at", Timestamp),
 ];
@@ -1007,6 +1008,7 @@ fn build(records: &BTreeMap<Kind, Vec<Record>>, ex: &Existing, problems: &mut Pr
                 t => t.into(),
             },
             version: 1,
+            review_on: r.get("review_on").into(),
         });
     }
 

@@ -644,8 +644,12 @@ impl Snapshot {
             .count()
     }
 
-    /// Whether a statement is due for review: older than `REVIEW_AFTER_DAYS`.
+    /// Whether a statement is due for review: after its review day, or without one older than
+    /// `REVIEW_AFTER_DAYS`.
     pub fn review_due(st: &Statement, now: chrono::DateTime<chrono::Utc>) -> bool {
+        if let Some(day) = crate::domain::time::parse_date(&st.review_on) {
+            return now.date_naive() > day;
+        }
         crate::domain::time::parse_rfc3339(&st.stated_at)
             .is_some_and(|at| now - at > chrono::Duration::days(REVIEW_AFTER_DAYS))
     }
@@ -855,10 +859,19 @@ mod tests {
             author: "t".into(),
             stated_at: at.into(),
             version: 1,
+            review_on: String::new(),
         };
         assert!(!Snapshot::review_due(&stated("2026-12-06T12:00:00Z"), now), "exactly 14 days");
         assert!(Snapshot::review_due(&stated("2026-12-06T11:59:00Z"), now));
         assert!(!Snapshot::review_due(&stated("2026-12-19T08:00:00Z"), now));
+        // A review day of its own decides instead: due the day after it.
+        let with_day = |day: &str| Statement { review_on: day.into(), ..stated("2026-12-19T08:00:00Z") };
+        assert!(Snapshot::review_due(&with_day("2026-12-19"), now));
+        assert!(!Snapshot::review_due(&with_day("2026-12-20"), now));
+        assert!(!Snapshot::review_due(
+            &Statement { review_on: "2027-01-31".into(), ..stated("2026-11-01T08:00:00Z") },
+            now
+        ));
     }
 
     #[test]
@@ -912,6 +925,7 @@ mod tests {
             author: String::new(),
             stated_at: "2026-01-01T00:00:00Z".into(),
             version: 1,
+            review_on: String::new(),
         }
     }
 

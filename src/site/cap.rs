@@ -571,6 +571,7 @@ mod tests {
                 author: String::new(),
                 stated_at: "2026-01-01T08:00:00Z".into(),
                 version: 1,
+                review_on: String::new(),
             }],
             announcements,
             announcement_history: std::sync::Arc::new(history),

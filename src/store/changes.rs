@@ -42,6 +42,7 @@ pub async fn statement(c: &mut AnyConnection, ags: &str, service: &str) -> Resul
         author: r.try_get("author")?,
         stated_at: r.try_get("stated_at")?,
         version: r.try_get("version")?,
+        review_on: r.try_get("review_on")?,
     }))
 }
 

@@ -33,6 +33,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/0008_announcements_told_and_webhook_contacts.sql"),
     ),
     (9, "procedures offer", include_str!("../../migrations/0009_procedures_offer.sql")),
+    (10, "statements review on", include_str!("../../migrations/0010_statements_review_on.sql")),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -350,11 +351,11 @@ pub async fn upsert_office(c: &mut AnyConnection, o: &Office) -> Result<()> {
 pub async fn upsert_statement(c: &mut AnyConnection, s: &Statement) -> Result<()> {
     sqlx::query(
         "INSERT INTO statements (scope_ags, service_slug, level, restrictions, workaround, backlog, expected_return,
-         author, stated_at, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1)
+         author, stated_at, version, review_on) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1, $10)
          ON CONFLICT (scope_ags, service_slug) DO UPDATE SET level = excluded.level,
          restrictions = excluded.restrictions, workaround = excluded.workaround, backlog = excluded.backlog,
          expected_return = excluded.expected_return, author = excluded.author, stated_at = excluded.stated_at,
-         version = statements.version + 1",
+         version = statements.version + 1, review_on = excluded.review_on",
     )
     .bind(&s.scope_ags)
     .bind(&s.service_slug)
@@ -365,6 +366,7 @@ pub async fn upsert_statement(c: &mut AnyConnection, s: &Statement) -> Result<()
     .bind(&s.expected_return)
     .bind(&s.author)
     .bind(&s.stated_at)
+    .bind(&s.review_on)
     .execute(&mut *c)
     .await?;
     Ok(())
@@ -567,6 +569,7 @@ pub async fn load_changing(c: &mut AnyConnection, ds: &mut Dataset) -> Result<()
             author: row.try_get("author")?,
             stated_at: row.try_get("stated_at")?,
             version: row.try_get("version")?,
+            review_on: row.try_get("review_on")?,
         });
     }
     for row in sqlx::query("SELECT * FROM referrals ORDER BY id").fetch_all(&mut *c).await? {

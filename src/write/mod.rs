@@ -295,6 +295,10 @@ pub struct StatementInput {
     #[serde(default)]
     #[schema(value_type = formats::ExpectedPeriod)]
     pub expected_return: String,
+    /// The day to look at the statement again; empty: 14 days after it is saved.
+    #[serde(default)]
+    #[schema(value_type = formats::DateOrEmpty)]
+    pub review_on: String,
 }
 
 /// Whether an AGS names a town or district, read in the write's transaction.
@@ -350,6 +354,7 @@ pub async fn set_statements(
                 author: who.name.clone(),
                 stated_at: now,
                 version: 0,
+                review_on: date("review_on", &input.review_on)?,
             };
             let pairs: Vec<(String, String)> =
                 targets.iter().flat_map(|t| services.iter().map(move |s| (t.clone(), s.clone()))).collect();

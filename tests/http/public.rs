@@ -522,6 +522,23 @@ async fn a_card_never_shows_two_levels_and_a_contradicted_statement_is_flagged(e
     let board = Session::demo(&s, "admin").await;
     let page = board.get("/intern/wiederanlauf/sozialwesen").await.body;
     assert!(page.contains("entscheidet eine eigene Angabe"), "{page}");
+
+    // A statement carries its review day: one that has passed puts it on the list, one ahead
+    // keeps it off (without one, 14 days after it was stated).
+    let path = "/municipalities/menden-sauerland/services/hundesteuer-anmelden/statement";
+    let body = serde_json::json!({"level": "limited", "workaround": "Per Post", "review_on": "2026-01-15"});
+    let (status, answer) = menden.call(reqwest::Method::PUT, path, Some(&body)).await;
+    assert_eq!((status, answer["review_on"].as_str()), (200, Some("2026-01-15")), "{answer}");
+    let overview = desk.get("/intern").await.body;
+    let item =
+        &overview[overview.find("/intern/kommunen/menden-sauerland/leistungen/hundesteuer-anmelden").expect("due")..];
+    assert!(item[..300.min(item.len())].contains("zur Prüfung fällig"), "{item}");
+    let body = serde_json::json!({"level": "limited", "workaround": "Per Post", "review_on": "2099-01-15"});
+    assert_eq!(menden.call(reqwest::Method::PUT, path, Some(&body)).await.0, 200);
+    assert!(!desk.get("/intern").await.body.contains("/leistungen/hundesteuer-anmelden\""), "not due yet");
+    let body = serde_json::json!({"level": "limited", "review_on": "übermorgen"});
+    let (status, answer) = menden.call(reqwest::Method::PUT, path, Some(&body)).await;
+    assert_eq!((status, answer["field"].as_str()), (422, Some("review_on")), "{answer}");
 }
 
 /// What happened, publicly: every statement, withdrawal and rollout step of a service in a town,

@@ -480,6 +480,7 @@ fn statement_input(f: &Fields) -> write::StatementInput {
         workaround: f.one("workaround").to_string(),
         backlog: f.one("backlog").to_string(),
         expected_return: expected_return(f.one("expected_precision"), f.one("expected_return")),
+        review_on: f.one("review_on").to_string(),
     }
 }
 
