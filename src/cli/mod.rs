@@ -756,7 +756,11 @@ async fn serve(
     // Changes written by other processes (an import, another instance) become visible within poll_ms.
     let watcher = app.clone();
     tokio::spawn(async move {
-        let mut interval = tokio::time::interval(Duration::from_millis(poll_ms.max(50)));
+        // The first look is one period after the start: the snapshot was just loaded (an
+        // immediate first tick could come late under load and make a deliberately slow poll look
+        // fast, as the stale-instance tests found).
+        let period = Duration::from_millis(poll_ms.max(50));
+        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         loop {
             interval.tick().await;
             let snap = watcher.snapshot();
