@@ -392,6 +392,11 @@ test(
         const res = await page.goto(BASE_URL + path);
         assert.equal(res.status(), 200, path);
         assert.equal(await page.locator('main .level-word').first().innerText(), t('level.unavailable'), path);
+        // Plain words first; the procedures behind it in a closed disclosure, for the curious.
+        assert.match(await mainText(page), new RegExp(escapeRegExp(t('derivation.nothing_yet'))), `${path}: said plainly`);
+        const derivation = page.locator('main details.derivation').first();
+        assert.equal(await derivation.getAttribute('open'), null, `${path}: the derivation starts closed`);
+        await derivation.locator(':scope > summary').click();
         const text = await mainText(page);
         assert.match(text, tPattern('derivation.not_live', { procedure: PROCEDURE }), path);
         assert.doesNotMatch(text, new RegExp(escapeRegExp(t('derivation.overridden'))), `${path}: no statement overrides the derivation`);
@@ -506,6 +511,7 @@ test(
       for (const [i, path] of PUBLIC_PAGES.entries()) {
         await page.goto(BASE_URL + path);
         assert.equal(await page.locator('main .level-word').first().innerText(), t('level.limited'), path);
+        await page.locator('main details.derivation > summary').first().click();
         const text = await mainText(page);
         assert.match(text, tPattern('derivation.live', { procedure: PROCEDURE, rollout: t('rollout.pilot') }), `${path}: the derivation sentence`);
         assert.match(text, tPattern('availability.source_derived'), `${path}: the source is the derivation`);
