@@ -536,18 +536,17 @@ fn days_ago(now: chrono::DateTime<chrono::Utc>, days: i64) -> String {
     time::format_rfc3339(now - Duration::days(days) - Duration::minutes(37 * days))
 }
 
-/// The date `days` after `today` (negative: before), as YYYY-MM-DD.
 /// The demo's expected return: the period of `precision` around the day `days` ahead.
 fn expected_in(today: chrono::NaiveDate, days: Option<i64>, precision: Option<&str>) -> String {
     use crate::domain::expected::Expected;
-    match (precision, days) {
-        (Some("not_foreseeable"), _) => crate::domain::expected::NOT_FORESEEABLE.to_string(),
-        (Some(p), Some(d)) => Expected::around(p, today + Duration::days(d)).map(|e| e.canonical()).unwrap_or_default(),
-        (None, Some(d)) => date_in(today, d),
-        _ => String::new(),
-    }
+    let expected = match precision {
+        Some(p) => Expected::around(p, days.map(|d| today + Duration::days(d))),
+        None => days.map(|d| Expected::Day(today + Duration::days(d))),
+    };
+    expected.map(|e| e.canonical()).unwrap_or_default()
 }
 
+/// The date `days` after `today` (negative: before), as YYYY-MM-DD.
 fn date_in(today: chrono::NaiveDate, days: i64) -> String {
     (today + Duration::days(days)).format("%Y-%m-%d").to_string()
 }

@@ -72,8 +72,13 @@ impl Expected {
         first_of_month(s).map(Expected::Month)
     }
 
-    /// The period of `precision` that holds `day` (the desk's form: a precision and a day).
-    pub fn around(precision: &str, day: NaiveDate) -> Option<Expected> {
+    /// The period of `precision` that holds `day` (the desk's form and the demo: a precision and
+    /// a day). "Not foreseeable" needs no day; every other precision does.
+    pub fn around(precision: &str, day: Option<NaiveDate>) -> Option<Expected> {
+        if precision == "not_foreseeable" {
+            return Some(Expected::NotForeseeable);
+        }
+        let day = day?;
         let first = day.with_day(1)?;
         Some(match precision {
             "day" => Expected::Day(day),
@@ -83,7 +88,6 @@ impl Expected {
             "first_half" => Expected::FirstHalf(first),
             "second_half" => Expected::SecondHalf(first),
             "month" => Expected::Month(first),
-            "not_foreseeable" => Expected::NotForeseeable,
             _ => return None,
         })
     }
@@ -170,9 +174,12 @@ mod tests {
     #[test]
     fn the_desk_picks_the_period_around_a_day() {
         let day = d(2026, 12, 17);
-        let stored: Vec<String> = PRECISIONS.iter().map(|p| Expected::around(p, day).unwrap().canonical()).collect();
+        let stored: Vec<String> =
+            PRECISIONS.iter().map(|p| Expected::around(p, Some(day)).unwrap().canonical()).collect();
         assert_eq!(stored, ["2026-12-17", "2026-W51", "2026-12-H1", "2026-12-H2", "2026-12", "unknown"]);
-        assert_eq!(Expected::around("week", d(2027, 1, 1)).unwrap().canonical(), "2026-W53");
-        assert_eq!(Expected::around("soon", day), None);
+        assert_eq!(Expected::around("week", Some(d(2027, 1, 1))).unwrap().canonical(), "2026-W53");
+        assert_eq!(Expected::around("soon", Some(day)), None);
+        assert_eq!(Expected::around("not_foreseeable", None), Some(Expected::NotForeseeable));
+        assert_eq!(Expected::around("month", None), None, "a month needs a day in it");
     }
 }

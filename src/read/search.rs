@@ -320,6 +320,22 @@ pub enum Topic {
     Elsewhere(String),
 }
 
+impl Topic {
+    pub fn key(&self) -> &str {
+        match self {
+            Topic::LifeEvent(key) | Topic::Elsewhere(key) => key,
+        }
+    }
+
+    /// The life event's name, or where to go instead, in `lang`.
+    pub fn text(&self, lang: &str) -> String {
+        match self {
+            Topic::LifeEvent(key) => i18n::t(lang, &format!("life_event.{key}")),
+            Topic::Elsewhere(key) => i18n::t(lang, &format!("elsewhere.{key}")),
+        }
+    }
+}
+
 /// What a search found: services best first, and the topics the query names.
 #[derive(Default)]
 pub struct Found {

@@ -110,7 +110,7 @@ fn env() -> &'static Environment<'static> {
         env.add_filter("datetime", |state: &State, s: String| i18n::datetime(&page_lang(state), &s));
         env.add_filter("date", |state: &State, s: String| i18n::date(&page_lang(state), &s));
         // An expected return in words: a day, "KW 51/2026 (…)", "Mitte bis Ende Dezember 2026".
-        env.add_filter("expected", |state: &State, s: String| crate::i18n::expected_return(&page_lang(state), &s));
+        env.add_filter("expected", |state: &State, s: String| i18n::expected_return(&page_lang(state), &s));
         env.add_filter("http_url", |s: String| http_url(&s).to_string());
         // The desk's form shows an expected return as a precision and a day within it.
         env.add_function("expected_parts", |s: String| {
@@ -543,13 +543,10 @@ pub fn search(snap: &Snapshot, lang: &str, outcome: &SearchOutcome, copy: bool) 
             None => context! { service => v(&s.slug), name => v(&s.name) },
         })
         .collect();
-    let (mut life_events, mut elsewhere) = (Vec::new(), Vec::new());
-    for topic in &outcome.topics {
-        match topic {
-            Topic::LifeEvent(key) => life_events.push(i18n::t(lang, &format!("life_event.{key}"))),
-            Topic::Elsewhere(key) => elsewhere.push(i18n::t(lang, &format!("elsewhere.{key}"))),
-        }
-    }
+    let (life_events, elsewhere): (Vec<&Topic>, Vec<&Topic>) =
+        outcome.topics.iter().partition(|t| matches!(t, Topic::LifeEvent(_)));
+    let life_events: Vec<String> = life_events.iter().map(|t| t.text(lang)).collect();
+    let elsewhere: Vec<String> = elsewhere.iter().map(|t| t.text(lang)).collect();
     page(snap, lang, "/suche", "search", copy).render(
         "search.html",
         context! {

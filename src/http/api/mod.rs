@@ -1056,17 +1056,12 @@ async fn search(
     let lang = crate::i18n::language(params.lang.as_deref().unwrap_or_default()).code.as_str();
     let found = crate::read::search::find(&snap, lang, &q, &place);
     let town = found.town();
-    let (mut life_events, mut elsewhere) = (Vec::new(), Vec::new());
-    for topic in &found.topics {
-        match topic {
-            Topic::LifeEvent(key) => {
-                life_events.push(TopicOut { key: key.clone(), text: i18n::t(lang, &format!("life_event.{key}")) })
-            }
-            Topic::Elsewhere(key) => {
-                elsewhere.push(TopicOut { key: key.clone(), text: i18n::t(lang, &format!("elsewhere.{key}")) })
-            }
-        }
-    }
+    let (life_events, elsewhere): (Vec<&Topic>, Vec<&Topic>) =
+        found.topics.iter().partition(|t| matches!(t, Topic::LifeEvent(_)));
+    let out = |topics: Vec<&Topic>| -> Vec<TopicOut> {
+        topics.iter().map(|t| TopicOut { key: t.key().to_string(), text: t.text(lang) }).collect()
+    };
+    let (life_events, elsewhere) = (out(life_events), out(elsewhere));
     let result = SearchResult {
         place_unknown: found.place_unknown,
         services: found

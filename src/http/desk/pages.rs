@@ -494,12 +494,8 @@ fn expected_return(precision: &str, day: &str) -> String {
     if precision.is_empty() {
         return day.to_string();
     }
-    let parsed = crate::domain::time::parse_date(day);
-    match (precision, parsed) {
-        ("not_foreseeable", _) => crate::domain::expected::NOT_FORESEEABLE.to_string(),
-        (p, Some(d)) => Expected::around(p, d).map_or_else(|| format!("{p}:{day}"), |e| e.canonical()),
-        (p, None) => format!("{p}:{day}"),
-    }
+    Expected::around(precision, crate::domain::time::parse_date(day))
+        .map_or_else(|| format!("{precision}:{day}"), |e| e.canonical())
 }
 
 /// The bulk form: one statement for every checked service and every service of a checked area.
