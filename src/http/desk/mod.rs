@@ -730,19 +730,19 @@ const MAX_GAPS: usize = 100;
 /// What needs the editor's attention in the towns and districts that are `mine` (by AGS; a town
 /// counts when it or its district is): services worse than normal with neither a workaround nor
 /// a referral, towns without a phone number, towns and districts without an office of their own,
-/// and statements to look at again, because the
-/// recovery moved past them or they are older than `REVIEW_AFTER_DAYS`.
+/// and statements to look at again, because the recovery moved past them or their review day
+/// has passed.
 fn gaps(snap: &crate::read::snapshot::Snapshot, mine: impl Fn(&str) -> bool) -> Value {
     use crate::read::snapshot::Snapshot;
     let now = crate::domain::time::now();
     let (mut lacking, mut lacking_total, mut without_phone) = (Vec::new(), 0, Vec::new());
     // Who has no office of its own: residents would be told to go nowhere in particular.
+    let owners: std::collections::HashSet<&str> = snap.data.offices.iter().map(|o| o.owner_ags.as_str()).collect();
     let mut without_office: Vec<Value> = snap
         .data
         .districts
         .iter()
-        .filter(|d| d.member && mine(&d.ags))
-        .filter(|d| !snap.data.offices.iter().any(|o| o.owner_ags == d.ags))
+        .filter(|d| d.member && mine(&d.ags) && !owners.contains(d.ags.as_str()))
         .map(|d| context! { kind => "kreise", slug => d.slug.clone(), name => d.name.clone() })
         .collect();
     let (mut review, mut review_total) = (Vec::new(), 0);
@@ -751,7 +751,7 @@ fn gaps(snap: &crate::read::snapshot::Snapshot, mine: impl Fn(&str) -> bool) -> 
         if m.contact.phone.trim().is_empty() {
             without_phone.push(context! { slug => m.slug.clone(), name => m.name.clone() });
         }
-        if mine(&m.ags) && !snap.data.offices.iter().any(|o| o.owner_ags == m.ags) {
+        if mine(&m.ags) && !owners.contains(m.ags.as_str()) {
             without_office.push(context! { kind => "kommunen", slug => m.slug.clone(), name => m.name.clone() });
         }
         for s in snap.data.services.iter() {
